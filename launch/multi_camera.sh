@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Several cameras, one pipeline each (capture, inference and post-processing processes per camera),
+# each publishing on its own port. Ctrl-C or SIGTERM stops them all; if one pipeline exits with an
+# error, the others are stopped and this script exits with that pipeline's code.
+#
+#   launch/multi_camera.sh camera:0 camera:1                 # ports 5555, 5556
+#   BASE_PORT=6000 CONFIG=configs/camera.yaml launch/multi_camera.sh rtsp://a/x rtsp://b/y
+set -uo pipefail
+cd "$(dirname "$0")/.."
+PERCEPTION=${PERCEPTION:-.venv/bin/perception}
+CONFIG=${CONFIG:-configs/camera.yaml}
+BASE_PORT=${BASE_PORT:-5555}
+[ $# -ge 1 ] || { echo "usage: $0 SOURCE [SOURCE ...]" >&2; exit 2; }
+
+pids=()
+stop_all() { for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null; done; }
+trap 'stop_all; wait; exit 130' INT TERM
+
+i=0
+for src in "$@"; do
+  port=$((BASE_PORT + i))
+  "$PERCEPTION" run "$CONFIG" --source "$src" --publish "tcp://0.0.0.0:$port" \
+      --set "source.camera_id=cam$i" &
+  pids+=($!)
+  echo "camera cam$i ($src) -> tcp://0.0.0.0:$port (pid $!)" >&2
+  i=$((i + 1))
+done
+
+# the first pipeline to end decides: stop the rest and pass its exit code on
+wait -n "${pids[@]}"; code=$?
+stop_all; wait
+exit "$code"

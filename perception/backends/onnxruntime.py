@@ -1,0 +1,171 @@
+"""ONNX Runtime backend: the CPU default (and the CUDA execution provider when it is present).
+
+The session's real tensors are read from ONNX Runtime and checked against the model card; a model
+whose tensors do not match its card is refused with :class:`ModelCardError`. Outputs are bound to
+buffers allocated once per input shape (IOBinding), so the hot path allocates nothing large.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from perception.backends.base import check_feeds, resolve_input_size
+from perception.errors import BackendError, ModelCardError
+from perception.modelcard import ModelCard
+from perception.types import TensorSpec
+
+log = logging.getLogger(__name__)
+
+_ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(uint8)": "uint8",
+               "tensor(int64)": "int64", "tensor(int32)": "int32"}
+
+
+def _dims(shape: list) -> tuple[int | None, ...]:
+    return tuple(d if isinstance(d, int) and d > 0 else None for d in shape)
+
+
+class OnnxRuntimeBackend:
+    """Runs an ONNX model with ONNX Runtime.
+
+    Args:
+        model_path: the ``.onnx`` file.
+        card: its model card (checked against the model's tensors).
+        threads: intra-op threads; ``None`` lets ONNX Runtime use every core. On a machine shared
+            with capture and post-processing processes, fewer threads than cores leaves them room.
+        providers: ``"cpu"``, ``"cuda"`` or ``"auto"`` (CUDA when ONNX Runtime has it, else CPU).
+        input_size: ``(width, height)`` to run at, for models exported with dynamic sizes.
+    """
+
+    name = "onnxruntime"
+
+    def __init__(
+        self,
+        *,
+        model_path: str | Path,
+        card: ModelCard,
+        threads: int | None = None,
+        providers: str = "auto",
+        input_size: tuple[int, int] | None = None,
+    ) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:  # pragma: no cover - a declared dependency
+            raise BackendError("onnxruntime is not installed: pip install onnxruntime") from exc
+        self.card = card
+        self.model_path = Path(model_path)
+        if not self.model_path.is_file():
+            raise BackendError(f"model file not found: {self.model_path}")
+        self.input_size = resolve_input_size(card, input_size)
+
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            opts.intra_op_num_threads = int(threads)
+            opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3
+        available = ort.get_available_providers()
+        if providers not in ("auto", "cpu", "cuda"):
+            raise BackendError(f"providers must be auto, cpu or cuda, got {providers!r}")
+        chosen = ["CPUExecutionProvider"]
+        if providers in ("auto", "cuda") and "CUDAExecutionProvider" in available:
+            chosen.insert(0, "CUDAExecutionProvider")
+        elif providers == "cuda":
+            raise BackendError(f"ONNX Runtime has no CUDA provider here (available: {available})")
+        try:
+            self._session = ort.InferenceSession(str(self.model_path), sess_options=opts, providers=chosen)
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types
+            raise BackendError(f"cannot load ONNX model {self.model_path}: {exc}") from exc
+        self.providers = tuple(self._session.get_providers())
+        log.info("onnxruntime %s on %s, input %dx%d", ort.__version__, self.providers, *self.input_size)
+
+        self.inputs = self._specs(self._session.get_inputs())
+        self.outputs = self._specs(self._session.get_outputs())
+        self._check_against_card()
+        self._binding = self._session.io_binding()
+        self._out_buffers: dict[str, np.ndarray] = {}
+        self._bound_for: tuple[int, ...] | None = None
+
+    @staticmethod
+    def _specs(args: list) -> dict[str, TensorSpec]:
+        out = {}
+        for a in args:
+            dtype = _ORT_DTYPES.get(a.type)
+            if dtype is None:
+                raise BackendError(f"tensor {a.name!r} has unsupported type {a.type}")
+            out[a.name] = TensorSpec(name=a.name, shape=_dims(a.shape), dtype=dtype)
+        return out
+
+    def _check_against_card(self) -> None:
+        card, where = self.card, f"model {self.model_path.name} vs its card {card_name(self.card)}"
+        inp = card.input
+        if list(self.inputs) != [inp.name]:
+            raise ModelCardError(f"{where}: the card's input is {inp.name!r}, the model has {list(self.inputs)}")
+        spec = self.inputs[inp.name]
+        if len(spec.shape) != 4 or spec.shape[1] not in (None, 3):
+            raise ModelCardError(f"{where}: input {inp.name!r} must be [N,3,H,W], the model has {spec.shape}")
+        if spec.dtype != inp.dtype:
+            raise ModelCardError(f"{where}: input dtype {spec.dtype} but the card says {inp.dtype}")
+        fixed_hw = spec.shape[2:]
+        if all(d is not None for d in fixed_hw) and tuple(fixed_hw) != (inp.height, inp.width):
+            raise ModelCardError(
+                f"{where}: the model's input is {fixed_hw[1]}x{fixed_hw[0]} but the card says {inp.width}x{inp.height}"
+            )
+        if inp.dynamic_size and not all(d is None for d in fixed_hw):
+            raise ModelCardError(f"{where}: the card says dynamic_size but the model's input is fixed {spec.shape}")
+        for o in card.outputs:
+            if o.name not in self.outputs:
+                raise ModelCardError(
+                    f"{where}: the card's output {o.name!r} ({o.kind}) is not in the model; it has {list(self.outputs)}"
+                )
+            shape = self.outputs[o.name].shape
+            if len(shape) != 4 or shape[1] not in (None, o.channels):
+                raise ModelCardError(
+                    f"{where}: output {o.name!r} should be [N,{o.channels},H/{o.stride},W/{o.stride}], the model has {shape}"
+                )
+            if all(d is not None for d in fixed_hw) and all(d is not None for d in shape[2:]):
+                want = (fixed_hw[0] // o.stride, fixed_hw[1] // o.stride)
+                if tuple(shape[2:]) != want:
+                    raise ModelCardError(
+                        f"{where}: output {o.name!r} is {shape[2:]} but stride {o.stride} of the input gives {want}"
+                    )
+
+    def _bind_outputs(self, in_shape: tuple[int, ...]) -> None:
+        n, _, h, w = in_shape
+        self._out_buffers = {}
+        self._binding.clear_binding_outputs()
+        for o in self.card.outputs:
+            buf = np.empty((n, o.channels, h // o.stride, w // o.stride), dtype=np.dtype(self.outputs[o.name].dtype))
+            self._binding.bind_output(o.name, "cpu", 0, buf.dtype, buf.shape, buf.ctypes.data)
+            self._out_buffers[o.name] = buf
+        self._bound_for = in_shape
+
+    def infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        check_feeds(feeds, self.inputs, model=self.model_path.name)
+        name = self.card.input.name
+        x = np.ascontiguousarray(feeds[name])
+        if x.shape != self._bound_for:
+            self._bind_outputs(x.shape)
+        self._binding.bind_cpu_input(name, x)
+        try:
+            self._session.run_with_iobinding(self._binding)
+        except Exception as exc:
+            raise BackendError(f"ONNX Runtime failed on {self.model_path.name} with input {x.shape}: {exc}") from exc
+        return dict(self._out_buffers)
+
+    def close(self) -> None:
+        self._binding = None
+        self._session = None
+
+    def __enter__(self) -> "OnnxRuntimeBackend":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def card_name(card: ModelCard) -> str:
+    return repr(card.name)

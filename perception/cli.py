@@ -1,0 +1,73 @@
+"""The ``perception`` command.
+
+Each sub-command lives in its own module, which exposes ``register(subparsers)``; that function adds
+a parser whose ``func`` attribute is called with the parsed namespace and returns an exit code.
+Modules keep heavy imports (onnxruntime, cv2, torch) inside their handlers so ``--help`` is fast.
+
+Errors from the project's exception tree print one line naming the cause and exit with code 2
+(configuration / input errors) or the failing stage's code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from perception.errors import PerceptionError, StageError
+
+# module path -> registers one or more sub-commands
+_COMMAND_MODULES = (
+    "perception.runtime.command",  # run
+    "perception.transport.view",  # view
+    "perception.eval.command",  # eval, eval-tracking
+    "perception.backends.build_command",  # build-engine
+    "perception.drives.command",  # record
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="perception",
+        description="Real-time video perception: segmentation, refinement, tracking, ZeroMQ publishing.",
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for modname in _COMMAND_MODULES:
+        try:
+            mod = importlib.import_module(modname)
+        except ModuleNotFoundError as exc:
+            if exc.name == modname:  # that command is not part of this build
+                continue
+            raise
+        mod.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING - 10 * min(args.verbose, 2),
+        format="%(asctime)s %(levelname).1s %(processName)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except StageError as exc:
+        print(f"perception: error: stage {exc.stage!r} failed: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except PerceptionError as exc:
+        print(f"perception: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("perception: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,229 @@
+"""Typed, validated configuration: YAML in, frozen objects out.
+
+Unknown keys and bad values are :class:`ConfigError` naming the key (as a dotted path) and, where
+the choice is from a set, the allowed values. This module is the only place that knows the YAML
+shape; components take typed keyword arguments, mapped from these objects in the runtime.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from perception.errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_MODEL = REPO_ROOT / "engines" / "camvid_lite0_panoptic.onnx"
+DEFAULT_CONFIG = REPO_ROOT / "configs" / "default.yaml"
+
+
+def default_model_path() -> Path:
+    """The bundled default model (``engines/camvid_lite0_panoptic.onnx``)."""
+    return DEFAULT_MODEL
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SourceConfig(_Section):
+    uri: str = "synthetic"
+    """Video file, image folder, camera:N, /dev/videoN, rtsp:// or http:// URL, gst:<pipeline>,
+    a recorded drive (.bag, .mcap, ROS 2 bag folder) or 'synthetic[:key=value,...]'."""
+    camera_id: str = "cam0"
+    loop: bool = False
+    fps: float | None = Field(default=None, gt=0)
+    """Frame rate of an image folder (for pacing and timestamps); ignored where the input has one."""
+    start_s: float = Field(default=0.0, ge=0)
+    max_frames: int | None = Field(default=None, gt=0)
+    width: int | None = Field(default=None, gt=0)
+    """Capture width to ask a camera for (cameras only)."""
+    height: int | None = Field(default=None, gt=0)
+    topics: tuple[str, ...] = ()
+    """Image topics to replay from a recorded drive (all image topics when empty)."""
+    options: dict[str, Any] = Field(default_factory=dict)
+    """Source-specific options (e.g. synthetic: num_frames, seed)."""
+
+
+class ReplayConfig(_Section):
+    speed: float = Field(default=1.0, ge=0)
+    """Replay at the recorded rate × speed; 0 runs as fast as possible (every frame either way)."""
+
+
+class ModelConfig(_Section):
+    path: str = str(DEFAULT_MODEL.relative_to(REPO_ROOT))
+    """ONNX model with its .card.json beside it; relative paths are taken from the repository root
+    when they do not exist relative to the working directory."""
+    backend: Literal["onnxruntime", "tensorrt", "auto"] = "onnxruntime"
+    threads: int | None = Field(default=None, gt=0)
+    """Intra-op threads of the backend (None = one per core)."""
+    input_size: tuple[int, int] | None = None
+    """(width, height) to run a dynamic-size model at; None = the card's default."""
+    precision: Literal["fp32", "fp16", "int8"] = "fp16"
+    """TensorRT precision (ignored by ONNX Runtime)."""
+
+    def resolved_path(self) -> Path:
+        p = Path(self.path)
+        if p.is_absolute() or p.exists():
+            return p
+        return REPO_ROOT / p
+
+
+class PostprocessConfig(_Section):
+    upsample: Literal["nearest", "bilinear", "refine"] = "refine"
+    refine_classes: tuple[str, ...] = ("Road", "Pavement")
+    """Class names (from the model card) whose boundaries are refined against the full-resolution image."""
+    panoptic: bool = True
+    """Group thing pixels into instances (needs a model with centre outputs)."""
+
+
+class TrackingConfig(_Section):
+    enabled: bool = True
+    high_score: float = Field(default=0.5, ge=0, le=1)
+    low_score: float = Field(default=0.1, ge=0, le=1)
+    match_iou: float = Field(default=0.3, ge=0, le=1)
+    confirm_hits: int = Field(default=3, ge=1)
+    max_lost_frames: int = Field(default=30, ge=0)
+
+
+class PublishConfig(_Section):
+    address: str = "tcp://127.0.0.1:5555"
+    topic: str = "perception"
+    encoding: Literal["raw", "zstd", "lz4"] = "raw"
+    level: int | None = None
+    """Compression level (zstd 1-22, lz4 0-16); None = the codec's fast default."""
+    hwm: int = Field(default=4, ge=1)
+    """Messages queued per subscriber before new ones are dropped (and counted)."""
+    preview: Literal["none", "jpeg"] = "jpeg"
+    """Also send a small JPEG of the input frame so viewers can draw an overlay."""
+    wait_for_subscribers: int = Field(default=0, ge=0)
+    """Hold the first frame until this many subscribers have connected (replay tests, recorders)."""
+    wait_timeout_s: float = Field(default=10.0, gt=0)
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, v: str) -> str:
+        if not v.startswith(("tcp://", "ipc://", "inproc://")):
+            raise ValueError(f"must start with tcp://, ipc:// or inproc://, got {v!r}")
+        return v
+
+
+class OutputConfig(_Section):
+    overlay: str | None = None
+    """Write the label colours blended over the frames to this .mp4 file."""
+    overlay_alpha: float = Field(default=0.5, ge=0, le=1)
+
+
+class RuntimeConfig(_Section):
+    slots: int = Field(default=4, ge=2, le=64)
+    """Frames in flight in shared memory; more absorbs jitter, fewer bounds latency and memory."""
+    stop_timeout_s: float = Field(default=2.0, gt=0)
+    status_interval_s: float = Field(default=2.0, gt=0)
+    progress: bool = True
+    """Progress bar on stderr for replays with a known length."""
+
+
+class PipelineConfig(_Section):
+    source: SourceConfig = Field(default_factory=SourceConfig)
+    mode: Literal["live", "replay"] | None = None
+    """live: drop stale frames (policy 'latest'); replay: process every frame (policy 'every').
+    None picks live for cameras and URLs, replay for files, folders, drives and synthetic input."""
+    replay: ReplayConfig = Field(default_factory=ReplayConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    postprocess: PostprocessConfig = Field(default_factory=PostprocessConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    publish: PublishConfig = Field(default_factory=PublishConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple) -> list[str]:
+    cur: Any = model
+    for part in loc[:-1]:
+        field = cur.model_fields.get(str(part)) if isinstance(cur, type) and issubclass(cur, BaseModel) else None
+        if field is None:
+            return []
+        cur = field.annotation
+    if isinstance(cur, type) and issubclass(cur, BaseModel):
+        return sorted(cur.model_fields)
+    return []
+
+
+def _format_error(exc: ValidationError, origin: str) -> str:
+    msgs = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        key = ".".join(str(p) for p in loc) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            allowed = _allowed_keys(PipelineConfig, loc)
+            msgs.append(f"unknown key '{key}'" + (f"; allowed keys here: {', '.join(allowed)}" if allowed else ""))
+        else:
+            msg = err["msg"]
+            if err["type"] == "literal_error":
+                msg = msg.replace("Input should be", "must be one of")
+            msgs.append(f"'{key}': {msg} (got {err.get('input')!r})")
+    return f"{origin}: " + "; ".join(msgs)
+
+
+def parse_config(data: dict | None, *, origin: str = "configuration") -> PipelineConfig:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{origin}: the top level must be a mapping of sections, got {type(data).__name__}")
+    try:
+        return PipelineConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_error(exc, origin)) from exc
+
+
+def load_yaml(path: str | Path) -> dict:
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file not found: {p}") from exc
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {p}: {exc}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {p} is not valid YAML: {exc}") from exc
+    return data or {}
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Apply ``key.sub=value`` strings (values parsed as YAML) to a nested dict, returning a copy."""
+    import copy
+
+    out = copy.deepcopy(data)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key=value (e.g. publish.encoding=zstd), got {item!r}")
+        key, raw = item.split("=", 1)
+        parts = [p for p in key.strip().split(".") if p]
+        if not parts:
+            raise ConfigError(f"--set: empty key in {item!r}")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {key}: cannot parse value {raw!r}: {exc}") from exc
+        cur = out
+        for p in parts[:-1]:
+            nxt = cur.setdefault(p, {})
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"--set {key}: '{p}' is not a section")
+            cur = nxt
+        cur[parts[-1]] = value
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> PipelineConfig:
+    """Read a YAML file (default ``configs/default.yaml``), apply ``--set`` overrides, validate."""
+    p = Path(path) if path else DEFAULT_CONFIG
+    data = load_yaml(p) if p.exists() or path else {}
+    if overrides:
+        data = apply_overrides(data, overrides)
+    return parse_config(data, origin=str(p))

@@ -1,0 +1,92 @@
+"""``perception record``: subscribe to a running pipeline and write its outputs to MCAP (and/or Rerun)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+log = logging.getLogger(__name__)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "record",
+        help="record a pipeline's outputs to MCAP (Foxglove) and/or stream them to Rerun",
+        description=(
+            "Subscribe to a perception publisher and write every label message to an MCAP file that "
+            "Foxglove opens as is: colourised label and instance maps, track boxes and ids, latencies, and "
+            "(--with-input) the preview frames, all stamped with the input frames' capture times. The "
+            "recording can be replayed as a source (perception run --source FILE.mcap --topic "
+            "/perception/CAM/input). Optionally streams the same to a Rerun viewer."
+        ),
+    )
+    p.add_argument("--connect", default="tcp://127.0.0.1:5555", metavar="ADDR",
+                   help="publisher endpoint to connect to (default: %(default)s)")
+    p.add_argument("--topic", default="perception", metavar="T",
+                   help="topic the publisher uses (default: %(default)s)")
+    p.add_argument("--out", metavar="FILE.mcap", default=None,
+                   help="MCAP file to write (required unless a --rerun option is given)")
+    p.add_argument("--max-frames", type=int, default=None, metavar="N",
+                   help="stop after N frames (default: until --timeout or Ctrl-C)")
+    p.add_argument("--timeout", type=float, default=None, metavar="S",
+                   help="stop when no message arrives for S seconds, e.g. after a replay ended "
+                        "(default: wait forever); exit status 1 if nothing was recorded")
+    p.add_argument("--with-input", action="store_true",
+                   help="also record the input preview frames (the publisher must send previews)")
+    p.add_argument("--compression", choices=("zstd", "lz4", "none"), default="zstd",
+                   help="MCAP chunk compression (default: %(default)s)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.add_argument("--rerun", action="store_true", help="also stream live to a Rerun viewer started here (needs rerun-sdk)")
+    p.add_argument("--rerun-connect", metavar="URL", default=None,
+                   help="stream live to a running Rerun viewer at this gRPC URL (needs rerun-sdk)")
+    p.add_argument("--rerun-save", metavar="FILE.rrd", default=None,
+                   help="also write the Rerun stream to this .rrd file (needs rerun-sdk)")
+    p.set_defaults(func=run_record)
+
+
+def run_record(args: argparse.Namespace) -> int:
+    from perception.drives.record import McapRecorder, record
+    from perception.errors import PerceptionError
+    from perception.transport.subscriber import Subscriber
+
+    want_rerun = bool(args.rerun or args.rerun_connect or args.rerun_save)
+    if args.out is None and not want_rerun:
+        print("perception record: give --out FILE.mcap and/or a --rerun option", file=sys.stderr)
+        return 2
+    if args.max_frames is not None and args.max_frames < 1:
+        print("perception record: --max-frames must be >= 1", file=sys.stderr)
+        return 2
+    sinks = []
+    recorder = None
+    try:
+        if want_rerun:
+            from perception.viewers.rerun_sink import open_rerun_sink
+
+            sinks.append(open_rerun_sink(spawn=args.rerun, connect=args.rerun_connect, save=args.rerun_save))
+        if args.out is not None:
+            recorder = McapRecorder(args.out, with_input=args.with_input, compression=args.compression)
+        with Subscriber(address=args.connect, topic=args.topic) as sub:
+            try:
+                stats = record(subscriber=sub, recorder=recorder, max_frames=args.max_frames,
+                               idle_timeout_s=args.timeout, progress=not args.no_progress, sinks=sinks)
+            except KeyboardInterrupt:
+                stats = recorder.stats if recorder is not None else None
+                log.info("interrupted; closing the recording")
+            gaps = sub.gaps
+    except PerceptionError as exc:
+        print(f"perception record: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if recorder is not None:
+            recorder.close()
+        for sink in sinks:
+            sink.close()
+    frames = stats.frames if stats is not None else 0
+    where = f" to {args.out}" if args.out else ""
+    print(f"recorded {frames} frame(s){where} ({gaps} missed by the subscriber)", file=sys.stderr)
+    if frames == 0:
+        print("perception record: no message arrived (is the pipeline publishing on "
+              f"{args.connect}, topic {args.topic!r}?)", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,162 @@
+"""``perception eval`` (segmentation scores on labelled data) and ``perception eval-tracking``.
+
+Heavy imports (cv2, onnxruntime, tqdm) stay inside the handlers so that ``perception --help`` is fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from pathlib import Path
+
+from perception.errors import ConfigError
+
+_TRACKING_MODULE = "perception.eval.tracking_command"
+
+
+def default_model_path() -> Path:
+    """The model ``perception eval`` scores when ``--model`` is not given (the pipeline's default)."""
+    from perception.config import default_model_path as config_default
+
+    return config_default()
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``"480x352"`` → ``(480, 352)`` (width, height)."""
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT such as 480x352, got {text!r}") from exc
+    if w <= 0 or h <= 0:
+        raise argparse.ArgumentTypeError(f"sizes must be positive, got {text!r}")
+    return w, h
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from exc
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return v
+
+
+def _tolerance(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected a distance in pixels, got {text!r}") from exc
+    if not v >= 0:
+        raise argparse.ArgumentTypeError(f"the tolerance must be >= 0 pixels, got {text!r}")
+    return v
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data", required=True, type=Path,
+        help="labelled data set folder. camvid layout: a folder with <split>.txt, or <split>/ + "
+        "<split>annot/, or images/ + labels/, or an images folder with a sibling <name>annot/ "
+        "(labels: 8-bit PNG of class ids, same file stem). cityscapes layout: the folder holding "
+        "leftImg8bit/ and gtFine/",
+    )
+    parser.add_argument("--layout", choices=("camvid", "cityscapes"), default="camvid",
+                        help="data set layout (default: camvid)")
+    parser.add_argument("--split", default="val", help="split to score (default: val)")
+    parser.add_argument("--model", type=Path, default=None,
+                        help="ONNX model with its .card.json (default: engines/camvid_lite0_panoptic.onnx)")
+    parser.add_argument("--backend", choices=("onnxruntime", "tensorrt", "auto"), default="onnxruntime",
+                        help="inference runtime (default: onnxruntime)")
+    parser.add_argument("--threads", type=_positive_int, default=None,
+                        help="ONNX Runtime intra-op threads (default: its own choice)")
+    parser.add_argument("--input-size", type=parse_size, default=None, metavar="WxH",
+                        help="network input size (default: the model card's); dynamic models only")
+    parser.add_argument("--upsample", choices=("nearest", "bilinear", "refine"), default="bilinear",
+                        help="how low-resolution scores reach the label's resolution (default: bilinear)")
+    parser.add_argument("--boundary-tolerance", type=_tolerance, default=None, metavar="PX",
+                        help="boundary F1 match distance in label pixels (default: 2)")
+    parser.add_argument("--ignore-index", type=int, default=None, metavar="ID",
+                        help="label id of unlabelled pixels (camvid layout; default: the model card's, "
+                        "else 255)")
+    parser.add_argument("--skip-bad", action="store_true",
+                        help="leave out bad image/label pairs (counted, with the reason) instead of stopping")
+    parser.add_argument("--limit", type=_positive_int, default=None, metavar="N",
+                        help="score only the first N images")
+    parser.add_argument("--json", action="store_true",
+                        help="print exactly one JSON object on stdout instead of the table")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "eval",
+        help="score a segmentation model on labelled images (IoU, Dice, pixel accuracy, boundary F1, fps)",
+        description="Score a segmentation model on a labelled data set: per-class IoU, mIoU, pixel "
+        "accuracy, mean Dice, boundary F1 of road and sidewalk, and images per second.",
+    )
+    add_arguments(p)
+    p.set_defaults(func=main)
+
+    try:
+        tracking = importlib.import_module(_TRACKING_MODULE)
+    except ModuleNotFoundError as exc:
+        if exc.name != _TRACKING_MODULE:
+            raise
+        return
+    t = subparsers.add_parser(
+        "eval-tracking",
+        help="score the tracker on a labelled sequence (MOTA, IDF1, ...)",
+        description="Score multi-object tracking against ground-truth tracks.",
+    )
+    tracking.add_arguments(t)
+    t.set_defaults(func=_eval_tracking)
+
+
+def _eval_tracking(args: argparse.Namespace) -> int:
+    return importlib.import_module(_TRACKING_MODULE).main(args)
+
+
+def main(args: argparse.Namespace) -> int:
+    from perception.eval.datasets import open_dataset
+    from perception.eval.metrics import DEFAULT_BOUNDARY_TOLERANCE_PX
+    from perception.eval.segmentation import evaluate
+    from perception.modelcard import load_card
+
+    model = args.model if args.model is not None else default_model_path()
+    if not model.is_file():
+        raise ConfigError(
+            f"model file not found: {model} (pass --model PATH to an .onnx with its .card.json"
+            + ("" if args.model is not None else "; the default model ships in engines/")
+            + ")"
+        )
+    card = load_card(model)
+    ignore = args.ignore_index if args.ignore_index is not None else card.ignore_index
+    if args.layout == "cityscapes" and args.ignore_index is not None:
+        raise ConfigError("--ignore-index applies to the camvid layout only (cityscapes ignores 255)")
+    dataset = open_dataset(
+        args.data,
+        layout=args.layout,
+        split=args.split,
+        num_classes=card.num_classes,
+        ignore_index=None if args.layout == "cityscapes" else ignore,
+        skip_bad=args.skip_bad,
+        limit=args.limit,
+    )
+    tolerance = DEFAULT_BOUNDARY_TOLERANCE_PX if args.boundary_tolerance is None else args.boundary_tolerance
+    report = evaluate(
+        dataset=dataset,
+        backend_or_model=model,
+        input_size=args.input_size,
+        upsample=args.upsample,
+        boundary_tolerance_px=tolerance,
+        backend_kind=args.backend,
+        threads=args.threads,
+        progress=not args.no_progress,
+    )
+    if args.json:
+        sys.stdout.write(json.dumps(report.to_json_dict(), allow_nan=False) + "\n")
+    else:
+        print(report.format_table())
+    return 0

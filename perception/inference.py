@@ -1,0 +1,76 @@
+"""A model run on one frame: preprocess → backend → outputs in a fixed, documented layout."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from perception.backends.base import Backend
+from perception.backends.preprocess import Preprocessor
+
+
+@dataclass(frozen=True, slots=True)
+class ModelOutputs:
+    """Network outputs for one frame (batch index 0), views of the backend's buffers.
+
+    Copy what you keep past the next call of the same :class:`Segmenter`.
+    """
+
+    semantic_logits: np.ndarray
+    """float32[C, h, w] class scores at the output grid (stride ``stride`` of the network input)."""
+    center_heatmap: np.ndarray | None
+    """float32[h, w] instance-centre heatmap, in [0, 1] (sigmoid applied if the model did not)."""
+    center_offsets: np.ndarray | None
+    """float32[2, h, w] vector (dy, dx) from each pixel to its instance centre, in output-grid pixels."""
+    stride: int
+    input_size: tuple[int, int]
+    """(width, height) of the network input."""
+
+
+class Segmenter:
+    """Preprocessing and inference for one model; holds the reused input buffer."""
+
+    def __init__(self, *, backend: Backend, input_size: tuple[int, int] | None = None) -> None:
+        self.backend = backend
+        self.card = backend.card
+        size = input_size or getattr(backend, "input_size", None)
+        self.preprocess = Preprocessor(card=self.card, input_size=size)
+        self._input_name = self.card.input.name
+        sem = self.card.output("semantic_logits")
+        self._sem, self.stride = sem.name, sem.stride
+        self._hm = self.card.output("center_heatmap") if self.card.has_output("center_heatmap") else None
+        self._off = self.card.output("center_offsets") if self.card.has_output("center_offsets") else None
+        self._hm_buf: np.ndarray | None = None
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return self.preprocess.input_size
+
+    def __call__(self, frame_bgr: np.ndarray) -> ModelOutputs:
+        x = self.preprocess(frame_bgr)
+        out = self.backend.infer({self._input_name: x})
+        heat = offsets = None
+        if self._hm is not None:
+            heat = out[self._hm.name][0, 0]
+            if self._hm.activation == "none":
+                if self._hm_buf is None or self._hm_buf.shape != heat.shape:
+                    self._hm_buf = np.empty_like(heat)
+                np.negative(heat, out=self._hm_buf)
+                np.exp(self._hm_buf, out=self._hm_buf)
+                self._hm_buf += 1.0
+                np.reciprocal(self._hm_buf, out=self._hm_buf)
+                heat = self._hm_buf
+        if self._off is not None:
+            offsets = out[self._off.name][0]
+            if self._off.order == "xy":
+                offsets = offsets[::-1]
+            if self._off.units == "input_px":
+                offsets = offsets / float(self._off.stride)
+        return ModelOutputs(
+            semantic_logits=out[self._sem][0],
+            center_heatmap=heat,
+            center_offsets=offsets,
+            stride=self.stride,
+            input_size=self.preprocess.input_size,
+        )

@@ -1,0 +1,363 @@
+"""Edge-aware refinement of chosen class boundaries (road, sidewalk) against the full-resolution image.
+
+The network sees a downscaled frame and answers on a grid of cells several frame pixels wide, so its
+boundaries are smooth curves that can sit most of a cell away from the real kerb. Bilinear upsampling
+(:mod:`perception.postprocess.upsample`) decides each pixel of a *band block* (2×2 cells whose classes
+differ, :mod:`perception.postprocess.grid`) by the sign of the interpolated log-odds
+``d = l_a - l_b`` of the block's two classes. Refinement adds the image's evidence to that prior,
+Bayes-style, in the band blocks that involve a refined class:
+
+1. **Colour of each side.** In a block where the network's classes ``a`` and ``b`` meet, the pixels
+   whose interpolated log-odds ``d = l_a - l_b`` is beyond ``±confident_logodds`` are taken to show
+   the two classes; their mean BGR colours are ``mu_a`` and ``mu_b`` (local to the block, so a road in
+   shade and a road in sun each get theirs). Blocks grown around it (``band_px``) use its means.
+2. **Evidence per pixel.** With the full-resolution colour ``I`` of the pixel, the log-likelihood
+   ratio of two isotropic Gaussians of spread ``color_sigma``::
+
+       e = color_weight * (|I - mu_b|² - |I - mu_a|²) / (2 color_sigma²),  clipped to ±max_color_logodds
+
+   and the pixel takes class ``a`` where ``d + e >= 0``. Deep inside a block's corner cells the
+   network is sure (``|d|`` large) and the colour cannot overturn it; near the network's boundary the
+   pixel goes to the side whose colour it has, so the boundary snaps onto the colour edge between the
+   two regions. Where both sides look alike (``mu_a ≈ mu_b``) ``e ≈ 0`` and the bilinear result
+   stands. Blocks of three or more classes (junctions) keep the bilinear result.
+3. **Islands and holes.** Changes made by step 2 that would stand alone inside another class
+   (8-connected regions of changed pixels touching no unchanged pixel of their new class) and are
+   smaller than ``min_region_px`` pixels (specks from texture or noise) are undone.
+
+Everything is per band pixel: the cost is proportional to the length of the refined boundaries. Pure function: :func:`refine_labels`; the in-place
+:func:`refine_band_into` serves :class:`~perception.postprocess.upsample.Upsampler`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from perception.errors import ConfigError
+from perception.postprocess.grid import BlockGrid, bilerp_blocks, block_grid
+from perception.postprocess.labels import argmax_labels, check_logits
+
+DEFAULT_COLOR_WEIGHT = 4.0
+"""Weight of the colour log-likelihood ratio against the network's log-odds. Higher trusts the image
+more (sharper snapping, but shadows and lane paint pull the boundary too), lower trusts the network
+more (0 = plain bilinear). Tuned on CamVid train (tools/bench_refine_camvid.py)."""
+
+DEFAULT_COLOR_SIGMA = 12.0
+"""Spread (grey levels, per BGR channel) of a side's colours around its mean. Smaller makes small
+colour differences decisive (follows faint kerbs, and also texture); larger needs a clear colour step
+before the boundary moves."""
+
+DEFAULT_MAX_COLOR_LOGODDS = 12.0
+"""Cap on the colour evidence, in log-odds. Pixels where the network is surer than this keep its
+class; lower keeps the refined boundary near the network's, higher lets strong colour edges move it
+further (up to ``band_px``)."""
+
+DEFAULT_CONFIDENT_LOGODDS = 0.5
+"""Pixels whose interpolated log-odds exceed this (either way) define the two sides' colours. Higher
+gives purer means from fewer pixels (none, in blocks where the network is unsure throughout); lower
+uses more pixels, including some on the wrong side of the network's boundary."""
+
+MIN_SIDE_PIXELS = 4
+"""A block needs this many confident pixels on each side to have colour means; otherwise it keeps
+the bilinear result."""
+
+DEFAULT_MIN_REGION_PX = 64
+"""Islands and holes that the refinement would create, smaller than this (full-resolution pixels),
+are not made: 64 px is an 8×8 patch, below what a planner acts on at 1080p. Larger suppresses more
+speckle but also small genuine corrections (a kerb corner at 480×360); 0 keeps every change."""
+
+
+@dataclass(frozen=True, slots=True)
+class RefineParams:
+    """Refinement parameters; each one's trade-off is in the ``DEFAULT_*`` constant of its name."""
+
+    band_px: int | None = None
+    color_weight: float = DEFAULT_COLOR_WEIGHT
+    color_sigma: float = DEFAULT_COLOR_SIGMA
+    max_color_logodds: float = DEFAULT_MAX_COLOR_LOGODDS
+    confident_logodds: float = DEFAULT_CONFIDENT_LOGODDS
+    min_region_px: int = DEFAULT_MIN_REGION_PX
+
+    def __post_init__(self) -> None:
+        def finite(v: object) -> bool:
+            return isinstance(v, (int, float, np.floating, np.integer)) and math.isfinite(float(v))
+
+        if self.band_px is not None and (not isinstance(self.band_px, (int, np.integer)) or self.band_px < 0):
+            raise ConfigError(f"band_px must be an integer >= 0 (pixels) or None, got {self.band_px!r}")
+        if not finite(self.color_weight) or self.color_weight < 0:
+            raise ConfigError(f"color_weight must be a finite number >= 0, got {self.color_weight!r}")
+        if not finite(self.color_sigma) or self.color_sigma <= 0:
+            raise ConfigError(f"color_sigma must be a finite number > 0 (grey levels), got {self.color_sigma!r}")
+        if not finite(self.max_color_logodds) or self.max_color_logodds < 0:
+            raise ConfigError(f"max_color_logodds must be a finite number >= 0, got {self.max_color_logodds!r}")
+        if not finite(self.confident_logodds) or self.confident_logodds < 0:
+            raise ConfigError(f"confident_logodds must be a finite number >= 0, got {self.confident_logodds!r}")
+        if not isinstance(self.min_region_px, (int, np.integer)) or self.min_region_px < 0:
+            raise ConfigError(f"min_region_px must be an integer >= 0 (0 = keep all), got {self.min_region_px!r}")
+
+
+def undo_small_changes_into(
+    out: np.ndarray,
+    changed_idx: np.ndarray,
+    before: np.ndarray,
+    min_px: int,
+    scratch: np.ndarray | None = None,
+) -> int:
+    """In place: undo changes that would create islands or holes smaller than ``min_px`` pixels.
+
+    A region (8-connected) of changed pixels is undone when it is smaller than ``min_px`` and touches
+    no unchanged pixel of its new class (4-neighbourhood): it would stand alone inside another class.
+    Changes that only move an existing boundary, however small, are kept.
+
+    Args:
+        out: C-contiguous ``uint8[H, W]`` label map holding the changed values.
+        changed_idx: ``int64[M]`` flat indices (``Y * W + X``) of the changed pixels, each once.
+        before: ``uint8[M]`` their values before the change.
+        min_px: area threshold (pixels) of the islands and holes to undo.
+        scratch: optional ``uint8[H, W]`` buffer (its content is overwritten).
+
+    Returns:
+        Number of pixels reverted.
+    """
+    if changed_idx.size == 0 or min_px <= 0:
+        return 0
+    H, W = out.shape
+    ys, xs = np.divmod(changed_idx, W)
+    y0, y1, x0, x1 = int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
+    if scratch is None or scratch.shape != (H, W):
+        scratch = np.empty((H, W), np.uint8)
+    canvas = scratch[y0:y1, x0:x1]
+    canvas.fill(0)
+    canvas[ys - y0, xs - x0] = 1
+    _, comp = cv2.connectedComponents(canvas, connectivity=8, ltype=cv2.CV_32S)
+    ids = comp[ys - y0, xs - x0]
+    area = np.bincount(ids)
+    small = area[ids] < min_px
+    if not small.any():
+        return 0
+    # A changed region that touches an unchanged pixel of its new class only moved a boundary; one that
+    # does not is a new island (or a hole punched into a region): only those are undone.
+    new = out.reshape(-1)[changed_idx]
+    attached = np.zeros(changed_idx.size, bool)
+    for dy, dx in ((0, 1), (0, -1), (1, 0), (-1, 0)):
+        ny, nx = ys + dy, xs + dx
+        inside = (ny >= 0) & (ny < H) & (nx >= 0) & (nx < W)
+        ny, nx = np.clip(ny, 0, H - 1), np.clip(nx, 0, W - 1)
+        in_roi = (ny >= y0) & (ny < y1) & (nx >= x0) & (nx < x1)
+        was_changed = in_roi & (canvas[np.clip(ny - y0, 0, y1 - y0 - 1), np.clip(nx - x0, 0, x1 - x0 - 1)] != 0)
+        attached |= inside & ~was_changed & (out[ny, nx] == new)
+    island = np.bincount(ids, weights=attached, minlength=area.size)[ids] == 0
+    undo = small & island
+    if not undo.any():
+        return 0
+    out.reshape(-1)[changed_idx[undo]] = before[undo]
+    return int(np.count_nonzero(undo))
+
+
+def _grow_band(
+    by: np.ndarray, bx: np.ndarray, uniform: np.ndarray, rings: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Add ``rings`` rings of uniform neighbouring blocks (8-connected) to the seed blocks.
+
+    Returns ``(by, bx, parent)`` of all blocks, seeds first; ``parent[i]`` is the index of the seed
+    block that block ``i`` was reached from (its own index for seeds)."""
+    nb_h, nb_w = uniform.shape
+    taken = np.zeros((nb_h, nb_w), bool)
+    taken[by, bx] = True
+    seed = np.arange(by.size)
+    parts = [(by, bx, seed)]
+    fy, fx, fp = by, bx, seed
+    for _ in range(rings):
+        cy, cx, cp = [], [], []
+        for dy in (-1, 0, 1):
+            for dx in (-1, 0, 1):
+                if dy == 0 and dx == 0:
+                    continue
+                ny, nx = fy + dy, fx + dx
+                ok = (ny >= 0) & (ny < nb_h) & (nx >= 0) & (nx < nb_w)
+                ny, nx, np_ = ny[ok], nx[ok], fp[ok]
+                ok2 = uniform[ny, nx] & ~taken[ny, nx]
+                cy.append(ny[ok2]), cx.append(nx[ok2]), cp.append(np_[ok2])
+        ny, nx = np.concatenate(cy), np.concatenate(cx)
+        if ny.size == 0:
+            break
+        _, first = np.unique(ny * nb_w + nx, return_index=True)
+        fy, fx, fp = ny[first], nx[first], np.concatenate(cp)[first]
+        taken[fy, fx] = True
+        parts.append((fy, fx, fp))
+    return tuple(np.concatenate(p) for p in zip(*parts))  # type: ignore[return-value]
+
+
+def refine_band_into(
+    logits: np.ndarray,
+    labels: np.ndarray,
+    image_bgr: np.ndarray,
+    grid: BlockGrid,
+    out: np.ndarray,
+    *,
+    refine_classes: Sequence[int],
+    params: RefineParams,
+    scratch: np.ndarray | None = None,
+) -> int:
+    """Refine the boundaries of ``refine_classes`` in ``out`` in place (see the module docstring).
+
+    Args:
+        logits: ``float32[C, h, w]`` scores; ``labels``: their ``uint8[h, w]`` argmax.
+        image_bgr: ``uint8[H, W, 3]`` the full-resolution frame (not modified).
+        grid: :class:`BlockGrid` of ``(w, h)`` in ``(W, H)``.
+        out: C-contiguous ``uint8[H, W]`` holding the bilinear result; modified in place.
+        refine_classes: class ids to refine.
+        params: :class:`RefineParams`.
+        scratch: optional ``uint8[H, W]`` work buffer (overwritten), to avoid allocating one per call.
+
+    Returns:
+        Number of pixels whose colour was weighed.
+    """
+    h, w = labels.shape
+    W, H = grid.out_size
+    rc = np.asarray(sorted({int(c) for c in refine_classes}), np.int64)
+    if rc.size == 0:
+        return 0
+    lut = np.zeros(256, bool)
+    lut[rc] = True
+    is_r = lut[labels]
+
+    # --- band: two-class blocks with a refined class ---------------------------------------------
+    flat_labels = labels.reshape(-1)
+    rp = grid.padded(is_r)
+    any_r = rp[:-1, :-1] | rp[:-1, 1:] | rp[1:, :-1] | rp[1:, 1:]
+    by, bx = np.nonzero(grid.nonuniform(labels) & any_r)
+    if by.size == 0:
+        return 0
+    pos = grid.corner_cells(by, bx)  # [N, 4]
+    cand = np.sort(flat_labels[pos], axis=1)
+    lo, hi = cand[:, 0], cand[:, 3]
+    two = ((cand[:, 1] == lo) | (cand[:, 1] == hi)) & ((cand[:, 2] == lo) | (cand[:, 2] == hi))
+    keep = np.nonzero(two)[0]
+    if keep.size == 0:
+        return 0
+    by, bx, lo, hi = by[keep], bx[keep], lo[keep].astype(np.int64), hi[keep].astype(np.int64)
+    n_seed = by.size
+    rings = math.ceil(params.band_px / grid.cell_px) if params.band_px else 0
+    by, bx, parent = _grow_band(by, bx, grid.occupied() & ~grid.nonuniform(labels), rings)
+    lo, hi = lo[parent], hi[parent]  # a grown block is uniform, of one of its seed's two classes
+    pos = grid.corner_cells(by, bx)
+
+    # --- prior: bilinear log-odds of lo over hi at every pixel of the band ---------------------------
+    flat_logits = logits.reshape(logits.shape[0], -1)
+    diff = (flat_logits[lo[:, None], pos] - flat_logits[hi[:, None], pos]).astype(np.float32, copy=False)
+    fy, fx = grid.weights(by, bx)
+    d = bilerp_blocks(diff, fy, fx)  # [N, sy, sx]
+    sy, sx = d.shape[1], d.shape[2]
+    # blocks are padded to a common size by repeating their last row / column: skip the repeats
+    real = (np.arange(sy)[None, :] < grid.row_count[by][:, None])[:, :, None] & (
+        np.arange(sx)[None, :] < grid.col_count[bx][:, None]
+    )[:, None, :]
+    flat_pix = grid.flat_pixels(by, bx)  # [N, sy, sx]
+
+    # --- colour of each side: mean over the seed block of the pixels the network is sure about
+    # (sampled every `step` pixels: means need no full resolution) -----------------------------------
+    image_flat = image_bgr.reshape(-1, 3)
+    step = max(1, int(grid.cell_px // 8))
+    sub = (slice(0, n_seed), slice(None, None, step), slice(None, None, step))
+    d_s, real_s = d[sub].reshape(n_seed, -1), real[sub].reshape(n_seed, -1)
+    pix_s = np.take(image_flat, flat_pix[sub].reshape(n_seed, -1), axis=0).astype(np.float32)  # [Ns, P, 3]
+    t = np.float32(params.confident_logodds)
+    side_a = ((d_s > t) & real_s).astype(np.float32)[:, None, :]  # [Ns, 1, P]
+    side_b = ((d_s < -t) & real_s).astype(np.float32)[:, None, :]
+    n_a, n_b = side_a.sum(axis=2)[:, 0], side_b.sum(axis=2)[:, 0]
+    mu_a = (side_a @ pix_s)[:, 0] / np.maximum(n_a, 1.0)[:, None]  # [Ns, 3]
+    mu_b = (side_b @ pix_s)[:, 0] / np.maximum(n_b, 1.0)[:, None]
+    n_a, n_b = n_a * step * step, n_b * step * step  # in full-resolution pixels
+    modelled = (n_a >= MIN_SIDE_PIXELS) & (n_b >= MIN_SIDE_PIXELS)
+    # |I - mu_b|² - |I - mu_a|² = 2 I·(mu_a - mu_b) + |mu_b|² - |mu_a|²  (linear in I)
+    scale = np.float32(params.color_weight / (2.0 * params.color_sigma**2))
+    lin = ((2.0 * scale) * (mu_a - mu_b) * modelled[:, None]).astype(np.float32)  # [Ns, 3]
+    const = (scale * ((mu_b * mu_b).sum(1) - (mu_a * mu_a).sum(1)) * modelled).astype(np.float32)
+
+    # --- decision where the colour can overturn the network (|d| < cap) ------------------------------
+    # elsewhere the sign of d, i.e. the bilinear class, stands (and needs no write)
+    cap = np.float32(params.max_color_logodds)
+    sel = np.flatnonzero((np.abs(d) < cap) & real & modelled[parent][:, None, None])
+    if sel.size == 0:
+        return 0
+    blk = sel // (sy * sx)
+    idx = np.take(flat_pix, sel)  # [M] frame pixels, distinct
+    pix = np.take(image_flat, idx, axis=0).astype(np.float32)  # [M, 3]
+    par = np.take(parent, blk)
+    lin_p = np.take(lin, par, axis=0)
+    e = pix[:, 0] * lin_p[:, 0]
+    e += pix[:, 1] * lin_p[:, 1]
+    e += pix[:, 2] * lin_p[:, 2]
+    e += np.take(const, par)
+    np.clip(e, -cap, cap, out=e)
+    e += np.take(d, sel)
+    new = np.where(e >= 0, np.take(lo.astype(np.uint8), blk), np.take(hi.astype(np.uint8), blk))
+    flat_out = out.reshape(-1)
+    before = np.take(flat_out, idx)
+    flat_out[idx] = new
+
+    # --- islands and holes made by the refinement ----------------------------------------------------
+    if params.min_region_px > 0:
+        changed = new != before
+        undo_small_changes_into(out, idx[changed], before[changed], params.min_region_px, scratch)
+    return int(idx.size)
+
+
+def refine_labels(
+    logits: np.ndarray,
+    labels_full: np.ndarray,
+    image_bgr: np.ndarray,
+    *,
+    refine_classes: Sequence[int],
+    band_px: int | None = None,
+    color_weight: float = DEFAULT_COLOR_WEIGHT,
+    color_sigma: float = DEFAULT_COLOR_SIGMA,
+    max_color_logodds: float = DEFAULT_MAX_COLOR_LOGODDS,
+    confident_logodds: float = DEFAULT_CONFIDENT_LOGODDS,
+    min_region_px: int = DEFAULT_MIN_REGION_PX,
+) -> np.ndarray:
+    """Refined copy of a bilinear full-resolution label map (pure; inputs are not modified).
+
+    Args:
+        logits: ``float32[C, h, w]`` the network's class scores.
+        labels_full: ``uint8[H, W]`` the bilinear upsample of ``logits``
+            (:func:`~perception.postprocess.upsample.upsample_bilinear`).
+        image_bgr: ``uint8[H, W, 3]`` the full-resolution frame, BGR.
+        refine_classes: ids of the classes whose boundaries are refined (e.g. road, sidewalk).
+        band_px, color_weight, color_sigma, max_color_logodds, confident_logodds, min_region_px: see
+            :class:`~perception.postprocess.upsample.Upsampler` and the ``DEFAULT_*`` constants here.
+
+    Returns:
+        ``uint8[H, W]`` refined class ids (new array).
+
+    Raises:
+        ValueError: shapes or dtypes that do not fit together. ConfigError: bad parameters.
+    """
+    check_logits(logits)
+    C, h, w = logits.shape
+    if not isinstance(labels_full, np.ndarray) or labels_full.ndim != 2 or labels_full.dtype != np.uint8:
+        raise ValueError("labels_full must be uint8[H, W]")
+    H, W = labels_full.shape
+    if not isinstance(image_bgr, np.ndarray) or image_bgr.shape != (H, W, 3) or image_bgr.dtype != np.uint8:
+        raise ValueError(
+            f"image_bgr must be uint8[{H}, {W}, 3] like labels_full, got "
+            f"{getattr(image_bgr, 'dtype', type(image_bgr))}{list(getattr(image_bgr, 'shape', ()))}"
+        )
+    for c in refine_classes:
+        if not 0 <= int(c) < C:
+            raise ValueError(f"refine class {c} is outside 0..{C - 1}")
+    params = RefineParams(
+        band_px=band_px, color_weight=color_weight, color_sigma=color_sigma, max_color_logodds=max_color_logodds,
+        confident_logodds=confident_logodds, min_region_px=min_region_px,
+    )
+    labels = argmax_labels(logits)
+    out = labels_full.copy(order="C")
+    refine_band_into(logits, labels, image_bgr, block_grid((w, h), (W, H)), out,
+                     refine_classes=refine_classes, params=params)
+    return out

@@ -1,0 +1,449 @@
+"""A thin multi-object tracker: Kalman prediction, two-stage (ByteTrack) association, lifecycle.
+
+The maths lives in :mod:`perception.tracking.kalman` and :mod:`perception.tracking.matching`; this
+module only keeps per-track state (stacked in arrays so that prediction and matching are vectorised
+over tracks) and applies the lifecycle rules.
+
+Lifecycle::
+
+    new detection (score >= new_track_score)           -> TENTATIVE
+    TENTATIVE, matched `confirm_hits` times in a row   -> CONFIRMED
+    TENTATIVE, not matched in a frame                  -> removed (it was probably a false positive)
+    CONFIRMED, not matched                             -> LOST (coasts on its Kalman prediction)
+    LOST, matched again                                -> CONFIRMED, same id
+    LOST for more than max_lost_frames frames, or max_lost_seconds, or its predicted box has left
+    the frame                                          -> removed
+
+What :meth:`Tracker.update` reports: by default the CONFIRMED tracks matched to a detection in this
+frame (each carries ``instance_index`` > 0), i.e. what a downstream consumer can draw with a mask.
+Tentative tracks are not reported by default: every false-positive detection would otherwise surface
+as a one-frame object with a fresh id, and a consumer counting objects would over-count; the price is
+that a new object appears ``confirm_hits - 1`` frames late. ``report_tentative=True`` and
+``report_lost=True`` (coasting tracks, ``instance_index == 0``, predicted box) change that.
+
+Ids come from a counter owned by each tracker instance, start at 1 and are never reused, not even
+after :meth:`Tracker.reset`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from perception.errors import ConfigError, DataError
+from perception.tracking import kalman
+from perception.tracking.matching import (
+    box_iou,
+    buffered_box_iou,
+    linear_assignment,
+    normalized_center_distance,
+    shifted_mask_iou,
+)
+from perception.types import FrameMeta, Instance, Track, TrackState
+
+__all__ = ["Tracker", "relabel_instance_map"]
+
+_TIME_FIELDS = {"pts": "pts_ns", "mono": "t_mono_ns", "wall": "t_wall_ns"}
+_TENT, _CONF, _LOST = int(TrackState.TENTATIVE), int(TrackState.CONFIRMED), int(TrackState.LOST)
+_STATES = tuple(TrackState)  # index -> member, without an enum lookup per reported track
+
+
+class Tracker:
+    """Multi-object tracker over per-frame :class:`~perception.types.Instance` lists.
+
+    Keyword arguments (each a trade-off):
+
+    * ``high_score``: detections at or above it are matched first and may start tracks. Higher keeps
+      false positives from starting tracks but lets weak true detections only extend tracks.
+    * ``low_score``: detections between ``low_score`` and ``high_score`` are used only to extend
+      existing confirmed tracks (ByteTrack's second stage); below it they are ignored. Lower keeps
+      tracks alive through partial occlusion but risks extending a track onto clutter.
+    * ``new_track_score``: minimum score to start a track (defaults to ``high_score``).
+    * ``match_iou``: minimum similarity (IoU) for a match in the first stage and for tentative tracks.
+      Lower follows fast motion and jittery boxes better, higher avoids swapping between neighbours.
+    * ``match_iou_low``: the same for the second stage (low-score detections); stricter by default
+      since those detections are less reliable.
+    * ``confirm_hits``: consecutive matches before a track is confirmed (and reported). More means
+      fewer spurious tracks, later first reports.
+    * ``max_lost_frames``: frames a confirmed track coasts without a match before it is removed.
+      Longer bridges longer occlusions but lets a new object in the same place inherit the id.
+    * ``max_lost_seconds``: the same limit in seconds of capture time (None = frames only), robust
+      to frame drops.
+    * ``use_mask_iou``: when an instance map is passed to :meth:`update`, blend motion-compensated
+      mask IoU into the similarity. Masks separate overlapping objects whose boxes overlap heavily.
+    * ``mask_weight``: weight of mask IoU in the blend ``(1 - w) * box IoU + w * mask IoU``.
+    * ``mask_stride``: masks are remembered on every ``mask_stride``-th row and column only, and mask
+      IoU is estimated from that sample: ``mask_stride**2`` times less work and memory; the estimate
+      degrades for objects only a few strides wide (whose box IoU then dominates anyway).
+    * ``buffer`` / ``lost_buffer`` / ``max_buffer``: boxes are grown by ``buffer + lost_buffer x
+      frames lost`` (at most ``max_buffer``) times their size per side before the IoU (C-BIoU), so
+      that fast or coasting objects still overlap their prediction. Larger reaches further but blurs
+      neighbours together. 0 = plain IoU (the default; the recovery stage below covers long gaps).
+    * ``recover_distance``: a last association stage pairs still-unmatched tracks with unmatched
+      high-score detections of the same class whose centre is within this many box sizes of the
+      prediction (:func:`~perception.tracking.matching.normalized_center_distance`). It re-finds
+      objects whose visible box changed shape behind an occluder or at the frame border, where IoU
+      fails. Larger bridges worse predictions but may hand an id to a neighbour; 0 disables it.
+    * ``report_tentative`` / ``report_lost``: see the module docstring.
+    * ``clock``: which timestamp of :class:`~perception.types.FrameMeta` gives ``dt``: ``"pts"``
+      (presentation time: the recorded rate for replays), ``"mono"`` (host capture time) or ``"wall"``.
+    * ``kalman_params``: the filter's noise levels.
+    """
+
+    def __init__(
+        self,
+        *,
+        high_score: float = 0.5,
+        low_score: float = 0.1,
+        new_track_score: float | None = None,
+        match_iou: float = 0.3,
+        match_iou_low: float = 0.5,
+        confirm_hits: int = 3,
+        max_lost_frames: int = 30,
+        max_lost_seconds: float | None = None,
+        use_mask_iou: bool = True,
+        mask_weight: float = 0.5,
+        mask_stride: int = 4,
+        buffer: float = 0.0,
+        lost_buffer: float = 0.0,
+        max_buffer: float = 1.0,
+        recover_distance: float = 2.0,
+        report_tentative: bool = False,
+        report_lost: bool = False,
+        clock: str = "pts",
+        kalman_params: kalman.KalmanParams | None = None,
+    ) -> None:
+        if min(buffer, lost_buffer, max_buffer, recover_distance) < 0:
+            raise ConfigError("Tracker: buffer, lost_buffer, max_buffer and recover_distance must be >= 0")
+        if not 0.0 <= low_score <= high_score <= 1.0:
+            raise ConfigError(f"Tracker: need 0 <= low_score <= high_score <= 1, got {low_score}, {high_score}")
+        for name, v in (("match_iou", match_iou), ("match_iou_low", match_iou_low), ("mask_weight", mask_weight)):
+            if not 0.0 <= v <= 1.0:
+                raise ConfigError(f"Tracker: {name} must be in [0, 1], got {v}")
+        if mask_stride < 1:
+            raise ConfigError(f"Tracker: mask_stride must be >= 1, got {mask_stride}")
+        if confirm_hits < 1:
+            raise ConfigError(f"Tracker: confirm_hits must be >= 1, got {confirm_hits}")
+        if max_lost_frames < 0:
+            raise ConfigError(f"Tracker: max_lost_frames must be >= 0, got {max_lost_frames}")
+        if max_lost_seconds is not None and max_lost_seconds < 0:
+            raise ConfigError(f"Tracker: max_lost_seconds must be >= 0 or None, got {max_lost_seconds}")
+        if clock not in _TIME_FIELDS:
+            raise ConfigError(f"Tracker: clock must be one of {sorted(_TIME_FIELDS)}, got {clock!r}")
+        self.high_score = float(high_score)
+        self.low_score = float(low_score)
+        self.new_track_score = float(high_score if new_track_score is None else new_track_score)
+        self.match_iou = float(match_iou)
+        self.match_iou_low = float(match_iou_low)
+        self.confirm_hits = int(confirm_hits)
+        self.max_lost_frames = int(max_lost_frames)
+        self.max_lost_seconds = None if max_lost_seconds is None else float(max_lost_seconds)
+        self.use_mask_iou = bool(use_mask_iou)
+        self.mask_weight = float(mask_weight)
+        self.mask_stride = int(mask_stride)
+        self.buffer = float(buffer)
+        self.recover_distance = float(recover_distance)
+        self.lost_buffer = float(lost_buffer)
+        self.max_buffer = float(max_buffer)
+        self.report_tentative = bool(report_tentative)
+        self.report_lost = bool(report_lost)
+        self.clock = clock
+        self._time_field = _TIME_FIELDS[clock]
+        self.kalman_params = kalman_params or kalman.KalmanParams()
+        self._next_id = 1
+        self.reset()
+
+    # ------------------------------------------------------------------ state
+    def reset(self) -> None:
+        """Forget all tracks (e.g. at a scene cut or replay restart). Ids continue from the counter."""
+        self._ids = np.zeros(0, np.int64)
+        self._cls = np.zeros(0, np.int64)
+        self._state = np.zeros(0, np.int64)
+        self._hits = np.zeros(0, np.int64)
+        self._age = np.zeros(0, np.int64)
+        self._lost = np.zeros(0, np.int64)  # frames since last match
+        self._t_hit = np.zeros(0, np.int64)  # capture time of last match, ns
+        self._score = np.zeros(0, np.float64)
+        self._mean = np.zeros((0, 8))
+        self._cov = np.zeros((0, 8, 8))
+        self._mask_ref = np.zeros((0, 2))  # (cx, cy) of the box when the stored mask was seen; nan = none
+        self._t_last: int | None = None
+        # previous frame's masks: pixel (y, x) and the track id owning it
+        self._mask_pix = np.zeros((0, 2), np.int64)
+        self._mask_tid = np.zeros(0, np.int64)
+
+    @property
+    def num_tracks(self) -> int:
+        """Tracks currently kept (tentative, confirmed and lost)."""
+        return int(self._ids.size)
+
+    def _keep(self, sel: np.ndarray) -> None:
+        for name in ("_ids", "_cls", "_state", "_hits", "_age", "_lost", "_t_hit", "_score", "_mean", "_cov", "_mask_ref"):
+            setattr(self, name, getattr(self, name)[sel])
+
+    # ----------------------------------------------------------------- update
+    def update(
+        self,
+        instances: Sequence[Instance],
+        meta: FrameMeta,
+        instance_map: np.ndarray | None = None,
+    ) -> list[Track]:
+        """Advance by one frame.
+
+        Args:
+            instances: this frame's detections (``Instance.index`` = id in ``instance_map``).
+            meta: the frame's metadata; its timestamp (``clock``) gives the time step.
+            instance_map: optional ``uint16[H, W]`` map of the instances, for mask IoU. Not kept:
+                the pixels needed next frame are copied out.
+
+        Returns:
+            The reported tracks (see the module docstring), each with ``instance_index`` of the
+            instance it was matched to this frame (0 when coasting).
+        """
+        t = int(getattr(meta, self._time_field))
+        if self._t_last is not None and t < self._t_last:
+            raise DataError(
+                f"Tracker: {self._time_field} went backwards ({t} < {self._t_last}); call reset() when a "
+                "stream restarts"
+            )
+        n = self._ids.size
+        if n and self._t_last is not None:
+            dt = (t - self._t_last) * 1e-9
+            mean = self._mean
+            lost = self._state == _LOST
+            if lost.any():  # a coasting box keeps its size (ByteTrack does the same)
+                mean = mean.copy()
+                mean[lost, 6:8] = 0.0
+            self._mean, self._cov = kalman.predict(mean, self._cov, dt, self.kalman_params)
+        self._t_last = t
+        self._age = self._age + 1
+
+        m = len(instances)
+        det_box = np.array([d.box for d in instances], np.float64).reshape(m, 4)
+        det_score = np.array([d.score for d in instances], np.float64)
+        det_cls = np.array([d.class_id for d in instances], np.int64)
+        det_idx = np.array([d.index for d in instances], np.int64)
+        det_area = np.array([d.area for d in instances], np.int64)
+
+        pred_box = kalman.measurements_to_boxes(self._mean) if n else np.zeros((0, 4))
+        if self.buffer > 0 or (self.lost_buffer > 0 and self._lost.any()):
+            buf = np.minimum(self.buffer + self.lost_buffer * self._lost, self.max_buffer)
+            sim = buffered_box_iou(pred_box, det_box, buf)
+        else:
+            sim = box_iou(pred_box, det_box)
+        use_masks = self.use_mask_iou and instance_map is not None
+        if use_masks and n and m and self._mask_pix.shape[0]:
+            sim = self._blend_mask_iou(sim, instance_map, det_idx, det_area)
+        sim[self._cls[:, None] != det_cls[None, :]] = 0.0
+        cost = 1.0 - sim
+
+        high = det_score >= self.high_score
+        low = (det_score >= self.low_score) & ~high
+        track_of_det = np.full(m, -1, np.int64)
+        det_of_track = np.full(n, -1, np.int64)
+
+        def associate(rows: np.ndarray, cols: np.ndarray, min_iou: float) -> None:
+            if rows.size == 0 or cols.size == 0:
+                return
+            matches, _, _ = linear_assignment(cost[np.ix_(rows, cols)], 1.0 - min_iou)
+            r, c = rows[matches[:, 0]], cols[matches[:, 1]]
+            det_of_track[r] = c
+            track_of_det[c] = r
+
+        # 1) confirmed and lost tracks vs high-score detections
+        associate(np.flatnonzero(self._state != _TENT), np.flatnonzero(high), self.match_iou)
+        # 2) still unmatched confirmed (not lost) tracks vs low-score detections
+        associate(
+            np.flatnonzero((self._state == _CONF) & (det_of_track < 0)),
+            np.flatnonzero(low),
+            self.match_iou_low,
+        )
+        # 3) tentative tracks vs remaining high-score detections
+        associate(
+            np.flatnonzero(self._state == _TENT),
+            np.flatnonzero(high & (track_of_det < 0)),
+            self.match_iou,
+        )
+
+        # 4) recovery: all unmatched tracks vs unmatched high-score detections, by
+        #    size-normalised centre distance (survives the shape change of partial occlusion)
+        if self.recover_distance > 0:
+            rows = np.flatnonzero(det_of_track < 0)
+            cols = np.flatnonzero(high & (track_of_det < 0))
+            if rows.size and cols.size:
+                dist = normalized_center_distance(pred_box[rows], det_box[cols])
+                dist[self._cls[rows][:, None] != det_cls[cols][None, :]] = np.inf
+                matches, _, _ = linear_assignment(dist, self.recover_distance)
+                r, c = rows[matches[:, 0]], cols[matches[:, 1]]
+                det_of_track[r] = c
+                track_of_det[c] = r
+
+        matched = det_of_track >= 0
+        mt = np.flatnonzero(matched)
+        if mt.size:
+            d = det_of_track[mt]
+            z = kalman.boxes_to_measurements(det_box[d])
+            new_mean, new_cov = kalman.update(self._mean[mt], self._cov[mt], z, self.kalman_params)
+            self._mean = self._mean.copy()
+            self._cov = self._cov.copy()
+            self._mean[mt], self._cov[mt] = new_mean, new_cov
+            self._hits = self._hits.copy()
+            self._hits[mt] += 1
+            self._score = self._score.copy()
+            self._score[mt] = det_score[d]
+        self._t_hit = np.where(matched, t, self._t_hit)
+        self._lost = np.where(matched, 0, self._lost + 1)
+        state = self._state.copy()
+        state[matched & (state == _LOST)] = _CONF
+        state[matched & (state == _TENT) & (self._hits >= self.confirm_hits)] = _CONF
+        state[~matched & (state == _CONF)] = _LOST
+        self._state = state
+
+        # removals
+        remove = ~matched & (state == _TENT)
+        remove |= (state == _LOST) & (self._lost > self.max_lost_frames)
+        if self.max_lost_seconds is not None:
+            remove |= (state == _LOST) & ((t - self._t_hit) * 1e-9 > self.max_lost_seconds)
+        if instance_map is not None or meta.width > 0:
+            w_img = instance_map.shape[1] if instance_map is not None else meta.width
+            h_img = instance_map.shape[0] if instance_map is not None else meta.height
+            b = pred_box
+            outside = (b[:, 2] <= 0) | (b[:, 3] <= 0) | (b[:, 0] >= w_img) | (b[:, 1] >= h_img)
+            remove |= (state == _LOST) & outside
+        keep = ~remove
+        matched_det = det_of_track[keep]
+        self._keep(keep)
+
+        # births: unmatched high-score detections
+        born = np.flatnonzero((track_of_det < 0) & (det_score >= self.new_track_score) & high)
+        if born.size:
+            k = born.size
+            mean0, cov0 = kalman.initiate(kalman.boxes_to_measurements(det_box[born]), self.kalman_params)
+            new_ids = np.arange(self._next_id, self._next_id + k, dtype=np.int64)
+            self._next_id += k
+            init_state = _CONF if self.confirm_hits <= 1 else _TENT
+            self._ids = np.concatenate([self._ids, new_ids])
+            self._cls = np.concatenate([self._cls, det_cls[born]])
+            self._state = np.concatenate([self._state, np.full(k, init_state, np.int64)])
+            self._hits = np.concatenate([self._hits, np.ones(k, np.int64)])
+            self._age = np.concatenate([self._age, np.ones(k, np.int64)])
+            self._lost = np.concatenate([self._lost, np.zeros(k, np.int64)])
+            self._t_hit = np.concatenate([self._t_hit, np.full(k, t, np.int64)])
+            self._score = np.concatenate([self._score, det_score[born]])
+            self._mean = np.concatenate([self._mean, mean0])
+            self._cov = np.concatenate([self._cov, cov0])
+            self._mask_ref = np.concatenate([self._mask_ref, np.full((k, 2), np.nan)])
+            matched_det = np.concatenate([matched_det, born])
+
+        if use_masks:
+            self._remember_masks(instance_map, matched_det, det_idx)
+        else:
+            self._mask_pix = np.zeros((0, 2), np.int64)
+            self._mask_tid = np.zeros(0, np.int64)
+            self._mask_ref = np.full((self._ids.size, 2), np.nan)
+
+        return self._report(matched_det, det_box, det_idx)
+
+    # ---------------------------------------------------------------- helpers
+    def _blend_mask_iou(
+        self, sim: np.ndarray, instance_map: np.ndarray, det_idx: np.ndarray, det_area: np.ndarray
+    ) -> np.ndarray:
+        """Blend motion-compensated mask IoU into ``sim`` for tracks whose last mask is known."""
+        order = np.argsort(self._ids)
+        pos = np.searchsorted(self._ids, self._mask_tid, sorter=order)
+        pos = np.minimum(pos, self._ids.size - 1)
+        rows = order[pos]
+        valid = self._ids[rows] == self._mask_tid  # pixels of tracks that have since been removed drop out
+        if not valid.any():
+            return sim
+        has_mask = np.isfinite(self._mask_ref[:, 0])
+        shifts = self._mean[:, 0:2] - np.nan_to_num(self._mask_ref)
+        miou = shifted_mask_iou(
+            self._mask_pix[valid],
+            rows[valid],
+            shifts,
+            instance_map,
+            det_idx,
+            det_area,
+            pixel_weight=float(self.mask_stride**2),
+        )
+        w = self.mask_weight
+        out = sim.copy()
+        out[has_mask] = (1.0 - w) * sim[has_mask] + w * miou[has_mask]
+        return out
+
+    def _remember_masks(self, instance_map: np.ndarray, matched_det: np.ndarray, det_idx: np.ndarray) -> None:
+        """Keep this frame's mask pixels of every matched/new track, labelled with the track id."""
+        n = self._ids.size
+        has = matched_det >= 0
+        ref = np.full((n, 2), np.nan)
+        ref[has] = self._mean[has, 0:2]  # posterior centre: next frame's shift is the predicted motion
+        self._mask_ref = ref
+        st = self.mask_stride
+        sub = instance_map[::st, ::st]  # a view: the sample grid
+        flat = sub.ravel() if sub.flags.c_contiguous else sub.reshape(-1)
+        nz = np.flatnonzero(flat)
+        if nz.size == 0 or not has.any():
+            self._mask_pix = np.zeros((0, 2), np.int64)
+            self._mask_tid = np.zeros(0, np.int64)
+            return
+        vals = flat[nz].astype(np.int64)
+        lut = np.zeros(int(max(vals.max(), det_idx.max(initial=0))) + 1, np.int64)
+        lut[det_idx[matched_det[has]]] = self._ids[has]
+        tid = lut[vals]
+        sel = tid > 0
+        ys, xs = np.divmod(nz[sel], sub.shape[1])
+        self._mask_pix = np.stack([ys * st, xs * st], axis=1)
+        self._mask_tid = tid[sel]
+
+    def _report(self, matched_det: np.ndarray, det_box: np.ndarray, det_idx: np.ndarray) -> list[Track]:
+        state = self._state
+        has = matched_det >= 0
+        rep = has & (state == _CONF)
+        if self.report_tentative:
+            rep |= has & (state == _TENT)
+        if self.report_lost:
+            rep |= state == _LOST
+        pred = kalman.measurements_to_boxes(self._mean)
+        out: list[Track] = []
+        for r in np.flatnonzero(rep):  # builds the output objects only
+            d = int(matched_det[r])
+            box = det_box[d] if d >= 0 else pred[r]
+            out.append(
+                Track(
+                    track_id=int(self._ids[r]),
+                    instance_index=int(det_idx[d]) if d >= 0 else 0,
+                    class_id=int(self._cls[r]),
+                    score=float(self._score[r]),
+                    box=(float(box[0]), float(box[1]), float(box[2]), float(box[3])),
+                    velocity=(float(self._mean[r, 4]), float(self._mean[r, 5])),
+                    age=int(self._age[r]),
+                    hits=int(self._hits[r]),
+                    state=_STATES[state[r]],
+                    extra={"lost_frames": int(self._lost[r])} if d < 0 else {},
+                )
+            )
+        return out
+
+
+def relabel_instance_map(instance_map: np.ndarray, tracks: Sequence[Track]) -> np.ndarray:
+    """Rewrite instance indices to track ids, for publishing (one LUT gather, no per-pixel Python).
+
+    Instances without a reported track become 0. Ids above 65535 do not fit ``uint16``: the map
+    carries ``(track_id - 1) % 65535 + 1`` (the message header carries the full id).
+
+    Args:
+        instance_map: ``uint16[H, W]`` instance indices (``Instance.index``).
+        tracks: tracks from :meth:`Tracker.update` (``instance_index`` 0 = coasting, ignored).
+
+    Returns:
+        A new ``uint16[H, W]`` map of track ids.
+    """
+    if instance_map.dtype != np.uint16:
+        raise DataError(f"relabel_instance_map: instance map must be uint16, got {instance_map.dtype}")
+    lut = np.zeros(65536, np.uint16)
+    for tr in tracks:  # a handful of entries
+        if tr.instance_index > 0:
+            lut[tr.instance_index] = (tr.track_id - 1) % 65535 + 1
+    return lut[instance_map]

@@ -1,0 +1,31 @@
+"""Transport: shared-memory slots between stages, the wire schema, ZeroMQ publisher and subscriber."""
+
+from perception.transport.publisher import Publisher, PublisherStats
+from perception.transport.shm import SharedSlots, SlotsDescriptor
+from perception.transport.subscriber import Subscriber
+from perception.transport.wire import (
+    SCHEMA_MAJOR,
+    SCHEMA_MINOR,
+    ClassTable,
+    LabelMessage,
+    MessageDecoder,
+    MessageEncoder,
+    TrackRecord,
+    classes_version,
+)
+
+__all__ = [
+    "SCHEMA_MAJOR",
+    "SCHEMA_MINOR",
+    "ClassTable",
+    "LabelMessage",
+    "MessageDecoder",
+    "MessageEncoder",
+    "Publisher",
+    "PublisherStats",
+    "SharedSlots",
+    "SlotsDescriptor",
+    "Subscriber",
+    "TrackRecord",
+    "classes_version",
+]

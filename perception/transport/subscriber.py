@@ -1,0 +1,201 @@
+"""ZeroMQ subscriber client: yields typed :class:`LabelMessage` objects with numpy arrays over the
+received buffers (no copy for ``raw`` parts).
+
+``latest_only=True`` is for consumers that want the freshest frame rather than every frame (viewers,
+controllers): ``ZMQ_CONFLATE`` does not work with multipart messages, so :meth:`Subscriber.recv` drains
+everything queued and decodes only the newest label message (older ones are counted in ``skipped``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import zmq
+
+from perception.errors import TransportError
+from perception.transport.publisher import DEFAULT_ADDRESS, DEFAULT_TOPIC, _topic_ok
+from perception.transport.wire import (
+    CLASSES_SUFFIX,
+    ClassTable,
+    LabelMessage,
+    MessageDecoder,
+    unpack_header,
+)
+from perception.types import ClassInfo
+
+log = logging.getLogger(__name__)
+
+
+class Subscriber:
+    """Receives label messages (and the class table) published on ``topic`` at ``address``."""
+
+    def __init__(
+        self,
+        *,
+        address: str = DEFAULT_ADDRESS,
+        topic: str = DEFAULT_TOPIC,
+        latest_only: bool = False,
+        rcvhwm: int = 16,
+    ) -> None:
+        """
+        Args:
+            address: the publisher's endpoint to connect to.
+            topic: the publisher's topic (exact match; the class table comes on ``topic + "/classes"``).
+            latest_only: return only the newest queued message on each ``recv`` (skipping older ones).
+            rcvhwm: messages queued on this side before the publisher starts dropping for us; larger
+                rides out longer pauses of the reader but holds more memory and delivers staler frames.
+        """
+        if int(rcvhwm) < 1:
+            raise TransportError(f"rcvhwm must be >= 1, got {rcvhwm}")
+        self.address = address
+        self.topic = _topic_ok(topic)
+        self.latest_only = bool(latest_only)
+        self._topic_b = topic.encode()
+        self._classes_topic_b = (topic + CLASSES_SUFFIX).encode()
+        self._decoder = MessageDecoder()
+        self._table: ClassTable | None = None
+        self._last: tuple[int, int] | None = None  # (session, seq)
+        self.gaps = 0
+        """Missing sequence numbers seen so far (messages the publisher or the network dropped)."""
+        self.skipped = 0
+        """Messages received but skipped by latest-only mode (not counted as gaps)."""
+        self.received = 0
+        """Label messages received (skipped ones included)."""
+        self.restarts = 0
+        """Times the publisher's session id changed or its sequence went backwards."""
+        self._closed = False
+        self._ctx = zmq.Context(io_threads=1)
+        sock = self._ctx.socket(zmq.SUB)
+        try:
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.RCVHWM, int(rcvhwm))
+            sock.setsockopt(zmq.SUBSCRIBE, self._topic_b)  # prefix: also matches <topic>/classes
+            sock.connect(address)
+        except zmq.ZMQError as exc:
+            sock.close(linger=0)
+            self._ctx.term()
+            raise TransportError(f"cannot connect a subscriber to {address!r}: {exc.strerror}") from exc
+        self._sock = sock
+        self._poller = zmq.Poller()
+        self._poller.register(sock, zmq.POLLIN)
+
+    # --- properties -------------------------------------------------------------------------
+    @property
+    def classes(self) -> tuple[ClassInfo, ...] | None:
+        """The latest class table received, or None before the first one arrived."""
+        return None if self._table is None else self._table.classes
+
+    @property
+    def classes_version(self) -> str | None:
+        return None if self._table is None else self._table.version
+
+    # --- receiving --------------------------------------------------------------------------
+    def _account(self, header: dict[str, Any]) -> None:
+        sid = header.get("sid", 0)
+        seq = header.get("seq")
+        if not isinstance(seq, int) or not isinstance(sid, int):
+            raise TransportError("malformed message: header lacks an integer 'seq'")
+        self.received += 1
+        if self._last is not None:
+            last_sid, last_seq = self._last
+            if sid != last_sid or seq <= last_seq:
+                self.restarts += 1
+            elif seq > last_seq + 1:
+                self.gaps += seq - last_seq - 1
+        self._last = (sid, seq)
+
+    def _recv_frames(self, flags: int) -> list[Any] | None:
+        try:
+            return self._sock.recv_multipart(flags=flags, copy=False)
+        except zmq.Again:
+            return None
+        except zmq.ZMQError as exc:
+            raise TransportError(f"receiving from {self.address} failed: {exc.strerror}") from exc
+
+    def _handle(self, frames: list[Any]) -> tuple[dict[str, Any], list[Any]] | None:
+        """Classes are absorbed; a label message returns (header, frames-after-topic); others None."""
+        topic = frames[0].bytes
+        if topic == self._classes_topic_b:
+            self._table = self._decoder.decode_classes(frames[1:])
+            return None
+        if topic != self._topic_b:
+            return None  # another topic sharing our prefix
+        if len(frames) < 2:
+            raise TransportError("malformed message: a label message has no header frame")
+        header = unpack_header(frames[1])
+        self._account(header)
+        return header, frames[1:]
+
+    def recv(self, timeout_s: float | None = None) -> LabelMessage | None:
+        """The next label message (the newest queued one in latest-only mode).
+
+        Args:
+            timeout_s: seconds to wait; None waits forever, 0 does not wait.
+
+        Returns:
+            The message, or None when the timeout passed without one.
+
+        Raises:
+            TransportError: the message is malformed (the subscriber stays usable), or the socket failed.
+        """
+        if self._closed:
+            raise TransportError(f"subscriber on {self.address} is closed")
+        deadline = None if timeout_s is None else time.monotonic() + max(0.0, float(timeout_s))
+        while True:
+            if deadline is None:
+                wait_ms = -1
+            else:
+                wait_ms = max(0, int((deadline - time.monotonic()) * 1000))
+            if not self._poller.poll(wait_ms):
+                if deadline is None or time.monotonic() >= deadline:
+                    return None
+                continue
+            frames = self._recv_frames(zmq.NOBLOCK)
+            if frames is None:
+                continue
+            got = self._handle(frames)
+            if got is None:
+                continue
+            if self.latest_only:
+                got = self._drain(got)
+            header, body = got
+            return self._decoder.decode_labels(body, t_receive_wall_ns=time.time_ns(), header=header)
+
+    def _drain(self, newest: tuple[dict[str, Any], list[Any]]) -> tuple[dict[str, Any], list[Any]]:
+        """Read everything already queued; keep the newest label message."""
+        while True:
+            frames = self._recv_frames(zmq.NOBLOCK)
+            if frames is None:
+                return newest
+            got = self._handle(frames)
+            if got is not None:
+                self.skipped += 1
+                newest = got
+
+    def __iter__(self) -> Iterator[LabelMessage]:
+        """Yield messages forever (until :meth:`close` or Ctrl-C)."""
+        while not self._closed:
+            msg = self.recv(None)
+            if msg is not None:
+                yield msg
+
+    # --- lifetime ---------------------------------------------------------------------------
+    def close(self) -> None:
+        """Close the socket (linger 0) and its context. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._sock.close(linger=0)
+        self._ctx.term()
+
+    def __enter__(self) -> "Subscriber":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Subscriber({self.address}, topic={self.topic!r}, latest_only={self.latest_only})"

@@ -1,0 +1,190 @@
+"""``perception view``: subscribe to a pipeline and show or record its label colours.
+
+Renders the label colours over the message's preview image when it has one (the publisher's
+``preview: jpeg``), else the colourised label map alone; draws tracks and a HUD; writes ``--out`` with
+OpenCV's VideoWriter (mp4v); opens a window only when a display exists and ``--no-window`` is absent;
+prints frames/s and capture→receive latency (p50/p99 over the last second) once a second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections import deque
+
+DEFAULT_FPS = 10.0
+DEFAULT_MAX_WIDTH = 1280
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "view",
+        help="subscribe to a pipeline and show / record its label overlay",
+        description=(
+            "Subscribe to a perception publisher, render the label colours (over the preview image when "
+            "the publisher sends one), show them in a window and/or write a video, and print frames/s "
+            "and capture-to-receive latency once a second."
+        ),
+    )
+    p.add_argument("--connect", default="tcp://127.0.0.1:5555", metavar="ADDR",
+                   help="publisher endpoint to connect to (default: %(default)s)")
+    p.add_argument("--topic", default="perception", metavar="T",
+                   help="topic the publisher uses (default: %(default)s)")
+    p.add_argument("--out", metavar="FILE.mp4", default=None,
+                   help="write the rendered frames to this video file (mp4v codec)")
+    p.add_argument("--fps", type=float, default=DEFAULT_FPS,
+                   help="frame rate written into --out (default: %(default)s)")
+    p.add_argument("--max-frames", type=int, default=None, metavar="N",
+                   help="exit with status 0 after N frames (default: run until Ctrl-C)")
+    p.add_argument("--timeout", type=float, default=None, metavar="S",
+                   help="exit with status 1 when no message arrives for S seconds (default: wait forever)")
+    p.add_argument("--latest-only", action="store_true",
+                   help="render only the newest message, skipping any that queued up while rendering")
+    p.add_argument("--no-window", action="store_true",
+                   help="never open a window (also the case when no display is available)")
+    p.add_argument("--alpha", type=float, default=0.5,
+                   help="weight of the label colours over the preview image, 0..1 (default: %(default)s)")
+    p.add_argument("--max-width", type=int, default=DEFAULT_MAX_WIDTH, metavar="PX",
+                   help="downscale renders wider than this (default: %(default)s)")
+    p.set_defaults(func=run_view)
+
+
+def _has_display() -> bool:
+    if sys.platform.startswith("linux"):
+        return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    return True
+
+
+class _Rates:
+    """Frames/s and latency percentiles over a sliding one-second window."""
+
+    def __init__(self) -> None:
+        self._events: deque[tuple[int, float]] = deque()  # (receive mono ns, latency ms)
+
+    def add(self, t_ns: int, latency_ms: float) -> None:
+        self._events.append((t_ns, latency_ms))
+
+    def summary(self, now_ns: int) -> tuple[float, float, float]:
+        while self._events and now_ns - self._events[0][0] > 1_000_000_000:
+            self._events.popleft()
+        if not self._events:
+            return 0.0, float("nan"), float("nan")
+        import numpy as np
+
+        lat = np.fromiter((e[1] for e in self._events), float)
+        return float(len(self._events)), float(np.percentile(lat, 50)), float(np.percentile(lat, 99))
+
+
+def run_view(args: argparse.Namespace) -> int:
+    import time
+
+    import cv2
+    import numpy as np
+
+    from perception.errors import ConfigError
+    from perception.transport.subscriber import Subscriber
+    from perception.viz import colorize, draw_hud, draw_tracks, generated_palette, overlay, palette
+
+    if args.max_frames is not None and args.max_frames < 1:
+        raise ConfigError(f"--max-frames must be >= 1, got {args.max_frames}")
+    if args.timeout is not None and args.timeout <= 0:
+        raise ConfigError(f"--timeout must be > 0 seconds, got {args.timeout}")
+    if not 0.0 <= args.alpha <= 1.0:
+        raise ConfigError(f"--alpha must be in [0, 1], got {args.alpha}")
+    if args.fps <= 0:
+        raise ConfigError(f"--fps must be > 0, got {args.fps}")
+    if args.max_width < 16:
+        raise ConfigError(f"--max-width must be >= 16, got {args.max_width}")
+
+    show = not args.no_window and _has_display()
+    if not args.no_window and not show:
+        print("view: no display found (DISPLAY/WAYLAND_DISPLAY unset): not opening a window", flush=True)
+    writer = None
+    out_size: tuple[int, int] | None = None
+    lut, lut_version = generated_palette(), None
+    rates = _Rates()
+    frames = 0
+    last_print = time.monotonic_ns()
+    hud: list[str] = []
+    canvas: np.ndarray | None = None
+
+    with Subscriber(address=args.connect, topic=args.topic, latest_only=args.latest_only) as sub:
+        try:
+            while args.max_frames is None or frames < args.max_frames:
+                msg = sub.recv(args.timeout)
+                if msg is None:
+                    print(
+                        f"view: no message on {args.connect} topic {args.topic!r} for {args.timeout:g} s; "
+                        "is the pipeline running with --publish at that address?",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                    return 1
+                now = time.monotonic_ns()
+                lat_ms = (msg.t_receive_wall_ns - msg.t_capture_wall_ns) / 1e6
+                rates.add(now, lat_ms)
+                if sub.classes_version is not None and sub.classes_version != lut_version:
+                    lut, lut_version = palette(sub.classes), sub.classes_version
+
+                # --- render ------------------------------------------------------------------
+                base = msg.preview
+                if base is None:
+                    h, w = msg.labels.shape
+                else:
+                    h, w = base.shape[:2]
+                if w > args.max_width:
+                    h, w = max(1, round(h * args.max_width / w)), args.max_width
+                if base is not None and base.shape[:2] != (h, w):
+                    base = cv2.resize(base, (w, h), interpolation=cv2.INTER_AREA)
+                labels = msg.labels
+                if labels.shape != (h, w):
+                    labels = cv2.resize(labels, (w, h), interpolation=cv2.INTER_NEAREST)
+                if canvas is None or canvas.shape[:2] != (h, w):
+                    canvas = np.empty((h, w, 3), np.uint8)
+                if base is None:
+                    img = colorize(labels, lut, out=canvas)
+                else:
+                    img = overlay(base, labels, lut, alpha=args.alpha, out=canvas)
+                if msg.tracks:
+                    img = draw_tracks(img, msg.tracks, sub.classes, scale=w / msg.width, copy=False)
+                img = draw_hud(img, hud, copy=False)
+
+                # --- outputs -----------------------------------------------------------------
+                if args.out:
+                    if writer is None:
+                        out_size = (w, h)
+                        writer = cv2.VideoWriter(args.out, cv2.VideoWriter_fourcc(*"mp4v"), args.fps, out_size)
+                        if not writer.isOpened():
+                            writer = None
+                            raise ConfigError(f"--out: cannot open {args.out!r} for writing (mp4v)")
+                    if (w, h) != out_size:
+                        img = cv2.resize(img, out_size, interpolation=cv2.INTER_AREA)
+                    writer.write(img)
+                if show:
+                    try:
+                        cv2.imshow("perception view", img)
+                        key = cv2.waitKey(1) & 0xFF
+                    except cv2.error:
+                        show = False
+                        print("view: this OpenCV has no GUI support (headless build); not showing a window; "
+                              "use --out to record", flush=True)
+                    else:
+                        if key in (27, ord("q")):
+                            return 0
+                frames += 1
+
+                if now - last_print >= 1_000_000_000:
+                    fps, p50, p99 = rates.summary(now)
+                    line = (f"{fps:.1f} frames/s  latency p50 {p50:.1f} ms  p99 {p99:.1f} ms  "
+                            f"gaps {sub.gaps}  skipped {sub.skipped}  frames {frames}")
+                    print(f"view: {line}", flush=True)
+                    hud = [f"{fps:.1f} fps", f"latency p50 {p50:.0f} ms p99 {p99:.0f} ms"]
+                    last_print = now
+        finally:
+            if writer is not None:
+                writer.release()
+            if show:
+                cv2.destroyAllWindows()
+    print(f"view: {frames} frames received, {sub.gaps} missing, {sub.skipped} skipped", flush=True)
+    return 0

@@ -1,0 +1,101 @@
+"""Small frozen value types shared across stages.
+
+Conventions used everywhere in the package:
+
+* images are ``uint8[H, W, 3]`` in **BGR** order (OpenCV's), row-major, ``(y, x)`` indexing;
+* label maps are ``uint8[H, W]`` of class ids; instance maps are ``uint16[H, W]`` (0 = no instance);
+* boxes are ``(x0, y0, x1, y1)`` in pixels of the full-resolution frame, ``x1``/``y1`` exclusive;
+* times are integer nanoseconds: ``t_mono_ns`` from ``time.monotonic_ns()`` on this host,
+  ``t_wall_ns`` from ``time.time_ns()`` (or the recorded stamp for recorded drives).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FrameMeta:
+    """What is known about one captured frame. Crosses process boundaries (it is small)."""
+
+    seq: int
+    """Per-camera sequence number, 0-based, +1 for every frame the source delivered (gaps = drops)."""
+    camera_id: str
+    """Which camera (or recorded topic) the frame came from."""
+    frame_index: int
+    """Index of the frame within its source (the file's frame number; equals ``seq`` for live)."""
+    t_mono_ns: int
+    """Monotonic capture time on this host (``time.monotonic_ns()``): use for latency."""
+    t_wall_ns: int
+    """Wall-clock capture time (``time.time_ns()``), or the recorded stamp of a recorded drive."""
+    pts_ns: int
+    """Presentation time since the start of the stream, for pacing replays at the recorded rate."""
+    width: int
+    height: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClassInfo:
+    """One entry of a model's class table."""
+
+    id: int
+    name: str
+    color: tuple[int, int, int]
+    """Display colour, **RGB** order (as in data set documentation)."""
+    is_thing: bool
+    """True for countable objects that get instance ids (car, pedestrian), False for stuff (road)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TensorSpec:
+    """A tensor a backend consumes or produces. ``None`` in ``shape`` is a dynamic dimension."""
+
+    name: str
+    shape: tuple[int | None, ...]
+    dtype: str
+    """numpy dtype name, e.g. ``"float32"``."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Instance:
+    """One detected object instance in one frame (panoptic grouping output)."""
+
+    index: int
+    """Its id in this frame's instance map (1..K); 0 is never an instance."""
+    class_id: int
+    score: float
+    box: tuple[float, float, float, float]
+    """``(x0, y0, x1, y1)`` in full-resolution pixels, ``x1``/``y1`` exclusive."""
+    area: int
+    """Pixels in the full-resolution mask."""
+    centroid: tuple[float, float]
+    """``(x, y)`` mean pixel position of the mask, full resolution."""
+
+
+class TrackState(enum.IntEnum):
+    TENTATIVE = 0
+    CONFIRMED = 1
+    LOST = 2
+    REMOVED = 3
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Track:
+    """A tracked object as reported after one tracker update."""
+
+    track_id: int
+    """Unique within the tracker that made it; never reused."""
+    instance_index: int
+    """``Instance.index`` of the detection matched this frame, or 0 when not matched (coasting)."""
+    class_id: int
+    score: float
+    box: tuple[float, float, float, float]
+    velocity: tuple[float, float]
+    """``(vx, vy)`` in full-resolution pixels per second, from capture timestamps."""
+    age: int
+    """Frames since the track was born (including this one)."""
+    hits: int
+    """Frames in which the track was matched to a detection."""
+    state: TrackState
+    extra: dict = field(default_factory=dict, compare=False, hash=False)

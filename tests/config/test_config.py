@@ -1,0 +1,71 @@
+"""Configuration: defaults, YAML, --set overrides and the errors a person sees."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from perception.config import DEFAULT_CONFIG, apply_overrides, load_config, parse_config
+from perception.errors import ConfigError
+
+
+def test_default_config_file_is_valid_and_embedded_default():
+    cfg = load_config(DEFAULT_CONFIG)
+    assert cfg.model.backend == "onnxruntime"
+    assert cfg.source.uri == "synthetic"
+    assert cfg.model.resolved_path().name == "camvid_lite0_panoptic.onnx"
+
+
+@pytest.mark.parametrize(
+    ("data", "needle"),
+    [
+        ({"source": {"url": "x"}}, "unknown key 'source.url'; allowed keys here: camera_id"),
+        ({"sources": {}}, "unknown key 'sources'"),
+        ({"publish": {"encoding": "gzip"}}, "'publish.encoding': must be one of 'raw', 'zstd' or 'lz4'"),
+        ({"model": {"backend": "cuda"}}, "'model.backend': must be one of 'onnxruntime', 'tensorrt' or 'auto'"),
+        ({"mode": "fast"}, "'mode': must be one of 'live' or 'replay'"),
+        ({"publish": {"address": "localhost:5555"}}, "'publish.address'"),
+        ({"runtime": {"slots": 1}}, "'runtime.slots'"),
+        (["not", "a", "mapping"], "top level must be a mapping"),
+    ],
+)
+def test_bad_values_name_the_key(data, needle):
+    with pytest.raises(ConfigError) as ei:
+        parse_config(data)
+    assert needle in str(ei.value)
+
+
+def test_overrides_parse_yaml_values_and_nest():
+    out = apply_overrides({"publish": {"hwm": 4}}, ["publish.hwm=8", "model.input_size=[256, 192]", "source.loop=true"])
+    assert out == {"publish": {"hwm": 8}, "model": {"input_size": [256, 192]}, "source": {"loop": True}}
+    cfg = parse_config(out)
+    assert cfg.model.input_size == (256, 192)
+
+
+def test_override_errors():
+    with pytest.raises(ConfigError, match="key=value"):
+        apply_overrides({}, ["publish.hwm"])
+    with pytest.raises(ConfigError, match="'publish' is not a section"):
+        apply_overrides({"publish": 3}, ["publish.hwm=1"])
+
+
+def test_missing_and_invalid_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("source: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+
+
+def test_cli_unknown_key_is_one_line_and_nonzero(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("source:\n  uri: synthetic\n  colour: red\n")
+    r = subprocess.run([sys.executable, "-m", "perception.cli", "run", str(cfg)], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 2
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, r.stderr
+    assert "unknown key 'source.colour'" in lines[0]

@@ -1,0 +1,122 @@
+"""Recording published outputs to MCAP (real publisher, subscriber and sockets) and replaying them."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from perception.drives.record import McapRecorder, camera_topic, record
+from perception.drives.source import DriveSource
+from perception.errors import ConfigError
+from perception.transport.publisher import Publisher
+from perception.transport.subscriber import Subscriber
+from perception.types import FrameMeta
+from perception.viz import colorize, palette
+from tests.runtime.helpers import free_port
+from tests.transport.helpers import CLASSES, make_instances, make_labels, make_tracks
+
+N = 5
+T0 = 1_700_000_000_000_000_000
+
+
+def _meta(i: int, image: np.ndarray) -> FrameMeta:
+    h, w = image.shape[:2]
+    return FrameMeta(seq=i, camera_id="/cam", frame_index=i, t_mono_ns=time.monotonic_ns(),
+                     t_wall_ns=T0 + i * 100_000_000, pts_ns=i * 100_000_000, width=w, height=h)
+
+
+def _publish_and_record(tmp_path, images, *, sinks=()):
+    port = free_port()
+    out = tmp_path / "out.mcap"
+    sent = []
+    with Publisher(address=f"tcp://127.0.0.1:{port}", classes=CLASSES, preview="jpeg", preview_quality=95) as pub, \
+            Subscriber(address=f"tcp://127.0.0.1:{port}") as sub, \
+            McapRecorder(out, with_input=True) as rec:
+        pub.wait_for_subscribers(1, timeout_s=10)
+        for i in range(N):
+            image = images[i]
+            h, w = image.shape[:2]
+            labels = make_labels(i, w, h)
+            meta = _meta(i, image)
+            assert pub.publish(meta=meta, labels=labels, instances=make_instances(labels), image=image,
+                               latencies_ms={"inference": 10.0 + i, "upsample": 1.5}, tracks=make_tracks())
+            sent.append((meta, labels, image))
+            record(subscriber=sub, recorder=rec, max_frames=i + 1, idle_timeout_s=10, progress=False, sinks=sinks)
+        assert rec.stats.frames == N
+    return out, sent
+
+
+def test_recording_replays_as_a_source_with_the_input_stamps(tmp_path, images):
+    out, sent = _publish_and_record(tmp_path, images)
+    lut = palette(CLASSES)
+    labels_topic = camera_topic("/perception", "/cam", "labels")
+    assert labels_topic == "/perception/cam/labels"
+    with DriveSource(out, topics=(labels_topic,)) as src:
+        got = [(m, f.copy()) for m, f in src]
+    assert [m.t_wall_ns for m, _ in got] == [meta.t_wall_ns for meta, _, _ in sent]
+    for (m, frame), (meta, labels, _) in zip(got, sent):
+        assert m.camera_id == labels_topic
+        assert np.array_equal(frame, colorize(labels, lut))  # PNG is lossless
+    with DriveSource(out, topics=("/perception/cam/input",)) as src:
+        previews = [(m, f.copy()) for m, f in src]
+    assert [m.t_wall_ns for m, _ in previews] == [meta.t_wall_ns for meta, _, _ in sent]
+    for (_, frame), (_, _, image) in zip(previews, sent):
+        assert frame.shape == image.shape
+        assert np.abs(frame.astype(np.int16) - image.astype(np.int16)).mean() < 6  # JPEG twice
+    with DriveSource(out) as src:  # every image topic: labels, instances, input
+        assert set(src.topics) == {"/perception/cam/labels", "/perception/cam/instances", "/perception/cam/input"}
+        assert src.num_frames == 3 * N
+
+
+def test_recording_holds_tracks_latencies_and_classes(tmp_path, images):
+    from mcap.reader import make_reader
+
+    out, sent = _publish_and_record(tmp_path, images)
+    with out.open("rb") as f:
+        reader = make_reader(f)
+        schemas = {ch.topic: reader.get_summary().schemas[ch.schema_id].name
+                   for ch in reader.get_summary().channels.values()}
+        msgs: dict[str, list] = {}
+        for _, channel, message in reader.iter_messages():
+            msgs.setdefault(channel.topic, []).append((message.log_time, message.publish_time, json.loads(message.data)))
+    assert schemas["/perception/cam/tracks"] == "perception.Tracks"
+    assert schemas["/perception/cam/annotations"] == "foxglove.ImageAnnotations"
+    assert schemas["/perception/cam/labels"] == "foxglove.CompressedImage"
+    tracks = msgs["/perception/cam/tracks"]
+    assert [t for t, _, _ in tracks] == [meta.t_wall_ns for meta, _, _ in sent]
+    assert all(log_t == pub_t for log_t, pub_t, _ in tracks)
+    first = tracks[0][2]["tracks"]
+    assert [t["id"] for t in first] == [7, 9]
+    assert first[0]["class_name"] == "car" and first[0]["velocity"] == {"vx": 3.5, "vy": -1.0}
+    assert first[0]["box"] == {"x0": 1.0, "y0": 2.0, "x1": 17.0, "y1": 30.0}
+    assert first[1]["state"] == "lost"
+    latency = msgs["/perception/cam/latency"]
+    assert [body["stages_ms"]["inference"] for _, _, body in latency] == [10.0 + i for i in range(N)]
+    annotations = msgs["/perception/cam/annotations"][0][2]
+    assert [t["text"] for t in annotations["texts"]] == ["#7 car", "#9 pedestrian"]
+    classes = msgs["/perception/classes"][0][2]["classes"]
+    assert [c["name"] for c in classes] == [c.name for c in CLASSES]
+
+
+def test_rerun_sink_writes_an_rrd_file(tmp_path, images):
+    pytest.importorskip("rerun")
+    from perception.viewers.rerun_sink import open_rerun_sink
+
+    rrd = tmp_path / "live.rrd"
+    sink = open_rerun_sink(save=rrd)
+    with sink:
+        _publish_and_record(tmp_path, images, sinks=[sink])
+        assert sink.logged == N
+    assert rrd.stat().st_size > 1000
+
+
+def test_rerun_missing_is_a_clear_error(monkeypatch):
+    from perception.viewers.rerun_sink import RerunSink
+
+    monkeypatch.setitem(sys.modules, "rerun", None)  # as if rerun-sdk were not installed
+    with pytest.raises(ConfigError, match="pip install rerun-sdk"):
+        RerunSink(save="x.rrd")

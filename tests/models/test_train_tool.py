@@ -1,0 +1,70 @@
+"""tools/train.py end to end on a tiny CamVid-layout folder: checkpoints, log, resume, export of the result."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "tools"))
+
+import train as train_tool  # noqa: E402
+
+from perception.errors import DataError  # noqa: E402
+from perception.models.data import load_split  # noqa: E402
+from perception.models.export import load_checkpoint  # noqa: E402
+
+
+def _fake_camvid(root: Path, n: int = 4) -> Path:
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        (root / split).mkdir(parents=True)
+        (root / f"{split}annot").mkdir()
+        lines = []
+        for i in range(n):
+            img = rng.integers(0, 256, (72, 96, 3), dtype=np.uint8)
+            lab = np.full((72, 96), 3, dtype=np.uint8)
+            lab[:20] = 0
+            lab[40:60, 10:30] = 8
+            lab[40:60, 50:70] = 8
+            lab[0, 0] = 11
+            cv2.imwrite(str(root / split / f"f{i}.png"), img)
+            cv2.imwrite(str(root / f"{split}annot" / f"f{i}.png"), lab)
+            lines.append(f"{split}/f{i}.png {split}annot/f{i}.png")
+        (root / f"{split}.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def test_train_writes_checkpoints_and_resumes(tmp_path: Path) -> None:
+    data = _fake_camvid(tmp_path / "camvid")
+    out = tmp_path / "run"
+    common = ["--data", str(data), "--out", str(out), "--no-pretrained", "--batch-size", "2", "--input-size", "96x64",
+              "--crop", "64x64", "--eval-every", "1", "--warmup-iters", "1", "--threads", "1"]
+    assert train_tool.main([*common, "--epochs", "1"]) == 0
+    assert (out / "last.pt").is_file() and (out / "best.pt").is_file()
+    assert train_tool.main([*common, "--epochs", "2", "--resume"]) == 0
+    lines = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+    assert [x["epoch"] for x in lines] == [0, 1]
+    assert lines[1]["iter"] == 4 and 0.0 <= lines[1]["val_miou"] <= 1.0
+    model, state = load_checkpoint(out / "best.pt")
+    assert state["input_size"] == [96, 64]
+    with torch.no_grad():
+        assert model(torch.zeros(1, 3, 64, 96))[0].shape == (1, 11, 16, 24)
+
+
+def test_load_split_names_bad_label_file(tmp_path: Path) -> None:
+    data = _fake_camvid(tmp_path / "camvid", n=1)
+    bad = data / "valannot" / "f0.png"
+    cv2.imwrite(str(bad), np.full((72, 96), 40, dtype=np.uint8))
+    with pytest.raises(DataError, match="f0.png has class id 40"):
+        load_split(data, "val")
+    cv2.imwrite(str(bad), np.zeros((10, 10), dtype=np.uint8))
+    with pytest.raises(DataError, match="has shape"):
+        load_split(data, "val")

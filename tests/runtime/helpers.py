@@ -1,0 +1,123 @@
+"""Helpers for end-to-end pipeline tests: real processes, real sockets, real files."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write_video(path: Path, *, frames: int = 30, size: tuple[int, int] = (160, 120), fps: float = 30.0) -> Path:
+    """A small real mp4 whose frames differ (a moving bar over a two-tone 'road' scene)."""
+    w, h = size
+    vw = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+    assert vw.isOpened()
+    for i in range(frames):
+        img = np.zeros((h, w, 3), np.uint8)
+        img[: h // 2] = (200, 160, 120)
+        img[h // 2 :] = (90, 90, 90)
+        x = (i * 5) % w
+        img[h // 3 : h // 3 + 20, x : x + 15] = (30, 30, 200)
+        vw.write(img)
+    vw.release()
+    return path
+
+
+def write_config(path: Path, *, model: Path, source: str, port: int, source_extra: dict | None = None,
+                 **sections) -> Path:
+    cfg = {
+        "source": {"uri": source, **(source_extra or {})},
+        "model": {"path": str(model), "threads": 1},
+        "postprocess": {"upsample": "bilinear", "panoptic": True},
+        "publish": {"address": f"tcp://127.0.0.1:{port}", "preview": "none"},
+        "runtime": {"progress": False, "status_interval_s": 0.5},
+    }
+    for k, v in sections.items():
+        cfg.setdefault(k, {})
+        if isinstance(v, dict):
+            cfg[k].update(v)
+        else:
+            cfg[k] = v
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def start_pipeline(config: Path, *extra: str, verbose: bool = True) -> subprocess.Popen:
+    args = [sys.executable, "-m", "perception.cli"] + (["-v"] if verbose else []) + ["run", str(config), *extra]
+    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+                            start_new_session=True)
+
+
+def shm_segments() -> set[str]:
+    return {p.name for p in Path("/dev/shm").glob("perception_*")}
+
+
+def stage_pids(stderr_text: str) -> dict[str, int]:
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"started stage (\w+) pid (\d+)", stderr_text)}
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie is not running; treat as gone
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def kill_tree(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(5)
+
+
+class StderrReader:
+    """Collects a process's stderr on a thread so tests can wait for a line without blocking."""
+
+    def __init__(self, proc: subprocess.Popen) -> None:
+        import threading
+
+        self.lines: list[str] = []
+        self._t = threading.Thread(target=self._run, args=(proc,), daemon=True)
+        self._t.start()
+
+    def _run(self, proc) -> None:
+        for line in proc.stderr:
+            self.lines.append(line)
+
+    @property
+    def text(self) -> str:
+        return "".join(self.lines)
+
+    def wait_for(self, pattern: str, timeout: float) -> re.Match | None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            m = re.search(pattern, self.text)
+            if m:
+                return m
+            time.sleep(0.05)
+        return None

@@ -1,0 +1,78 @@
+"""Kalman filter on boxes: known answers, purity, time steps in seconds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from perception.tracking import kalman
+from perception.tracking.kalman import KalmanParams
+
+P = KalmanParams()
+
+
+def test_box_measurement_round_trip():
+    boxes = np.array([[10.0, 20.0, 50.0, 100.0], [0.0, 0.0, 4.0, 2.0]])
+    z = kalman.boxes_to_measurements(boxes)
+    np.testing.assert_allclose(z, [[30, 60, 40, 80], [2, 1, 4, 2]])
+    np.testing.assert_allclose(kalman.measurements_to_boxes(z), boxes)
+
+
+def test_predict_moves_by_velocity_times_dt_and_grows_uncertainty():
+    mean, cov = kalman.initiate(np.array([[100.0, 50.0, 20.0, 40.0]]), P)
+    mean = mean.copy()
+    mean[0, 4:6] = [30.0, -10.0]  # px/s
+    before = (mean.copy(), cov.copy())
+    m2, c2 = kalman.predict(mean, cov, 0.5, P)
+    np.testing.assert_allclose(m2[0, :4], [115.0, 45.0, 20.0, 40.0])
+    np.testing.assert_allclose(m2[0, 4:], mean[0, 4:])
+    assert np.all(np.diag(c2[0])[:4] > np.diag(cov[0])[:4])
+    np.testing.assert_array_equal(before[0], mean)  # inputs untouched
+    np.testing.assert_array_equal(before[1], cov)
+    # known answer of the process noise on cx for a zero prior: q * dt^3 / 3 with q = (accel_std * s)^2
+    zero = np.zeros((1, 8, 8))
+    _, cq = kalman.predict(mean, zero, 0.5, P)
+    s = np.sqrt(20.0 * 40.0)
+    assert cq[0, 0, 0] == pytest.approx((P.accel_std * s) ** 2 * 0.5**3 / 3)
+    assert cq[0, 0, 4] == pytest.approx((P.accel_std * s) ** 2 * 0.5**2 / 2)
+    # one step of 2*dt equals the state reached by two steps of dt (means)
+    a, _ = kalman.predict(*kalman.predict(mean, cov, 0.25, P), 0.25, P)
+    np.testing.assert_allclose(a, m2)
+
+
+def test_update_known_answer_scalar_case():
+    # equal prior and measurement variance on cx: the posterior is the midpoint, variance halved
+    mean = np.zeros((1, 8))
+    mean[0, :4] = [10.0, 10.0, 10.0, 10.0]
+    r = (P.meas_std * 10.0) ** 2
+    cov = np.eye(8)[None] * r
+    z = np.array([[12.0, 10.0, 10.0, 10.0]])
+    m, c = kalman.update(mean, cov, z, P)
+    assert m[0, 0] == pytest.approx(11.0)
+    assert c[0, 0, 0] == pytest.approx(r / 2)
+    assert m[0, 4] == 0.0  # no correlation in the prior: velocity untouched
+
+
+def test_vectorised_over_tracks_equals_one_by_one():
+    rng = np.random.default_rng(0)
+    z0 = np.abs(rng.normal(50, 20, size=(5, 4))) + 5
+    mean, cov = kalman.initiate(z0, P)
+    dt = rng.uniform(0.01, 0.2, size=5)
+    pm, pc = kalman.predict(mean, cov, dt, P)
+    z1 = z0 + rng.normal(0, 2, size=(5, 4))
+    um, uc = kalman.update(pm, pc, z1, P)
+    for i in range(5):
+        a, b = kalman.predict(mean[i : i + 1], cov[i : i + 1], dt[i], P)
+        c, d = kalman.update(a, b, z1[i : i + 1], P)
+        np.testing.assert_allclose(c, um[i : i + 1])
+        np.testing.assert_allclose(d, uc[i : i + 1])
+
+
+def test_velocity_converges_in_pixels_per_second_whatever_the_frame_spacing():
+    for fps, keep_every in ((15.0, 1), (15.0, 3), (30.0, 2)):
+        t = np.arange(0, 3.0, 1.0 / fps)[::keep_every]  # dropped frames = longer steps
+        mean, cov = kalman.initiate(np.array([[100.0, 200.0, 40.0, 40.0]]), P)
+        for k in range(1, t.size):
+            mean, cov = kalman.predict(mean, cov, t[k] - t[k - 1], P)
+            mean, cov = kalman.update(mean, cov, np.array([[100.0 + 60.0 * t[k], 200.0 - 20.0 * t[k], 40, 40]]), P)
+        np.testing.assert_allclose(mean[0, 4:6], [60.0, -20.0], atol=0.5)

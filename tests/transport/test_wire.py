@@ -1,0 +1,218 @@
+"""The wire format alone (no sockets): encode -> decode round trips, evolution rules, malformed input."""
+
+from __future__ import annotations
+
+import msgpack
+import numpy as np
+import pytest
+
+from perception.errors import TransportError
+from perception.transport.wire import (
+    SCHEMA_MAJOR,
+    MessageDecoder,
+    MessageEncoder,
+    classes_version,
+)
+from perception.types import Instance, TrackState
+from tests.transport.helpers import CLASSES, make_instances, make_labels, make_meta, make_tracks
+
+W, H = 64, 48
+
+
+def _encode(enc: MessageEncoder, i: int = 0, **kw):
+    labels = make_labels(i, W, H)
+    return labels, enc.encode_labels(seq=i, meta=make_meta(i, W, H), labels=labels,
+                                     t_publish_wall_ns=123, **kw)
+
+
+@pytest.mark.parametrize("encoding", ["raw", "zstd", "lz4"])
+def test_round_trip_every_encoding(encoding):
+    enc = MessageEncoder(encoding=encoding)
+    dec = MessageDecoder()
+    for i in range(3):  # contexts are reused across messages
+        labels = make_labels(i, W, H)
+        inst = make_instances(labels)
+        meta = make_meta(i, W, H)
+        frames = enc.encode_labels(seq=i, meta=meta, labels=labels, instances=inst,
+                                   latencies_ms={"infer": 12.5, "post": 3}, tracks=make_tracks(),
+                                   classes_version=classes_version(CLASSES), t_publish_wall_ns=99)
+        msg = dec.decode_labels(frames, t_receive_wall_ns=1000)
+        assert np.array_equal(msg.labels, labels) and msg.labels.dtype == np.uint8
+        assert np.array_equal(msg.instances, inst) and msg.instances.dtype == np.uint16
+        assert msg.encoding == encoding
+        assert msg.frame_meta() == meta
+        assert (msg.seq, msg.t_publish_wall_ns, msg.t_receive_wall_ns) == (i, 99, 1000)
+        assert msg.latencies_ms == {"infer": 12.5, "post": 3.0}
+        assert msg.classes_version == classes_version(CLASSES)
+        assert msg.preview is None
+        assert msg.schema_version[0] == SCHEMA_MAJOR
+        assert not msg.labels.flags.writeable
+
+
+def test_compression_shrinks_label_maps():
+    labels = make_labels(0, 640, 480)
+    raw = MessageEncoder(encoding="raw").encode_labels(
+        seq=0, meta=make_meta(0, 640, 480), labels=labels, t_publish_wall_ns=0)
+    for encoding in ("zstd", "lz4"):
+        frames = MessageEncoder(encoding=encoding).encode_labels(
+            seq=0, meta=make_meta(0, 640, 480), labels=labels, t_publish_wall_ns=0)
+        assert len(frames[1]) * 10 < raw[1].nbytes
+
+
+def test_raw_labels_are_not_copied():
+    labels = make_labels(0, W, H)
+    frames = MessageEncoder().encode_labels(seq=0, meta=make_meta(0, W, H), labels=labels, t_publish_wall_ns=0)
+    assert frames[1] is labels
+    msg = MessageDecoder().decode_labels(frames)
+    assert np.shares_memory(msg.labels, labels)  # decoder wraps the buffer it was given
+
+
+def test_tracks_round_trip_with_area_and_centroid():
+    tracks = make_tracks()
+    det = Instance(index=1, class_id=2, score=0.9, box=(1, 2, 17, 30), area=321, centroid=(8.5, 15.5))
+    _, frames = _encode(MessageEncoder(), tracks=tracks, detections=[det])
+    got = MessageDecoder().decode_labels(frames).tracks
+    assert [t.track_id for t in got] == [7, 9]
+    a, b = got
+    assert (a.instance_index, a.class_id, a.area, a.centroid) == (1, 2, 321, (8.5, 15.5))  # from the detection
+    assert a.box == (1.0, 2.0, 17.0, 30.0) and a.velocity == (3.5, -1.0)
+    assert (a.age, a.hits, a.state, a.score) == (5, 4, TrackState.CONFIRMED, pytest.approx(0.9))
+    assert (b.instance_index, b.area, b.centroid, b.state) == (0, 0, (59.5, 20.0), TrackState.LOST)
+
+
+def test_track_area_from_extra_without_detections():
+    _, frames = _encode(MessageEncoder(), tracks=make_tracks()[:1])
+    (t,) = MessageDecoder().decode_labels(frames).tracks
+    assert (t.area, t.centroid) == (123, (9.0, 16.0))
+
+
+def test_preview_is_jpeg_downscaled():
+    enc = MessageEncoder(preview="jpeg", preview_max_width=32, preview_quality=95)
+    image = np.zeros((H, W, 3), np.uint8)
+    image[:, :, 2] = 200  # red
+    _, frames = _encode(enc, image=image)
+    assert len(frames) == 3
+    msg = MessageDecoder().decode_labels(frames)
+    assert msg.preview.shape == (24, 32, 3)
+    assert np.abs(msg.preview.astype(int) - [0, 0, 200]).max() <= 8
+
+
+def test_preview_none_ignores_image():
+    _, frames = _encode(MessageEncoder(preview="none"), image=np.zeros((H, W, 3), np.uint8))
+    assert len(frames) == 2
+
+
+def _repack(frames, **changes):
+    header = msgpack.unpackb(frames[0])
+    for k, v in changes.items():
+        if v is None:
+            header.pop(k)
+        else:
+            header[k] = v
+    return [msgpack.packb(header), *frames[1:]]
+
+
+def test_unknown_keys_and_parts_are_ignored():
+    labels, frames = _encode(MessageEncoder())
+    header = msgpack.unpackb(frames[0])
+    header["future_field"] = {"x": [1, 2]}
+    header["vmin"] = 7
+    header["parts"].append({"name": "depth", "dtype": "float32", "shape": [H, W], "enc": "raw", "size": 4})
+    msg = MessageDecoder().decode_labels([msgpack.packb(header), frames[1], b"abcd"])
+    assert np.array_equal(msg.labels, labels)
+    assert msg.schema_version == (SCHEMA_MAJOR, 7)
+    assert msg.header["future_field"] == {"x": [1, 2]}
+
+
+def test_missing_optional_keys_get_defaults():
+    labels, frames = _encode(MessageEncoder())
+    minimal = _repack(frames, cam=None, fseq=None, fidx=None, t_cap_mono=None, t_cap_wall=None, t_pub_wall=None,
+                      pts=None, lat=None, cv=None, tracks=None, sid=None, vmin=None, kind=None)
+    msg = MessageDecoder().decode_labels(minimal)
+    assert np.array_equal(msg.labels, labels)
+    assert (msg.camera_id, msg.frame_seq, msg.t_capture_wall_ns, msg.latencies_ms, msg.tracks) == ("", 0, 0, {}, ())
+
+
+def test_newer_major_version_is_rejected_clearly():
+    _, frames = _encode(MessageEncoder())
+    with pytest.raises(TransportError, match="major version 2"):
+        MessageDecoder().decode_labels(_repack(frames, v=SCHEMA_MAJOR + 1))
+
+
+@pytest.mark.parametrize(
+    "mutate, match",
+    [
+        (lambda f: [b"\xc1garbage", *f[1:]], "not valid msgpack"),
+        (lambda f: [msgpack.packb([1, 2]), *f[1:]], "must be a msgpack map"),
+        (lambda f: _repack(f, v=None), "schema version"),
+        (lambda f: _repack(f, seq=None), "'seq'"),
+        (lambda f: _repack(f, w="wide"), "'w' should be int"),
+        (lambda f: f[:1], "header and a label frame"),
+        (lambda f: [*f, b"extra"], "1 part\\(s\\) but 2 data frame"),
+        (lambda f: [f[0], f[1][:-1]], "announces"),
+        (lambda f: _repack(f, h=H + 1), "h=49"),
+        (lambda f: _repack(f, parts=[{"name": "labels", "dtype": "uint8", "shape": [H, W], "enc": "brotli"}]),
+         "unknown encoding 'brotli'"),
+        (lambda f: _repack(f, parts=[{"name": "labels", "dtype": "float32", "shape": [H, W], "enc": "raw"}]),
+         "must be uint8"),
+        (lambda f: _repack(f, parts=[{"name": "future", "dtype": "uint8", "shape": [H, W], "enc": "raw"}]),
+         "no 'labels' part"),
+        (lambda f: _repack(f, tracks=[{"id": 1, "cls": 2, "box": [1, 2, 3]}]), "track box"),
+    ],
+)
+def test_malformed_messages_raise_transport_error(mutate, match):
+    _, frames = _encode(MessageEncoder())
+    frames = [bytes(memoryview(f).cast("B")) for f in frames]
+    with pytest.raises(TransportError, match=match):
+        MessageDecoder().decode_labels(mutate(frames))
+
+
+@pytest.mark.parametrize("encoding", ["zstd", "lz4"])
+def test_corrupt_compressed_part_raises(encoding):
+    _, frames = _encode(MessageEncoder(encoding=encoding))
+    body = bytearray(frames[1])
+    body[len(body) // 2:] = b"\x00" * (len(body) - len(body) // 2)
+    with pytest.raises(TransportError, match="malformed message"):
+        MessageDecoder().decode_labels([frames[0], bytes(body)])
+
+
+def test_bad_inputs_to_encoder_are_refused():
+    enc = MessageEncoder()
+    with pytest.raises(TransportError, match="uint8"):
+        enc.encode_labels(seq=0, meta=make_meta(0, W, H), labels=np.zeros((H, W), np.int32), t_publish_wall_ns=0)
+    with pytest.raises(TransportError, match="frame meta says"):
+        enc.encode_labels(seq=0, meta=make_meta(0, W + 1, H), labels=make_labels(0, W, H), t_publish_wall_ns=0)
+    with pytest.raises(TransportError, match="instances must be uint16"):
+        enc.encode_labels(seq=0, meta=make_meta(0, W, H), labels=make_labels(0, W, H),
+                          instances=np.zeros((H, W), np.int32), t_publish_wall_ns=0)
+    with pytest.raises(TransportError, match="unknown encoding"):
+        MessageEncoder(encoding="gzip")
+
+
+def test_classes_message_round_trip_and_version():
+    enc = MessageEncoder(session=42)
+    table = MessageDecoder().decode_classes([enc.encode_classes(CLASSES, t_publish_wall_ns=5)])
+    assert table.classes == CLASSES
+    assert table.version == classes_version(CLASSES)
+    assert (table.session, table.t_publish_wall_ns) == (42, 5)
+    changed = (*CLASSES[:-1], CLASSES[-1].__class__(id=3, name="person", color=(1, 2, 3), is_thing=True))
+    assert classes_version(changed) != classes_version(CLASSES)
+
+
+def test_non_contiguous_labels_are_encoded_correctly():
+    big = make_labels(0, W * 2, H)
+    view = big[:, ::2]
+    frames = MessageEncoder(encoding="raw").encode_labels(seq=0, meta=make_meta(0, W, H), labels=view,
+                                                          t_publish_wall_ns=0)
+    assert np.array_equal(MessageDecoder().decode_labels(frames).labels, view)
+
+
+@pytest.mark.parametrize("encoding", ["zstd", "lz4"])
+def test_compressed_part_of_the_wrong_size_is_refused_before_decompressing(encoding):
+    _, frames = _encode(MessageEncoder(encoding=encoding))
+    small = MessageEncoder(encoding=encoding).encode_labels(
+        seq=0, meta=make_meta(0, W // 2, H), labels=make_labels(0, W // 2, H), t_publish_wall_ns=0)
+    header = msgpack.unpackb(frames[0])
+    header["parts"][0]["size"] = len(small[1])
+    with pytest.raises(TransportError, match="header implies"):
+        MessageDecoder().decode_labels([msgpack.packb(header), small[1]])

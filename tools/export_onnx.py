@@ -1,0 +1,133 @@
+#!/usr/bin/env python
+"""Export a trained checkpoint to ONNX + model card, and verify it on CamVid val.
+
+    .venv/bin/python tools/export_onnx.py --checkpoint checkpoints/camvid_lite0/best.pt
+
+Writes ``engines/camvid_lite0_panoptic.onnx`` and ``engines/camvid_lite0_panoptic.card.json``.
+Verification (skipped with ``--no-verify`` or when the data is absent): onnx.checker, label agreement
+of ONNX Runtime vs PyTorch on val (must be >= 99.9 %, else exit 1), val mIoU of the ONNX model at the
+default input size evaluated at the labels' 480x360, and ONNX Runtime frames/s (2 intra-op threads);
+the figures go into the card's ``metrics``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see tools/train.py
+
+import numpy as np  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from perception.modelcard import save_card  # noqa: E402
+from perception.models.export import (  # noqa: E402
+    CAMVID_TRAINING_PROVENANCE,
+    DEFAULT_OPSET,
+    INPUT_NAME,
+    build_card,
+    evaluate_onnx,
+    export_onnx,
+    label_agreement,
+    load_checkpoint,
+    onnx_session,
+)
+
+AGREEMENT_MIN = 0.999
+
+
+def _size(text: str) -> tuple[int, int]:
+    w, h = (int(v) for v in text.lower().split("x"))
+    return w, h
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", type=Path, default=REPO / "checkpoints" / "camvid_lite0" / "best.pt")
+    p.add_argument("--out", type=Path, default=REPO / "engines" / "camvid_lite0_panoptic.onnx")
+    p.add_argument("--input-size", type=_size, default=None, help="default input WxH (default: the checkpoint's)")
+    p.add_argument("--opset", type=int, default=DEFAULT_OPSET)
+    p.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "camvid")
+    p.add_argument("--no-verify", action="store_true")
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args(argv)
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    if not args.checkpoint.is_file():
+        print(f"checkpoint not found: {args.checkpoint}", file=sys.stderr)
+        return 2
+    model, state = load_checkpoint(args.checkpoint)
+    input_size = args.input_size or tuple(state.get("input_size", (480, 352)))
+    path = export_onnx(model, args.out, example_size=input_size, opset=args.opset)
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB), opset {args.opset}, onnx.checker OK")
+
+    recipe = state.get("recipe", {})
+    training = dict(CAMVID_TRAINING_PROVENANCE)
+    training["recipe"] = recipe
+    training["seed"] = recipe.get("args", {}).get("seed")
+    training["epochs_trained"] = state.get("epoch", -1) + 1
+    training["iterations"] = state.get("iter")
+    training["train_minutes"] = round(state.get("time_spent_s", 0.0) / 60, 1)
+    training["command"] = "tools/train.py " + " ".join(
+        f"--{k.replace('_', '-')} {v}" for k, v in recipe.get("args", {}).items() if k in ("time_budget_min", "seed", "epochs")
+    )
+    metrics: dict = {}
+    if "metrics" in state:
+        metrics["val_miou_pytorch"] = round(state["metrics"]["miou"], 4)
+
+    code = 0
+    if not args.no_verify and (args.data / "val.txt").is_file():
+        from perception.models.data import load_split
+
+        val = load_split(args.data, "val")
+        agree = label_agreement(model, path, val.images, input_size=input_size, threads=args.threads)
+        print(f"ONNX Runtime vs PyTorch label agreement on val: {100 * agree['agreement']:.4f} % "
+              f"(max |logit diff| {agree['max_abs_logit_diff']:.2e})")
+        ev = evaluate_onnx(path, val.images, val.labels, input_size=input_size, threads=args.threads)
+        print(f"val mIoU (ONNX Runtime, input {input_size[0]}x{input_size[1]}, scored at 480x360): {100 * ev['miou']:.2f}; "
+              f"pixel accuracy {100 * ev['pixel_accuracy']:.2f} %")
+        sess = onnx_session(path, threads=args.threads)
+        x = np.random.default_rng(0).standard_normal((1, 3, input_size[1], input_size[0])).astype(np.float32)
+        for _ in range(5):
+            sess.run(None, {INPUT_NAME: x})
+        times = []
+        for _ in range(30):
+            t = time.perf_counter()
+            sess.run(None, {INPUT_NAME: x})
+            times.append(time.perf_counter() - t)
+        p50 = float(np.median(times))
+        print(f"ONNX Runtime {args.threads} threads at {input_size[0]}x{input_size[1]}: {1 / p50:.1f} frames/s (p50 {1000 * p50:.1f} ms)")
+        metrics.update(
+            {
+                "camvid_val_miou": round(ev["miou"], 4),
+                "camvid_val_pixel_accuracy": round(ev["pixel_accuracy"], 4),
+                "camvid_val_per_class_iou": {c: round(v, 4) for c, v in zip(
+                    ["Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence", "Car", "Pedestrian", "Bicyclist"],
+                    ev["per_class_iou"])},
+                "evaluated": f"CamVid val (101 images), ONNX Runtime, input {input_size[0]}x{input_size[1]}, logits "
+                "upsampled bilinearly to the labels' 480x360, 11 classes, label 11 ignored",
+                "onnx_vs_pytorch_label_agreement": round(agree["agreement"], 6),
+                "onnxruntime_cpu_fps_2_threads": round(1 / p50, 1),
+                "fps_note": "inference alone, measured by tools/export_onnx.py on the 2-core dev CPU with load average "
+                f"{os.getloadavg()[0]:.1f} at the time (shared machine, so indicative; rerun tools/bench_backend.py on a quiet one)",
+                "command": f"tools/export_onnx.py --checkpoint {args.checkpoint.name}",
+            }
+        )
+        if agree["agreement"] < AGREEMENT_MIN:
+            print(f"FAIL: agreement {agree['agreement']:.6f} < {AGREEMENT_MIN}", file=sys.stderr)
+            code = 1
+    card = build_card(input_size=input_size, training=training, metrics=metrics)
+    card_path = save_card(card, path)
+    print(f"wrote {card_path}")
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,233 @@
+#!/usr/bin/env python
+"""Train the default panoptic network (EfficientNet-Lite0 + FPN) on CamVid; select on val by mIoU.
+
+    .venv/bin/python tools/train.py --time-budget-min 60            # fresh run
+    .venv/bin/python tools/train.py --resume                         # continue checkpoints/camvid_lite0/last.pt
+
+Writes ``<out>/last.pt`` every epoch, ``<out>/best.pt`` when val mIoU improves and one JSON line per
+epoch to ``<out>/log.jsonl``. The learning rate follows a poly schedule over ``--epochs``; with a
+``--time-budget-min`` it follows whichever of (iterations done / total) and (time spent / budget) is
+further along, so a run on a slow or busy machine still anneals before it stops. A run stopped by the
+budget ends cleanly after a final evaluation. Runs on CPU (``--threads``, default 2) or CUDA when present.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+# Threads sleep at OpenMP barriers instead of spinning: on a shared 2-core machine spinning threads
+# burn 5-10x the CPU of the useful work (measured); must be set before torch loads libgomp.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from perception.models.data import AugmentConfig, augment, collate, load_split  # noqa: E402
+from perception.models.network import NetworkConfig, build_network  # noqa: E402
+from perception.models.training import (  # noqa: E402
+    LossConfig,
+    class_weights,
+    evaluate,
+    panoptic_loss,
+    save_checkpoint,
+)
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected WxH, got {text!r}") from exc
+    if w % 32 or h % 32:
+        raise argparse.ArgumentTypeError(f"{text}: both sides must be multiples of 32")
+    return w, h
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "camvid")
+    p.add_argument("--out", type=Path, default=REPO / "checkpoints" / "camvid_lite0")
+    p.add_argument("--epochs", type=int, default=80)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--weight-decay", type=float, default=1e-4)
+    p.add_argument("--warmup-iters", type=int, default=100)
+    p.add_argument("--crop", type=_size, default=(384, 288), help="training crop WxH")
+    p.add_argument("--input-size", type=_size, default=(480, 352), help="inference/eval size WxH")
+    p.add_argument("--scale-min", type=float, default=0.75)
+    p.add_argument("--scale-max", type=float, default=1.5)
+    p.add_argument("--ohem-keep", type=float, default=0.3)
+    p.add_argument("--time-budget-min", type=float, default=None, help="stop cleanly after this many minutes")
+    p.add_argument("--eval-every", type=int, default=2, help="evaluate on val every N epochs (and at the end)")
+    p.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--no-pretrained", action="store_true", help="random encoder (tests only)")
+    p.add_argument("--limit", type=int, default=None, help="use only the first N train/val images (smoke tests)")
+    return p.parse_args(argv)
+
+
+def seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    device = "cuda" if args.device == "auto" and torch.cuda.is_available() else ("cpu" if args.device == "auto" else args.device)
+    seed_all(args.seed)
+    args.out.mkdir(parents=True, exist_ok=True)
+    log_path = args.out / "log.jsonl"
+
+    t0 = time.perf_counter()
+    train = load_split(args.data, "train")
+    val = load_split(args.data, "val")
+    if args.limit:
+        train = type(train)(names=train.names[: args.limit], images=train.images[: args.limit], labels=train.labels[: args.limit])
+        val = type(val)(names=val.names[: args.limit], images=val.images[: args.limit], labels=val.labels[: args.limit])
+    print(f"loaded {len(train.images)} train / {len(val.images)} val images in {time.perf_counter() - t0:.1f}s", flush=True)
+
+    net_cfg = NetworkConfig()
+    aug_cfg = AugmentConfig(base_size=args.input_size, crop_size=args.crop, scale_range=(args.scale_min, args.scale_max))
+    loss_cfg = LossConfig(ohem_keep=args.ohem_keep)
+    model = build_network(pretrained=not args.no_pretrained, config=net_cfg).to(device)
+    enc = [p for n, p in model.named_parameters() if n.startswith("encoder.")]
+    dec = [p for n, p in model.named_parameters() if not n.startswith("encoder.")]
+    opt = torch.optim.AdamW(
+        [{"params": enc, "lr_scale": 0.5}, {"params": dec, "lr_scale": 1.0}], lr=args.lr, weight_decay=args.weight_decay
+    )
+    weights = class_weights(c=loss_cfg.class_weight_c).to(device)
+
+    steps_per_epoch = len(train.images) // args.batch_size
+    total_iters = steps_per_epoch * args.epochs
+    start_epoch, it, best, spent = 0, 0, -1.0, 0.0
+    last_path, best_path = args.out / "last.pt", args.out / "best.pt"
+    if args.resume:
+        if not last_path.is_file():
+            print(f"--resume: {last_path} does not exist", file=sys.stderr)
+            return 2
+        state = torch.load(last_path, map_location=device, weights_only=False)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        start_epoch, it, best, spent = state["epoch"] + 1, state["iter"], state["best_miou"], state["time_spent_s"]
+        print(f"resumed from {last_path}: epoch {start_epoch}, iter {it}, best mIoU {best:.4f}, {spent / 60:.1f} min spent", flush=True)
+
+    budget_s = args.time_budget_min * 60.0 if args.time_budget_min else None
+    recipe = {
+        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "network": asdict(net_cfg),
+        "augment": asdict(aug_cfg),
+        "loss": asdict(loss_cfg),
+        "optimizer": "AdamW, encoder lr x0.5, linear warmup then poly(0.9)",
+    }
+    run_start = time.perf_counter() - spent
+    eval_cost_s = 30.0  # updated after the first evaluation
+
+    def lr_at(i: int) -> float:
+        progress = i / max(total_iters, 1)
+        if budget_s:
+            progress = max(progress, (time.perf_counter() - run_start) / budget_s)
+        factor = (1.0 - min(progress, 0.999)) ** 0.9
+        if i < args.warmup_iters:
+            factor *= (i + 1) / args.warmup_iters
+        return args.lr * factor
+
+    def checkpoint(epoch: int, metrics: dict | None) -> dict:
+        state = dict(
+            model=model.state_dict(),
+            optimizer=opt.state_dict(),
+            epoch=epoch,
+            iter=it,
+            best_miou=best,
+            time_spent_s=time.perf_counter() - run_start,
+            metrics=metrics if metrics is not None else last_metrics,
+            recipe=recipe,
+            input_size=list(args.input_size),
+        )
+        save_checkpoint(last_path, **state)
+        return state
+
+    last_metrics: dict | None = None
+
+    stop = False
+    for epoch in range(start_epoch, args.epochs):
+        model.train()
+        rng = np.random.default_rng([args.seed, epoch])
+        order = rng.permutation(len(train.images))
+        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch}", mininterval=20, file=sys.stdout)
+        sums = {"loss": 0.0, "sem": 0.0, "center": 0.0, "offset": 0.0}
+        for step in bar:
+            idx = order[step * args.batch_size : (step + 1) * args.batch_size]
+            batch = collate([augment(train.images[i], train.labels[i], aug_cfg, rng) for i in idx])
+            tb = {k: torch.from_numpy(v).to(device) for k, v in batch.items()}
+            lr = lr_at(it)
+            for g in opt.param_groups:
+                g["lr"] = lr * g["lr_scale"]
+            loss, parts = panoptic_loss(model(tb["image"]), tb, cfg=loss_cfg, weights=weights)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            it += 1
+            loss_value = loss.item()
+            sums["loss"] += loss_value
+            for k, v in parts.items():
+                sums[k] += v
+            bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{lr:.2e}", refresh=False)
+            if budget_s and time.perf_counter() - run_start + eval_cost_s > budget_s:
+                stop = True
+                break
+        bar.close()
+        done = step + 1
+        last_epoch = stop or epoch == args.epochs - 1
+        if not (last_epoch or (epoch + 1) % args.eval_every == 0):
+            checkpoint(epoch, None)
+            print(f"epoch {epoch}: loss {sums['loss'] / done:.3f} (no evaluation this epoch)", flush=True)
+            continue
+        te = time.perf_counter()
+        metrics = evaluate(model, val, input_size=args.input_size, device=device)
+        eval_cost_s = time.perf_counter() - te + 5.0
+        improved = metrics["miou"] > best
+        if improved:
+            best = metrics["miou"]
+        last_metrics = metrics
+        state = checkpoint(epoch, metrics)
+        if improved:
+            save_checkpoint(best_path, **state)
+        line = {
+            "epoch": epoch,
+            "iter": it,
+            "minutes": round((time.perf_counter() - run_start) / 60, 2),
+            "lr": lr,
+            **{k: round(v / done, 4) for k, v in sums.items()},
+            "val_miou": round(metrics["miou"], 4),
+            "val_pixel_accuracy": round(metrics["pixel_accuracy"], 4),
+            "val_per_class_iou": [round(v, 3) for v in metrics["per_class_iou"]],
+            "best": round(best, 4),
+        }
+        with log_path.open("a") as fh:
+            fh.write(json.dumps(line) + "\n")
+        print(f"epoch {epoch}: val mIoU {metrics['miou']:.4f} (best {best:.4f}) pixel acc {metrics['pixel_accuracy']:.4f} "
+              f"loss {line['loss']:.3f} [{line['minutes']} min]", flush=True)
+        if stop:
+            print(f"time budget of {args.time_budget_min} min reached; best val mIoU {best:.4f} in {best_path}", flush=True)
+            break
+    print("done", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
