@@ -24,7 +24,8 @@ class FrameMeta:
     camera_id: str
     """Which camera (or recorded topic) the frame came from."""
     frame_index: int
-    """Index of the frame within its source (the file's frame number; equals ``seq`` for live)."""
+    """Index of the frame within its source: the file's frame number (restarting when a file loops),
+    or for live sources the count of frames grabbed, so ``frame_index - seq`` = frames dropped at capture."""
     t_mono_ns: int
     """Monotonic capture time on this host (``time.monotonic_ns()``): use for latency."""
     t_wall_ns: int

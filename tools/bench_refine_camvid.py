@@ -14,9 +14,9 @@ Examples::
 
 ``--simulate`` replaces the network by the ground truth seen through the same low-resolution grid
 (area-averaged one-hot labels at stride 4 of the input size, blurred, with smooth noise, turned into
-logits): a model that knows every class but only at its output resolution. It isolates what upsampling can recover geometrically;
-use it on the train split while no trained model exists. Tune only on ``--split train``; val is for
-reporting.
+logits): a model that knows every class but only at its output resolution. It isolates what
+upsampling can recover geometrically; use it on the train split while no trained model exists.
+Tune only on ``--split train``; val is for reporting.
 """
 
 from __future__ import annotations
@@ -127,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
 
     C = card.num_classes
     road = card.class_id("road")
-    side = card.class_id("pavement") if any(c.name.lower() == "pavement" for c in card.classes) else card.class_id("sidewalk")
+    names = {c.name.lower() for c in card.classes}
+    side = card.class_id("pavement" if "pavement" in names else "sidewalk")
     data = open_dataset(args.data, split=args.split, num_classes=C, ignore_index=IGNORE, limit=args.limit)
 
     ups: dict[str, object] = {}

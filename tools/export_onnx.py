@@ -55,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "camvid")
     p.add_argument("--no-verify", action="store_true")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--note", default=None, help="free text for the card's training.notes (e.g. how the run went)")
     args = p.parse_args(argv)
 
     import torch
@@ -78,6 +79,11 @@ def main(argv: list[str] | None = None) -> int:
     training["command"] = "tools/train.py " + " ".join(
         f"--{k.replace('_', '-')} {v}" for k, v in recipe.get("args", {}).items() if k in ("time_budget_min", "seed", "epochs")
     )
+    training["lr_schedule"] = ("AdamW, linear warm-up, then poly(0.9) over max(iterations done / planned, time spent / "
+                               "--time-budget-min): the run anneals within its wall-clock budget, so the number of "
+                               "epochs depends on the machine's speed (not bit-reproducible across machines)")
+    if args.note:
+        training["notes"] = args.note
     metrics: dict = {}
     if "metrics" in state:
         metrics["val_miou_pytorch"] = round(state["metrics"]["miou"], 4)

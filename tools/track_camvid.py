@@ -52,6 +52,9 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--center-threshold", type=float, default=0.1)
     ap.add_argument("--min-area", type=int, default=4, help="grouping: minimum instance area, output pixels")
+    ap.add_argument("--high-score", type=float, default=0.15,
+                    help="tracker: instances at/above start tracks (this model's scores peak lower than 1)")
+    ap.add_argument("--low-score", type=float, default=0.05, help="tracker: second-stage minimum score")
     ap.add_argument("--switch-window", type=int, default=15, help="frames: suspected-switch look-back")
     ap.add_argument("--switch-distance", type=float, default=2.0, help="box sizes: suspected-switch reach")
     a = ap.parse_args()
@@ -83,7 +86,11 @@ def main() -> int:
         grouper = PanopticGrouper(
             thing_ids=card.thing_ids(), center_threshold=a.center_threshold, min_area=a.min_area
         )
-        tracker = Tracker()
+        tracker = Tracker(high_score=a.high_score, low_score=min(a.low_score, a.high_score))
+        # The card describes the centre head as a raw regression of a Gaussian (peak 1), with
+        # activation "none"; Segmenter passes such heads through a sigmoid. Undo it so that the
+        # grouping threshold applies to the regressed value itself.
+        undo_sigmoid = card.output("center_heatmap").activation == "none"
         writer = None
         # per track: class, first frame, last frame, hits, first box, last box
         info: dict[int, dict] = {}
@@ -102,7 +109,11 @@ def main() -> int:
             out = seg(img)
             t1 = time.perf_counter()
             labels = upsample_bilinear(out.semantic_logits, (w, h))
-            imap, instances = grouper(out.semantic_logits, out.center_heatmap, out.center_offsets, labels)
+            heat = out.center_heatmap
+            if undo_sigmoid:
+                hc = np.clip(heat, 1e-6, 1 - 1e-6)
+                heat = np.log(hc) - np.log1p(-hc)
+            imap, instances = grouper(out.semantic_logits, heat, out.center_offsets, labels)
             t2 = time.perf_counter()
             tracks = tracker.update(instances, meta, imap)
             t3 = time.perf_counter()

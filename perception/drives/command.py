@@ -8,6 +8,11 @@ import sys
 
 log = logging.getLogger(__name__)
 
+RECORD_RCVHWM = 256
+"""Messages the recorder's socket queues while it is busy encoding PNGs. A recording wants every frame,
+so this is far above a viewer's; the cost is memory (256 x one message) during a burst. The publisher's
+own ``publish.hwm`` still bounds what it queues for us: raise it too for fast replays (``--speed 0``)."""
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -37,11 +42,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--compression", choices=("zstd", "lz4", "none"), default="zstd",
                    help="MCAP chunk compression (default: %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
-    p.add_argument("--rerun", action="store_true", help="also stream live to a Rerun viewer started here (needs rerun-sdk)")
-    p.add_argument("--rerun-connect", metavar="URL", default=None,
-                   help="stream live to a running Rerun viewer at this gRPC URL (needs rerun-sdk)")
-    p.add_argument("--rerun-save", metavar="FILE.rrd", default=None,
-                   help="also write the Rerun stream to this .rrd file (needs rerun-sdk)")
+    from perception.viewers.rerun_sink import add_rerun_arguments
+
+    add_rerun_arguments(p)
     p.set_defaults(func=run_record)
 
 
@@ -61,12 +64,12 @@ def run_record(args: argparse.Namespace) -> int:
     recorder = None
     try:
         if want_rerun:
-            from perception.viewers.rerun_sink import open_rerun_sink
+            from perception.viewers.rerun_sink import rerun_sink_from_args
 
-            sinks.append(open_rerun_sink(spawn=args.rerun, connect=args.rerun_connect, save=args.rerun_save))
+            sinks.append(rerun_sink_from_args(args))
         if args.out is not None:
             recorder = McapRecorder(args.out, with_input=args.with_input, compression=args.compression)
-        with Subscriber(address=args.connect, topic=args.topic) as sub:
+        with Subscriber(address=args.connect, topic=args.topic, rcvhwm=RECORD_RCVHWM) as sub:
             try:
                 stats = record(subscriber=sub, recorder=recorder, max_frames=args.max_frames,
                                idle_timeout_s=args.timeout, progress=not args.no_progress, sinks=sinks)

@@ -79,14 +79,25 @@ def _rows(msg: ImageMessage, bytes_per_pixel: int) -> np.ndarray:
     return np.lib.stride_tricks.as_strided(flat, (msg.height, row_bytes), (step, 1))
 
 
-def decode_image(msg: ImageMessage) -> np.ndarray:
+def _dst(out: np.ndarray | None, height: int, width: int) -> np.ndarray | None:
+    """``out`` when it is a ``uint8[height, width, 3]`` buffer, else None (OpenCV allocates)."""
+    if out is not None and out.shape == (height, width, 3) and out.dtype == np.uint8:
+        return out
+    return None
+
+
+def decode_image(msg: ImageMessage, *, out: np.ndarray | None = None) -> np.ndarray:
     """Convert a recorded image to ``uint8[H, W, 3]`` BGR.
 
     Args:
         msg: the image; ``msg.data`` is never modified.
+        out: optional ``uint8[height, width, 3]`` buffer that colour conversions write into (no
+            allocation); ignored when its shape does not fit, and by compressed images (OpenCV's
+            decoder always allocates).
 
     Returns:
-        A new ``uint8[height, width, 3]`` BGR array (H, W from the message or the decoded file).
+        ``uint8[height, width, 3]`` BGR (H, W from the message or the decoded file): ``out`` when a
+        conversion wrote into it, a read-only view of ``msg.data`` for unpadded ``bgr8``, else a new array.
 
     Raises:
         DataError: unknown encoding, wrong size, truncated data, or an undecodable compressed file.
@@ -109,18 +120,24 @@ def decode_image(msg: ImageMessage) -> np.ndarray:
         rows = _rows(msg, channels)
         pixels = rows.reshape(msg.height, msg.width, channels) if channels > 1 else rows
         if enc in ("bgr8", "8UC3"):
-            return np.ascontiguousarray(pixels)
-        return cv2.cvtColor(np.ascontiguousarray(pixels), _TO_BGR[enc])
+            if pixels.flags.c_contiguous:
+                return pixels
+            dst = _dst(out, msg.height, msg.width)
+            if dst is None:
+                return np.ascontiguousarray(pixels)
+            np.copyto(dst, pixels)
+            return dst
+        return cv2.cvtColor(np.ascontiguousarray(pixels), _TO_BGR[enc], dst=_dst(out, msg.height, msg.width))
     if enc in ("mono16", "16UC1"):
         rows = _rows(msg, 2)
         grey16 = np.ascontiguousarray(rows).view(">u2" if msg.is_bigendian else "<u2")
         grey8 = (grey16 >> MONO16_SHIFT).astype(np.uint8)
-        return cv2.cvtColor(grey8, cv2.COLOR_GRAY2BGR)
+        return cv2.cvtColor(grey8, cv2.COLOR_GRAY2BGR, dst=_dst(out, msg.height, msg.width))
     if enc in _BAYER:
-        return cv2.cvtColor(np.ascontiguousarray(_rows(msg, 1)), _BAYER[enc])
+        return cv2.cvtColor(np.ascontiguousarray(_rows(msg, 1)), _BAYER[enc], dst=_dst(out, msg.height, msg.width))
     if enc in _YUV422:
         if msg.width % 2:
             raise DataError(f"{enc} image width must be even, got {msg.width}")
         packed = np.ascontiguousarray(_rows(msg, 2)).reshape(msg.height, msg.width, 2)
-        return cv2.cvtColor(packed, _YUV422[enc])
+        return cv2.cvtColor(packed, _YUV422[enc], dst=_dst(out, msg.height, msg.width))
     raise DataError(f"unsupported image encoding {enc!r}; supported: {', '.join(RAW_ENCODINGS)}, or jpeg/png")

@@ -177,6 +177,7 @@ class McapRecorder:
         self._jpeg = [int(cv2.IMWRITE_JPEG_QUALITY), PREVIEW_JPEG_QUALITY]
         self._color_buf: np.ndarray | None = None
         self.stats = RecordStats()
+        self._warned_no_preview = False
         self._closed = False
 
     # ------------------------------------------------------------------ channels
@@ -244,6 +245,10 @@ class McapRecorder:
             inst = instance_colors(np.asarray(msg.instances), self._instance_lut)
             self._put_image(camera_topic(self.prefix, cam, "instances"), t_ns, cam, "png",
                             self._encode(".png", inst, self._png))
+        if self.with_input and msg.preview is None and not self._warned_no_preview:
+            self._warned_no_preview = True
+            log.warning("--with-input: the publisher sends no preview frames (set publish.preview: jpeg); "
+                        "recording without the input topic")
         if self.with_input and msg.preview is not None:
             self._put_image(camera_topic(self.prefix, cam, "input"), t_ns, cam, "jpeg",
                             self._encode(".jpg", msg.preview, self._jpeg))

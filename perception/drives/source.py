@@ -14,13 +14,13 @@ import logging
 import math
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from perception.drives.decode import decode_image
+from perception.drives.decode import ImageMessage, decode_image
 from perception.drives.reader import DriveReader, open_reader
 from perception.errors import ConfigError, DataError, SourceError
 from perception.sources.base import Source, make_meta
@@ -63,7 +63,8 @@ class DriveSource(Source):
     ``width``/``height`` are the largest frame size over the selected topics (each topic's first
     decodable message); frames keep their own size and ``FrameMeta.width/height`` say it.
     ``num_frames`` is the number of frames a non-looping replay will deliver at most (None when
-    unknown). The yielded arrays are fresh for every frame.
+    unknown). A yielded array is valid until the next frame is requested: raw images are converted
+    into one reused buffer per topic (unpadded ``bgr8`` ones are read-only views of the message).
 
     Raises:
         SourceError: missing / corrupt / truncated drive, no image topics, a requested topic that is
@@ -127,6 +128,8 @@ class DriveSource(Source):
                 f"({(reader.end_ns - reader.start_ns) / 1e9:.3f} s long)"
             )
         self.stats: dict[str, TopicStats] = {t: TopicStats(topic=t) for t in self.topics}
+        self._buffers: dict[str, np.ndarray] = {}
+        self._open_pass: Generator[tuple[str, int, object], None, None] | None = None
 
         # Frame size of each topic: its first decodable message.
         sizes: dict[str, tuple[int, int]] = {}
@@ -182,6 +185,7 @@ class DriveSource(Source):
         seq = {t: 0 for t in self.topics}
         delivered = 0
         pass_offset_ns = 0
+        origin_ns: int | None = None  # log time of the first replayed message: pts 0
         try:
             while True:
                 index = {t: 0 for t in self.topics}
@@ -190,7 +194,9 @@ class DriveSource(Source):
                 reader = self._reader
                 if reader is None:
                     return
-                for topic, log_ns, payload in reader.messages(self.topics, start_ns=self._start_ns):
+                messages = reader.messages(self.topics, start_ns=self._start_ns)
+                self._open_pass = messages
+                for topic, log_ns, payload in messages:
                     if self._reader is None:  # closed while iterating
                         return
                     frame_index = index[topic]
@@ -198,7 +204,7 @@ class DriveSource(Source):
                     stats = self.stats[topic]
                     try:
                         msg = reader.image(topic, payload)
-                        frame = decode_image(msg)
+                        frame = decode_image(msg, out=self._buffer(topic, msg))
                         h, w = frame.shape[:2]
                         if w > self.width or h > self.height:
                             raise DataError(
@@ -207,7 +213,9 @@ class DriveSource(Source):
                     except DataError as exc:
                         self._skip(stats, exc)
                         continue
-                    pts_ns = pass_offset_ns + log_ns - self._start_ns
+                    if origin_ns is None:
+                        origin_ns = log_ns
+                    pts_ns = pass_offset_ns + log_ns - origin_ns
                     last_pts_ns = pts_ns
                     stamp = msg.stamp_ns
                     if stamp <= 0:
@@ -230,7 +238,19 @@ class DriveSource(Source):
                 period_ns = round(1e9 / self.fps) if self.fps else 0
                 pass_offset_ns = last_pts_ns + period_ns
         finally:
+            if self._open_pass is not None:
+                self._open_pass.close()  # releases the file handle of an abandoned pass
+                self._open_pass = None
             self._report()
+
+    def _buffer(self, topic: str, msg: ImageMessage) -> np.ndarray | None:
+        """The reused conversion buffer of ``topic`` for a raw image of ``msg``'s size (None: compressed)."""
+        if msg.kind != "raw" or msg.width <= 0 or msg.height <= 0:
+            return None
+        buf = self._buffers.get(topic)
+        if buf is None or buf.shape[:2] != (msg.height, msg.width):
+            buf = self._buffers[topic] = np.empty((msg.height, msg.width, 3), np.uint8)
+        return buf
 
     def _check_complete(self, reader: DriveReader, read: dict[str, int]) -> None:
         """After a full pass from the start: every message the container's index declares was read.

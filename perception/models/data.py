@@ -43,13 +43,13 @@ def load_split(root: str | Path, split: str) -> Split:
         parts = line.split()
         if not parts:
             continue
-        img_path = root / parts[0].lstrip("/").split("CamVid/")[-1]
-        lab_path = root / parts[1].lstrip("/").split("CamVid/")[-1] if len(parts) > 1 else None
+        if len(parts) != 2:
+            raise DataError(f"{listing}: line {line!r} should be '<image> <label>'")
+        # SegNet's lists use absolute paths (/SegNet/CamVid/train/x.png): keep '<dir>/<file>' only.
+        img_path, lab_path = (root.joinpath(*Path(p).parts[-2:]) for p in parts)
         img = cv2.imread(str(img_path), cv2.IMREAD_COLOR)
         if img is None:
             raise DataError(f"cannot read image {img_path} listed in {listing}")
-        if lab_path is None:
-            raise DataError(f"{listing}: line {line!r} names no label file")
         lab = cv2.imread(str(lab_path), cv2.IMREAD_UNCHANGED)
         if lab is None:
             raise DataError(f"cannot read label {lab_path} listed in {listing}")

@@ -83,7 +83,13 @@ def find_centers(heatmap: np.ndarray, *, threshold: float, nms_kernel: int, top_
     return np.stack([ys, xs], axis=1).astype(np.int64)
 
 
-def group_pixels(thing_mask: np.ndarray, offsets: np.ndarray, centers: np.ndarray) -> np.ndarray:
+def group_pixels(
+    thing_mask: np.ndarray,
+    offsets: np.ndarray,
+    centers: np.ndarray,
+    *,
+    max_distance: float | None = None,
+) -> np.ndarray:
     """Assign every thing pixel to the centre nearest to the centre location it predicts.
 
     Pixel ``(y, x)`` with offset ``(dy, dx)`` votes for the location ``(y + dy, x + dx)``; it joins
@@ -93,6 +99,9 @@ def group_pixels(thing_mask: np.ndarray, offsets: np.ndarray, centers: np.ndarra
         thing_mask: ``bool[h, w]``, True on pixels whose semantic class is a thing class.
         offsets: ``float32[2, h, w]``, axis 0 is ``(dy, dx)``, in the same pixels as the mask.
         centers: ``int64[K, 2]`` ``(y, x)``, as returned by :func:`find_centers`.
+        max_distance: optional, in the same pixels: a pixel whose voted location is farther than
+            this from every centre stays 0 (its offset is unreliable; it would otherwise stretch a
+            far-away instance's box).
 
     Returns:
         ``int32[h, w]``: 0 off the thing mask (or everywhere when ``K == 0``), otherwise ``k + 1`` for
@@ -115,7 +124,11 @@ def group_pixels(thing_mask: np.ndarray, offsets: np.ndarray, centers: np.ndarra
     cx = centers[:, 1].astype(np.float32)
     # [K, N] squared distances; K <= top_k (tens) and N = thing pixels at low resolution.
     d2 = (cy[:, None] - vy[None, :]) ** 2 + (cx[:, None] - vx[None, :]) ** 2
-    out.ravel()[idx] = np.argmin(d2, axis=0).astype(np.int32) + 1
+    best = np.argmin(d2, axis=0)
+    ids = best.astype(np.int32) + 1
+    if max_distance is not None:
+        ids[d2[best, np.arange(idx.size)] > float(max_distance) ** 2] = 0
+    out.ravel()[idx] = ids
     return out
 
 
@@ -303,6 +316,9 @@ class PanopticGrouper:
     * ``top_k``: most centres per frame; bounds the grouping cost (``K x thing pixels``).
     * ``min_area``: instances with fewer output pixels are dropped (noise vs. small far objects;
       at stride 4 one output pixel is 16 input pixels).
+    * ``max_center_distance``: a thing pixel whose offset points farther than this (output pixels)
+      from every centre is left out of all instances. Smaller gives tighter masks and boxes with an
+      imprecise offset head; larger keeps object edges whose offsets are poor. None = no limit.
     * ``heatmap_is_logit``: True when the model emits raw centre logits (a sigmoid is applied).
     """
 
@@ -314,6 +330,7 @@ class PanopticGrouper:
         nms_kernel: int = 7,
         top_k: int = 64,
         min_area: int = 4,
+        max_center_distance: float | None = 8.0,
         heatmap_is_logit: bool = False,
     ) -> None:
         if not thing_ids:
@@ -329,6 +346,7 @@ class PanopticGrouper:
         self.nms_kernel = int(nms_kernel)
         self.top_k = int(top_k)
         self.min_area = int(min_area)
+        self.max_center_distance = None if max_center_distance is None else float(max_center_distance)
         self.heatmap_is_logit = bool(heatmap_is_logit)
         self._thing_lut = np.zeros(256, bool)
         self._thing_lut[list(self.thing_ids)] = True
@@ -360,7 +378,7 @@ class PanopticGrouper:
         labels = np.argmax(semantic_logits, axis=0).astype(np.uint8)
         thing = self._thing_lut[labels]
         centers = find_centers(heat, threshold=self.center_threshold, nms_kernel=self.nms_kernel, top_k=self.top_k)
-        ids = group_pixels(thing, center_offsets, centers)
+        ids = group_pixels(thing, center_offsets, centers, max_distance=self.max_center_distance)
         center_scores = heat[centers[:, 0], centers[:, 1]] if centers.size else np.zeros(0, np.float32)
         ids, classes, scores = merge_semantic_and_instance(
             ids,

@@ -10,7 +10,8 @@ Bayes-style, in the band blocks that involve a refined class:
 1. **Colour of each side.** In a block where the network's classes ``a`` and ``b`` meet, the pixels
    whose interpolated log-odds ``d = l_a - l_b`` is beyond ``±confident_logodds`` are taken to show
    the two classes; their mean BGR colours are ``mu_a`` and ``mu_b`` (local to the block, so a road in
-   shade and a road in sun each get theirs). Blocks grown around it (``band_px``) use its means.
+   shade and a road in sun each get theirs). With ``band_px > 0`` the band grows by whole blocks
+   around it; the colour means then cover the block and the blocks grown from it.
 2. **Evidence per pixel.** With the full-resolution colour ``I`` of the pixel, the log-likelihood
    ratio of two isotropic Gaussians of spread ``color_sigma``::
 
@@ -22,11 +23,12 @@ Bayes-style, in the band blocks that involve a refined class:
    two regions. Where both sides look alike (``mu_a ≈ mu_b``) ``e ≈ 0`` and the bilinear result
    stands. Blocks of three or more classes (junctions) keep the bilinear result.
 3. **Islands and holes.** Changes made by step 2 that would stand alone inside another class
-   (8-connected regions of changed pixels touching no unchanged pixel of their new class) and are
+   (4-connected regions of pixels changed to one class, touching no unchanged pixel of it) and are
    smaller than ``min_region_px`` pixels (specks from texture or noise) are undone.
 
-Everything is per band pixel: the cost is proportional to the length of the refined boundaries. Pure function: :func:`refine_labels`; the in-place
-:func:`refine_band_into` serves :class:`~perception.postprocess.upsample.Upsampler`.
+Everything is per band pixel: the cost is proportional to the length of the refined boundaries.
+Pure function: :func:`refine_labels`; the in-place :func:`refine_band_into` serves
+:class:`~perception.postprocess.upsample.Upsampler`.
 """
 
 from __future__ import annotations
@@ -35,8 +37,9 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
 from perception.errors import ConfigError
 from perception.postprocess.grid import BlockGrid, bilerp_blocks, block_grid
@@ -47,7 +50,7 @@ DEFAULT_COLOR_WEIGHT = 4.0
 more (sharper snapping, but shadows and lane paint pull the boundary too), lower trusts the network
 more (0 = plain bilinear). Tuned on CamVid train (tools/bench_refine_camvid.py)."""
 
-DEFAULT_COLOR_SIGMA = 12.0
+DEFAULT_COLOR_SIGMA = 8.0
 """Spread (grey levels, per BGR channel) of a side's colours around its mean. Smaller makes small
 colour differences decisive (follows faint kerbs, and also texture); larger needs a clear colour step
 before the boundary moves."""
@@ -101,25 +104,19 @@ class RefineParams:
             raise ConfigError(f"min_region_px must be an integer >= 0 (0 = keep all), got {self.min_region_px!r}")
 
 
-def undo_small_changes_into(
-    out: np.ndarray,
-    changed_idx: np.ndarray,
-    before: np.ndarray,
-    min_px: int,
-    scratch: np.ndarray | None = None,
-) -> int:
+def undo_small_changes_into(out: np.ndarray, changed_idx: np.ndarray, before: np.ndarray, min_px: int) -> int:
     """In place: undo changes that would create islands or holes smaller than ``min_px`` pixels.
 
-    A region (8-connected) of changed pixels is undone when it is smaller than ``min_px`` and touches
-    no unchanged pixel of its new class (4-neighbourhood): it would stand alone inside another class.
-    Changes that only move an existing boundary, however small, are kept.
+    A region (4-connected) of pixels changed to the same class is undone when it is smaller than
+    ``min_px`` and touches no unchanged pixel of that class: it would stand alone inside another class.
+    Changes that only move an existing boundary, however small, are kept. Works on the changed pixels
+    only (a sparse graph), never on a frame-sized buffer.
 
     Args:
         out: C-contiguous ``uint8[H, W]`` label map holding the changed values.
         changed_idx: ``int64[M]`` flat indices (``Y * W + X``) of the changed pixels, each once.
         before: ``uint8[M]`` their values before the change.
         min_px: area threshold (pixels) of the islands and holes to undo.
-        scratch: optional ``uint8[H, W]`` buffer (its content is overwritten).
 
     Returns:
         Number of pixels reverted.
@@ -127,35 +124,41 @@ def undo_small_changes_into(
     if changed_idx.size == 0 or min_px <= 0:
         return 0
     H, W = out.shape
-    ys, xs = np.divmod(changed_idx, W)
-    y0, y1, x0, x1 = int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
-    if scratch is None or scratch.shape != (H, W):
-        scratch = np.empty((H, W), np.uint8)
-    canvas = scratch[y0:y1, x0:x1]
-    canvas.fill(0)
-    canvas[ys - y0, xs - x0] = 1
-    _, comp = cv2.connectedComponents(canvas, connectivity=8, ltype=cv2.CV_32S)
-    ids = comp[ys - y0, xs - x0]
-    area = np.bincount(ids)
-    small = area[ids] < min_px
-    if not small.any():
+    flat = out.reshape(-1)
+    order = np.argsort(changed_idx)
+    idx, prev = changed_idx[order], before[order]
+    new = flat[idx]
+    m = idx.size
+    x = idx % W
+
+    def lookup(q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Position in ``idx`` of the frame pixels q, and whether they are changed pixels at all."""
+        pos = np.minimum(np.searchsorted(idx, q), m - 1)
+        return pos, idx[pos] == q
+
+    # attached: a changed pixel next to an unchanged pixel of its new class
+    attached = np.zeros(m, bool)
+    edges_i, edges_j = [], []
+    for off, valid in ((1, x < W - 1), (-1, x > 0), (W, idx < (H - 1) * W), (-W, idx >= W)):
+        q = np.where(valid, idx + off, idx)
+        pos, is_changed = lookup(q)
+        same_now = flat[q] == new
+        attached |= valid & ~is_changed & same_now
+        if off > 0:  # graph edges between changed pixels now of the same class (each pair once)
+            e = valid & is_changed & (new[pos] == new)
+            edges_i.append(np.flatnonzero(e))
+            edges_j.append(pos[e])
+    if attached.all():
         return 0
-    # A changed region that touches an unchanged pixel of its new class only moved a boundary; one that
-    # does not is a new island (or a hole punched into a region): only those are undone.
-    new = out.reshape(-1)[changed_idx]
-    attached = np.zeros(changed_idx.size, bool)
-    for dy, dx in ((0, 1), (0, -1), (1, 0), (-1, 0)):
-        ny, nx = ys + dy, xs + dx
-        inside = (ny >= 0) & (ny < H) & (nx >= 0) & (nx < W)
-        ny, nx = np.clip(ny, 0, H - 1), np.clip(nx, 0, W - 1)
-        in_roi = (ny >= y0) & (ny < y1) & (nx >= x0) & (nx < x1)
-        was_changed = in_roi & (canvas[np.clip(ny - y0, 0, y1 - y0 - 1), np.clip(nx - x0, 0, x1 - x0 - 1)] != 0)
-        attached |= inside & ~was_changed & (out[ny, nx] == new)
-    island = np.bincount(ids, weights=attached, minlength=area.size)[ids] == 0
-    undo = small & island
+    ei, ej = np.concatenate(edges_i), np.concatenate(edges_j)
+    graph = coo_matrix((np.ones(ei.size, np.int8), (ei, ej)), shape=(m, m))
+    n, comp = connected_components(graph, directed=False)
+    area = np.bincount(comp, minlength=n)
+    keep = (np.bincount(comp, weights=attached, minlength=n) > 0) | (area >= min_px)
+    undo = ~keep[comp]
     if not undo.any():
         return 0
-    out.reshape(-1)[changed_idx[undo]] = before[undo]
+    flat[idx[undo]] = prev[undo]
     return int(np.count_nonzero(undo))
 
 
@@ -202,7 +205,6 @@ def refine_band_into(
     *,
     refine_classes: Sequence[int],
     params: RefineParams,
-    scratch: np.ndarray | None = None,
 ) -> int:
     """Refine the boundaries of ``refine_classes`` in ``out`` in place (see the module docstring).
 
@@ -213,7 +215,6 @@ def refine_band_into(
         out: C-contiguous ``uint8[H, W]`` holding the bilinear result; modified in place.
         refine_classes: class ids to refine.
         params: :class:`RefineParams`.
-        scratch: optional ``uint8[H, W]`` work buffer (overwritten), to avoid allocating one per call.
 
     Returns:
         Number of pixels whose colour was weighed.
@@ -260,19 +261,25 @@ def refine_band_into(
     )[:, None, :]
     flat_pix = grid.flat_pixels(by, bx)  # [N, sy, sx]
 
-    # --- colour of each side: mean over the seed block of the pixels the network is sure about
-    # (sampled every `step` pixels: means need no full resolution) -----------------------------------
+    # --- colour of each side: mean over the seed block and the blocks grown from it, of the pixels the
+    # network is sure about (sampled every `step` pixels: means need no full resolution) ----------------
     image_flat = image_bgr.reshape(-1, 3)
-    step = max(1, int(grid.cell_px // 8))
-    sub = (slice(0, n_seed), slice(None, None, step), slice(None, None, step))
-    d_s, real_s = d[sub].reshape(n_seed, -1), real[sub].reshape(n_seed, -1)
-    pix_s = np.take(image_flat, flat_pix[sub].reshape(n_seed, -1), axis=0).astype(np.float32)  # [Ns, P, 3]
+    step = max(1, int(grid.cell_px // 5))
+    n_all = by.size
+    sub = (slice(None), slice(None, None, step), slice(None, None, step))
+    d_s, real_s = d[sub].reshape(n_all, -1), real[sub].reshape(n_all, -1)
+    pix_s = np.take(image_flat, flat_pix[sub].reshape(n_all, -1), axis=0).astype(np.float32)  # [N, P, 3]
     t = np.float32(params.confident_logodds)
-    side_a = ((d_s > t) & real_s).astype(np.float32)[:, None, :]  # [Ns, 1, P]
+    side_a = ((d_s > t) & real_s).astype(np.float32)[:, None, :]  # [N, 1, P]
     side_b = ((d_s < -t) & real_s).astype(np.float32)[:, None, :]
-    n_a, n_b = side_a.sum(axis=2)[:, 0], side_b.sum(axis=2)[:, 0]
-    mu_a = (side_a @ pix_s)[:, 0] / np.maximum(n_a, 1.0)[:, None]  # [Ns, 3]
-    mu_b = (side_b @ pix_s)[:, 0] / np.maximum(n_b, 1.0)[:, None]
+    stats = np.concatenate(
+        [(side_a @ pix_s)[:, 0], side_a.sum(axis=2), (side_b @ pix_s)[:, 0], side_b.sum(axis=2)], axis=1
+    )  # [N, 8]: sums of a, count of a, sums of b, count of b
+    fam = np.zeros((n_seed, 8), np.float64)
+    np.add.at(fam, parent, stats)  # over each seed's family of blocks
+    n_a, n_b = fam[:, 3], fam[:, 7]
+    mu_a = (fam[:, :3] / np.maximum(n_a, 1.0)[:, None]).astype(np.float32)  # [Ns, 3]
+    mu_b = (fam[:, 4:7] / np.maximum(n_b, 1.0)[:, None]).astype(np.float32)
     n_a, n_b = n_a * step * step, n_b * step * step  # in full-resolution pixels
     modelled = (n_a >= MIN_SIDE_PIXELS) & (n_b >= MIN_SIDE_PIXELS)
     # |I - mu_b|² - |I - mu_a|² = 2 I·(mu_a - mu_b) + |mu_b|² - |mu_a|²  (linear in I)
@@ -305,7 +312,7 @@ def refine_band_into(
     # --- islands and holes made by the refinement ----------------------------------------------------
     if params.min_region_px > 0:
         changed = new != before
-        undo_small_changes_into(out, idx[changed], before[changed], params.min_region_px, scratch)
+        undo_small_changes_into(out, idx[changed], before[changed], params.min_region_px)
     return int(idx.size)
 
 

@@ -196,10 +196,12 @@ class Upsampler:
             out_size: ``(W, H)`` of the frames and label maps.
             num_classes: ``C``, the number of score channels expected (1..255).
             refine_classes: class ids refined against the image (``refine`` only; required there).
-            band_px: how far (full-resolution pixels) beyond the blocks where the network's classes
-                meet the refined boundary may move (rounded up to whole cells). Wider fixes larger
-                network errors but lets the boundary jump to unrelated colour edges nearby and costs
-                time in proportion. ``None``: one grid cell (about the error left by bilinear).
+            band_px: ``None`` or 0 (default): refinement works in the blocks where the network's
+                classes meet, so a boundary can move anywhere between the two cell centres around it.
+                ``> 0`` grows that band by ``ceil(band_px / cell)`` blocks, so that errors which cross
+                a cell centre can be fixed too, but the boundary may then jump to unrelated colour
+                edges nearby, and the cost grows in proportion (on CamVid train it lost more than it
+                gained).
             color_weight: weight of the image's colour evidence against the network's log-odds
                 (``refine``). Higher snaps harder to colour edges, but shadows and lane paint pull
                 the boundary too; 0 gives back plain bilinear.
@@ -241,7 +243,6 @@ class Upsampler:
         )  # validates (ConfigError)
         W, H = self.out_size
         self._out = np.empty((H, W), np.uint8)
-        self._scratch = np.empty((H, W), np.uint8) if method == "refine" else None
         self._grid: BlockGrid | None = None
         self._labels: np.ndarray | None = None
         self.last_timing_ms: dict[str, float] = {}
@@ -292,7 +293,7 @@ class Upsampler:
             if self.method == "refine":
                 refine_band_into(
                     logits, labels, image_bgr, grid, self._out,
-                    refine_classes=self.refine_classes, params=self.params, scratch=self._scratch,
+                    refine_classes=self.refine_classes, params=self.params,
                 )
                 timing["refine"] = (time.perf_counter() - t3) * 1e3
         timing["total"] = (time.perf_counter() - t0) * 1e3
@@ -300,7 +301,9 @@ class Upsampler:
         return self._out
 
 
-def refine_class_ids(card: ModelCard, names: Sequence[str | Sequence[str]] = DEFAULT_REFINE_CLASS_NAMES) -> tuple[int, ...]:
+def refine_class_ids(
+    card: ModelCard, names: Sequence[str | Sequence[str]] = DEFAULT_REFINE_CLASS_NAMES
+) -> tuple[int, ...]:
     """Class ids of ``names`` in ``card`` (each entry a name or a tuple of alternative names).
 
     Raises:

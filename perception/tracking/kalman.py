@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["KalmanParams", "boxes_to_measurements", "measurements_to_boxes", "initiate", "predict", "update"]
+__all__ = ["KalmanParams", "amodal_measurements", "boxes_to_measurements", "measurements_to_boxes", "initiate", "predict", "update"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -33,12 +33,16 @@ class KalmanParams:
     * ``meas_std``: measurement noise of centre and size, in box sizes. Higher smooths jittery
       detections more but reacts later to real motion.
     * ``init_velocity_std``: uncertainty of the unknown velocity of a new track, box sizes per s.
+    * ``init_size_velocity_std``: the same for the rate of change of width/height. Boxes rarely
+      grow or shrink fast; a small value keeps a new track's size from drifting on jittery or
+      partly hidden first detections.
     """
 
     accel_std: float = 0.1
     size_accel_std: float = 0.5
     meas_std: float = 0.05
     init_velocity_std: float = 3.0
+    init_size_velocity_std: float = 3.0
 
 
 def boxes_to_measurements(boxes: np.ndarray) -> np.ndarray:
@@ -53,6 +57,43 @@ def measurements_to_boxes(z: np.ndarray) -> np.ndarray:
     z = np.asarray(z, np.float64)
     c, wh = z[:, 0:2], np.maximum(z[:, 2:4], 0.0)
     return np.concatenate([c - 0.5 * wh, c + 0.5 * wh], axis=1)
+
+
+def amodal_measurements(
+    boxes: np.ndarray, predicted_wh: np.ndarray, frame_size: tuple[int, int], *, margin: float = 1.0
+) -> np.ndarray:
+    """Measurements of boxes cut by the frame border, completed with the predicted size.
+
+    A box touching the left border only says that the object's left edge is at or beyond it: its
+    true width is at least the visible width. Each clipped axis therefore takes the size
+    ``max(visible, predicted)`` anchored at the box side that is inside the frame, so an object
+    entering or leaving the view neither appears to shrink nor to move at half its speed.
+
+    Args:
+        boxes: ``float[N, 4]`` ``(x0, y0, x1, y1)`` as detected (clipped to the frame).
+        predicted_wh: ``float[N, 2]`` the tracks' predicted ``(w, h)``.
+        frame_size: ``(W, H)`` of the frame.
+        margin: a side within this many pixels of the border counts as cut.
+
+    Returns:
+        ``float64[N, 4]`` ``(cx, cy, w, h)``; rows of boxes touching no border equal
+        :func:`boxes_to_measurements`. A box touching both borders of an axis keeps its measurement.
+    """
+    b = np.asarray(boxes, np.float64).reshape(-1, 4)
+    z = boxes_to_measurements(b)
+    pw = np.asarray(predicted_wh, np.float64).reshape(-1, 2)
+    for axis, size in ((0, frame_size[0]), (1, frame_size[1])):
+        lo, hi = b[:, axis], b[:, axis + 2]
+        cut_lo = lo <= margin
+        cut_hi = hi >= size - margin
+        full = np.maximum(hi - lo, pw[:, axis])
+        only_lo = cut_lo & ~cut_hi
+        only_hi = cut_hi & ~cut_lo
+        z[only_lo, axis] = hi[only_lo] - 0.5 * full[only_lo]
+        z[only_lo, axis + 2] = full[only_lo]
+        z[only_hi, axis] = lo[only_hi] + 0.5 * full[only_hi]
+        z[only_hi, axis + 2] = full[only_hi]
+    return z
 
 
 def _scale(wh: np.ndarray) -> np.ndarray:
@@ -77,7 +118,8 @@ def initiate(z: np.ndarray, params: KalmanParams) -> tuple[np.ndarray, np.ndarra
     s = _scale(z[:, 2:4])
     pos_var = (params.meas_std * s) ** 2
     vel_var = (params.init_velocity_std * s) ** 2
-    diag = np.concatenate([np.repeat(pos_var[:, None], 4, 1), np.repeat(vel_var[:, None], 4, 1)], axis=1)
+    size_vel_var = (params.init_size_velocity_std * s) ** 2
+    diag = np.stack([pos_var, pos_var, pos_var, pos_var, vel_var, vel_var, size_vel_var, size_vel_var], axis=1)
     cov = np.zeros((n, 8, 8))
     cov[:, np.arange(8), np.arange(8)] = diag
     return mean, cov

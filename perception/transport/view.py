@@ -47,6 +47,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="weight of the label colours over the preview image, 0..1 (default: %(default)s)")
     p.add_argument("--max-width", type=int, default=DEFAULT_MAX_WIDTH, metavar="PX",
                    help="downscale renders wider than this (default: %(default)s)")
+    from perception.viewers.rerun_sink import add_rerun_arguments
+
+    add_rerun_arguments(p)
     p.set_defaults(func=run_view)
 
 
@@ -109,6 +112,9 @@ def run_view(args: argparse.Namespace) -> int:
     hud: list[str] = []
     canvas: np.ndarray | None = None
 
+    from perception.viewers.rerun_sink import rerun_sink_from_args
+
+    sink = rerun_sink_from_args(args)  # None unless --rerun / --rerun-save was given
     with Subscriber(address=args.connect, topic=args.topic, latest_only=args.latest_only) as sub:
         try:
             while args.max_frames is None or frames < args.max_frames:
@@ -124,6 +130,8 @@ def run_view(args: argparse.Namespace) -> int:
                 now = time.monotonic_ns()
                 lat_ms = (msg.t_receive_wall_ns - msg.t_capture_wall_ns) / 1e6
                 rates.add(now, lat_ms)
+                if sink is not None:
+                    sink.log(msg, sub.classes)
                 if sub.classes_version is not None and sub.classes_version != lut_version:
                     lut, lut_version = palette(sub.classes), sub.classes_version
 
@@ -182,6 +190,8 @@ def run_view(args: argparse.Namespace) -> int:
                     hud = [f"{fps:.1f} fps", f"latency p50 {p50:.0f} ms p99 {p99:.0f} ms"]
                     last_print = now
         finally:
+            if sink is not None:
+                sink.close()
             if writer is not None:
                 writer.release()
             if show:

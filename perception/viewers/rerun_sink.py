@@ -135,3 +135,29 @@ def open_rerun_sink(*, spawn: bool = False, connect: str | None = None, save: st
                     app_id: str = "perception") -> RerunSink:
     """Create a :class:`RerunSink` (for ``perception view --rerun`` and ``perception record --rerun``)."""
     return RerunSink(app_id=app_id, spawn=spawn, connect=connect, save=save)
+
+
+def add_rerun_arguments(parser: Any) -> None:
+    """Add ``--rerun``, ``--rerun-connect URL`` and ``--rerun-save FILE.rrd`` to an argparse parser."""
+    parser.add_argument("--rerun", action="store_true",
+                        help=f"also stream live to a Rerun viewer started here (needs rerun-sdk: {INSTALL_HINT})")
+    parser.add_argument("--rerun-connect", metavar="URL", default=None,
+                        help="stream live to a running Rerun viewer at this gRPC URL "
+                             "(e.g. rerun+http://127.0.0.1:9876/proxy; needs rerun-sdk)")
+    parser.add_argument("--rerun-save", metavar="FILE.rrd", default=None,
+                        help="write the Rerun stream to this .rrd file (open it with `rerun FILE.rrd`; needs rerun-sdk)")
+
+
+def rerun_sink_from_args(args: Any) -> RerunSink | None:
+    """The sink the options of :func:`add_rerun_arguments` ask for, or None when none was given.
+
+    Raises:
+        ConfigError: rerun-sdk is not installed.
+        TransportError: the viewer could not be started / reached, or the file not created.
+    """
+    spawn = bool(getattr(args, "rerun", False))
+    connect = getattr(args, "rerun_connect", None)
+    save = getattr(args, "rerun_save", None)
+    if not (spawn or connect or save):
+        return None
+    return open_rerun_sink(spawn=spawn, connect=connect, save=save)

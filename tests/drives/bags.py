@@ -192,6 +192,9 @@ def write_foxglove_mcap(path: Path, frames: list[Frame], *, encoding: str = "jso
                         "data": base64.b64encode(payload).decode(), **fields}
                 data_out = json.dumps(body).encode()
             else:
+                import pytest
+
+                pytest.importorskip("foxglove_schemas_protobuf")  # test extra: foxglove-schemas-protobuf
                 from foxglove_schemas_protobuf.CompressedImage_pb2 import CompressedImage
                 from foxglove_schemas_protobuf.RawImage_pb2 import RawImage
 

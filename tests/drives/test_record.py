@@ -11,7 +11,7 @@ import pytest
 
 from perception.drives.record import McapRecorder, camera_topic, record
 from perception.drives.source import DriveSource
-from perception.errors import ConfigError
+from perception.errors import ConfigError, SourceError
 from perception.transport.publisher import Publisher
 from perception.transport.subscriber import Subscriber
 from perception.types import FrameMeta
@@ -120,3 +120,25 @@ def test_rerun_missing_is_a_clear_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "rerun", None)  # as if rerun-sdk were not installed
     with pytest.raises(ConfigError, match="pip install rerun-sdk"):
         RerunSink(save="x.rrd")
+
+
+def _cli(*args: str):
+    import subprocess
+
+    from tests.runtime.helpers import REPO
+
+    return subprocess.run([sys.executable, "-m", "perception.cli", "record", *args], capture_output=True, text=True,
+                          cwd=REPO, timeout=60)
+
+
+def test_record_command_needs_a_destination():
+    res = _cli("--connect", "tcp://127.0.0.1:1")
+    assert res.returncode == 2 and "--out" in res.stderr
+
+
+def test_record_command_without_a_publisher_times_out_with_status_1(tmp_path):
+    out = tmp_path / "empty.mcap"
+    res = _cli("--connect", f"tcp://127.0.0.1:{free_port()}", "--out", str(out), "--timeout", "0.5", "--no-progress")
+    assert res.returncode == 1 and "no message arrived" in res.stderr
+    with pytest.raises(SourceError, match="no image topics"):  # a valid, empty MCAP
+        DriveSource(out)

@@ -94,6 +94,7 @@ def test_topic_selection(tmp_path, images, small_images):
         metas = [meta for meta, _ in src]
         assert (src.width, src.height) == (64, 48)
     assert [m.camera_id for m in metas] == ["/side"] * 8
+    assert [m.pts_ns for m in metas] == [i * 100_000_000 for i in range(8)]  # from the first replayed message
     assert [m.seq for m in metas] == list(range(8))
 
 
@@ -202,7 +203,7 @@ def test_start_offset_max_frames_and_loop(tmp_path, images):
     with DriveSource(path, start_s=0.35) as src:
         metas = [m for m, _ in src]
     assert [m.t_wall_ns for m in metas] == [f.stamp_ns for f in frames[4:]]
-    assert metas[0].pts_ns == frames[4].log_ns - (frames[0].log_ns + 350_000_000)
+    assert [m.pts_ns for m in metas] == [f.log_ns - frames[4].log_ns for f in frames[4:]]
 
     with DriveSource(path, max_frames=3) as src:
         assert src.num_frames == 3
@@ -242,3 +243,15 @@ def test_factory_options(tmp_path, images):
         assert len(list(src)) == 2
     with pytest.raises(SourceError, match="only once"):
         list(src)
+
+
+def test_ros2_db3_file_is_read_through_its_folder(tmp_path, images):
+    bag = WRITERS["ros2-sqlite3"](tmp_path, make_frames("/cam", images[:3]))
+    db3 = next(bag.glob("*.db3"))
+    with open_source(str(db3)) as src:
+        assert [m.t_wall_ns for m, _ in src] == [f.stamp_ns for f in make_frames("/cam", images[:3])]
+    lone = tmp_path / "lone" / "x.db3"
+    lone.parent.mkdir()
+    lone.write_bytes(db3.read_bytes())
+    with pytest.raises(SourceError, match="metadata.yaml"):
+        open_source(str(lone))

@@ -84,6 +84,16 @@ def test_group_pixels_two_blobs_with_offsets():
     assert not group_pixels(thing, off, np.zeros((0, 2), np.int64)).any()
 
 
+def test_group_pixels_max_distance_leaves_stray_votes_out():
+    inst, off = _two_blobs()
+    off = off.copy()
+    off[:, 2, 2] = (40.0, 40.0)  # this pixel votes far from every centre
+    centers = np.array([[4, 4], [10, 17]], np.int64)
+    g = group_pixels(inst > 0, off, centers, max_distance=3.0)
+    assert g[2, 2] == 0 and g[3, 3] == 1 and g[10, 17] == 2
+    assert group_pixels(inst > 0, off, centers)[2, 2] != 0
+
+
 def test_group_pixels_matches_reference_loop_on_random_input():
     rng = np.random.default_rng(3)
     thing = rng.random((13, 17)) < 0.6

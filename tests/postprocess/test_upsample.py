@@ -25,7 +25,8 @@ def _card(classes=CAMVID_CLASSES) -> ModelCard:
 def _smooth_logits(c: int, h: int, w: int, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     coarse = rng.normal(size=(max(2, h // 3), max(2, w // 3), c)).astype(np.float32)
-    return np.ascontiguousarray(cv2.resize(coarse, (w, h), interpolation=cv2.INTER_CUBIC).reshape(h, w, c).transpose(2, 0, 1))
+    fine = cv2.resize(coarse, (w, h), interpolation=cv2.INTER_CUBIC).reshape(h, w, c)
+    return np.ascontiguousarray(fine.transpose(2, 0, 1))
 
 
 @pytest.mark.parametrize("method", ["nearest", "bilinear"])

@@ -76,3 +76,12 @@ def test_velocity_converges_in_pixels_per_second_whatever_the_frame_spacing():
             mean, cov = kalman.predict(mean, cov, t[k] - t[k - 1], P)
             mean, cov = kalman.update(mean, cov, np.array([[100.0 + 60.0 * t[k], 200.0 - 20.0 * t[k], 40, 40]]), P)
         np.testing.assert_allclose(mean[0, 4:6], [60.0, -20.0], atol=0.5)
+
+
+def test_amodal_measurements_complete_boxes_cut_by_the_border():
+    boxes = np.array([[0.0, 10.0, 30.0, 50.0], [600.0, 10.0, 640.0, 50.0], [100.0, 10.0, 140.0, 50.0]])
+    pred_wh = np.array([[50.0, 40.0], [20.0, 40.0], [80.0, 40.0]])
+    z = kalman.amodal_measurements(boxes, pred_wh, (640, 480))
+    np.testing.assert_allclose(z[0], [30 - 25, 30, 50, 40])  # left cut: anchored at x1 with predicted width
+    np.testing.assert_allclose(z[1], [620, 30, 40, 40])  # right cut, visible wider than predicted: kept
+    np.testing.assert_allclose(z[2], kalman.boxes_to_measurements(boxes[2:])[0])  # inside: unchanged

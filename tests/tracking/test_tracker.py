@@ -35,15 +35,23 @@ def moving_box(t_s: float, x0: float = 50.0, y0: float = 200.0, vx: float = 90.0
 
 
 def test_tentative_then_confirmed_and_instance_index_kept():
-    tr = Tracker(confirm_hits=3)
+    tr = Tracker(confirm_hits=3, confirm_first_frame=False)
     out = [tr.update([inst(2, moving_box(i / FPS))], meta(i)) for i in range(4)]
     assert out[0] == [] and out[1] == []  # tentative tracks are not reported
     assert len(out[2]) == 1 and out[2][0].state == TrackState.CONFIRMED
     t = out[3][0]
     assert t.instance_index == 2 and t.hits == 4 and t.age == 4 and t.track_id == out[2][0].track_id
-    tr2 = Tracker(confirm_hits=3, report_tentative=True)
+    tr2 = Tracker(confirm_hits=3, report_tentative=True, confirm_first_frame=False)
     first = tr2.update([inst(1, moving_box(0))], meta(0))
     assert len(first) == 1 and first[0].state == TrackState.TENTATIVE
+
+
+def test_first_frame_tracks_confirmed_at_once_later_ones_tentative():
+    tr = Tracker(confirm_hits=3)
+    (a,) = tr.update([inst(1, moving_box(0))], meta(0))
+    assert a.state == TrackState.CONFIRMED
+    out = tr.update([inst(1, moving_box(1 / FPS)), inst(2, moving_box(1 / FPS, x0=400))], meta(1))
+    assert [t.instance_index for t in out] == [1]  # the newcomer waits for its confirmation
 
 
 def test_id_survives_a_five_frame_occlusion():
@@ -113,6 +121,7 @@ def test_same_class_matching_only():
 
 def test_low_score_detections_extend_tracks_but_never_start_them():
     tr = Tracker(high_score=0.5, low_score=0.1)
+    t = None
     for i in range(5):
         (t,) = tr.update([inst(1, moving_box(i / FPS))], meta(i)) or [None]
     assert t is not None
