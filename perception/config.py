@@ -85,7 +85,7 @@ class TrackingConfig(_Section):
     high_score: float = Field(default=0.5, ge=0, le=1)
     low_score: float = Field(default=0.1, ge=0, le=1)
     match_iou: float = Field(default=0.3, ge=0, le=1)
-    confirm_hits: int = Field(default=3, ge=1)
+    confirm_hits: int = Field(default=2, ge=1)
     max_lost_frames: int = Field(default=30, ge=0)
 
 

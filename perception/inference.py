@@ -20,7 +20,8 @@ class ModelOutputs:
     semantic_logits: np.ndarray
     """float32[C, h, w] class scores at the output grid (stride ``stride`` of the network input)."""
     center_heatmap: np.ndarray | None
-    """float32[h, w] instance-centre heatmap, in [0, 1] (sigmoid applied if the model did not)."""
+    """float32[h, w] instance-centre score, nominally in [0, 1] (sigmoid applied when the card says the
+    model outputs logits)."""
     center_offsets: np.ndarray | None
     """float32[2, h, w] vector (dy, dx) from each pixel to its instance centre, in output-grid pixels."""
     stride: int
@@ -53,7 +54,7 @@ class Segmenter:
         heat = offsets = None
         if self._hm is not None:
             heat = out[self._hm.name][0, 0]
-            if self._hm.activation == "none":
+            if self._hm.activation == "sigmoid":
                 if self._hm_buf is None or self._hm_buf.shape != heat.shape:
                     self._hm_buf = np.empty_like(heat)
                 np.negative(heat, out=self._hm_buf)

@@ -60,7 +60,9 @@ class CardOutput(_Strict):
     order: Literal["yx", "xy"] | None = None
     """For ``center_offsets``: channel order of the (dy, dx) vector to the instance centre."""
     activation: Literal["none", "sigmoid"] = "none"
-    """For ``center_heatmap``: ``sigmoid`` if the model already applies it, ``none`` for raw logits."""
+    """For ``center_heatmap``: what a consumer applies to get a [0, 1] centre score. ``none``: the
+    output already is one (a regressed Gaussian, as in Panoptic-DeepLab, or an in-graph sigmoid);
+    ``sigmoid``: the output is a logit."""
     units: Literal["output_px", "input_px"] = "output_px"
     """For ``center_offsets``: offsets measured in output-grid pixels or in network-input pixels."""
 

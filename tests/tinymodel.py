@@ -115,7 +115,7 @@ def make_tiny_model(
     card_outputs = [CardOutput(name="semantic_logits", kind="semantic_logits", channels=num_classes, stride=4)]
     if panoptic:
         card_outputs += [
-            CardOutput(name="center_heatmap", kind="center_heatmap", channels=1, stride=4, activation="sigmoid"),
+            CardOutput(name="center_heatmap", kind="center_heatmap", channels=1, stride=4),  # in-graph sigmoid
             CardOutput(name="center_offsets", kind="center_offsets", channels=2, stride=4, order="yx"),
         ]
     card = ModelCard(

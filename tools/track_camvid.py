@@ -13,7 +13,8 @@ mask in a colour derived from its track id, and boxes labelled ``#id class score
 
 Counting id switches without instance ground truth: the script prints every track (class, first and
 last frame, frames matched) and the **suspected switches**: a confirmed track born within
-``--switch-window`` frames of another track of the same class having been lost, with its first box
+``--switch-window`` frames of another track of the same class having been lost (or up to 3 frames
+before it ends, a duplicate taking over), with its first box
 within ``--switch-distance`` box sizes of where that lost track was last seen. Those are the places
 where one object probably changed id; check them in the video (frame numbers are drawn top-left).
 
@@ -87,10 +88,6 @@ def main() -> int:
             thing_ids=card.thing_ids(), center_threshold=a.center_threshold, min_area=a.min_area
         )
         tracker = Tracker(high_score=a.high_score, low_score=min(a.low_score, a.high_score))
-        # The card describes the centre head as a raw regression of a Gaussian (peak 1), with
-        # activation "none"; Segmenter passes such heads through a sigmoid. Undo it so that the
-        # grouping threshold applies to the regressed value itself.
-        undo_sigmoid = card.output("center_heatmap").activation == "none"
         writer = None
         # per track: class, first frame, last frame, hits, first box, last box
         info: dict[int, dict] = {}
@@ -109,11 +106,7 @@ def main() -> int:
             out = seg(img)
             t1 = time.perf_counter()
             labels = upsample_bilinear(out.semantic_logits, (w, h))
-            heat = out.center_heatmap
-            if undo_sigmoid:
-                hc = np.clip(heat, 1e-6, 1 - 1e-6)
-                heat = np.log(hc) - np.log1p(-hc)
-            imap, instances = grouper(out.semantic_logits, heat, out.center_offsets, labels)
+            imap, instances = grouper(out.semantic_logits, out.center_heatmap, out.center_offsets, labels)
             t2 = time.perf_counter()
             tracks = tracker.update(instances, meta, imap)
             t3 = time.perf_counter()
@@ -156,12 +149,16 @@ def main() -> int:
     suspects = []
     for tid, d in info.items():
         for oid, o in info.items():
-            if oid == tid or o["cls"] != d["cls"] or not (0 < d["first"] - o["last"] <= a.switch_window):
+            # born after the other one, and at most `window` frames after it was last reported (or up
+            # to 3 frames before, while the old track was still alive: a duplicate taking over)
+            if oid == tid or o["cls"] != d["cls"] or d["first"] <= o["first"]:
+                continue
+            if not (-3 <= d["first"] - o["last"] <= a.switch_window):
                 continue
             dist = normalized_center_distance(np.array([o["last_box"]]), np.array([d["first_box"]]))[0, 0]
             if dist <= a.switch_distance:
                 suspects.append((d["first"], oid, tid, names.get(d["cls"], d["cls"]), dist))
-    print(f"suspected id switches (a new track near a recently lost one of the same class): {len(suspects)}")
+    print(f"suspected id switches (a new track near a recently lost or just-ending one of the same class): {len(suspects)}")
     for f, oid, tid, cname, dist in sorted(suspects):
         print(f"  frame {f}: {cname} #{oid} -> #{tid} (centre {dist:.2f} box sizes from where #{oid} was last seen)")
     return 0

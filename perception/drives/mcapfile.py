@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from perception.drives.decode import ImageMessage
+from perception.drives.reader import optional_errors
 from perception.drives.reader import TopicInfo
 from perception.drives.schemas import image_kind, to_image_message
 from perception.errors import DataError, SourceError
@@ -36,21 +37,8 @@ CONTAINER_ERRORS: tuple[type[BaseException], ...] = (
 """What ``mcap`` (and the decompressors under it) raises on a corrupt or truncated file."""
 
 
-def _optional_errors(*names: str) -> tuple[type[BaseException], ...]:
-    """Exception classes of optional decompressors / sqlite drivers, where they are installed."""
-    import importlib
 
-    found: list[type[BaseException]] = []
-    for name in names:
-        module, _, attr = name.rpartition(".")
-        try:
-            found.append(getattr(importlib.import_module(module), attr))
-        except (ImportError, AttributeError):
-            continue
-    return tuple(found)
-
-
-CONTAINER_ERRORS = CONTAINER_ERRORS + _optional_errors("zstandard.ZstdError", "apsw.Error")
+CONTAINER_ERRORS = CONTAINER_ERRORS + optional_errors("zstandard.ZstdError", "apsw.Error")
 
 _ROS2_SEPARATOR = "=" * 80 + "\n"
 

@@ -97,3 +97,17 @@ def open_reader(path: str | os.PathLike[str]) -> DriveReader:
     from perception.drives.rosbag import RosbagReader
 
     return RosbagReader(bag_paths(p), shown_as=p)
+
+
+def optional_errors(*names: str) -> tuple[type[BaseException], ...]:
+    """Exception classes of optional decompressors / sqlite drivers, where they are installed."""
+    import importlib
+
+    found: list[type[BaseException]] = []
+    for name in names:
+        module, _, attr = name.rpartition(".")
+        try:
+            found.append(getattr(importlib.import_module(module), attr))
+        except (ImportError, AttributeError):
+            continue
+    return tuple(found)

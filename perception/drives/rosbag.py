@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from perception.drives.decode import ImageMessage
+from perception.drives.reader import optional_errors
 from perception.drives.reader import TopicInfo
 from perception.drives.schemas import image_kind, to_image_message
 from perception.errors import DataError, SourceError
@@ -31,21 +32,8 @@ CONTAINER_ERRORS: tuple[type[BaseException], ...] = (
 bag; translated to :class:`SourceError` naming the file."""
 
 
-def _optional_errors(*names: str) -> tuple[type[BaseException], ...]:
-    """Exception classes of optional decompressors / sqlite drivers, where they are installed."""
-    import importlib
 
-    found: list[type[BaseException]] = []
-    for name in names:
-        module, _, attr = name.rpartition(".")
-        try:
-            found.append(getattr(importlib.import_module(module), attr))
-        except (ImportError, AttributeError):
-            continue
-    return tuple(found)
-
-
-CONTAINER_ERRORS = CONTAINER_ERRORS + _optional_errors("zstandard.ZstdError", "apsw.Error")
+CONTAINER_ERRORS = CONTAINER_ERRORS + optional_errors("zstandard.ZstdError", "apsw.Error")
 
 DEFAULT_TYPESTORE = Stores.ROS2_HUMBLE
 """Message definitions used for ROS 2 bags that do not embed their own (older rosbag2 versions).

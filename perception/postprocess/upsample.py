@@ -200,22 +200,23 @@ class Upsampler:
                 classes meet, so a boundary can move anywhere between the two cell centres around it.
                 ``> 0`` grows that band by ``ceil(band_px / cell)`` blocks, so that errors which cross
                 a cell centre can be fixed too, but the boundary may then jump to unrelated colour
-                edges nearby, and the cost grows in proportion (on CamVid train it lost more than it
-                gained).
+                edges nearby, and the cost grows in proportion (on CamVid train, simulated network,
+                it lost more than it gained).
             color_weight: weight of the image's colour evidence against the network's log-odds
                 (``refine``). Higher snaps harder to colour edges, but shadows and lane paint pull
                 the boundary too; 0 gives back plain bilinear.
-            color_sigma: spread (grey levels per BGR channel) of a class's colours around its local
-                mean. Smaller makes faint colour differences decisive (faint kerbs, and texture);
+            color_sigma: spread (grey levels per BGR channel) of a side's colours around its mean
+                (the means come from the pixels near the boundary the network is sure about). Smaller makes faint colour differences decisive (faint kerbs, and texture);
                 larger needs a clear colour step before the boundary moves.
             max_color_logodds: cap on the colour evidence (log-odds). Lower keeps the refined
                 boundary near the network's; higher lets strong edges move it across most of a cell.
             confident_logodds: pixels whose interpolated log-odds exceed this (either way) give the
                 colours of the two sides of a boundary. Higher: purer colours from fewer pixels;
                 lower: more pixels, some from the wrong side of the network's boundary.
-            min_region_px: refined-class islands and holes in them smaller than this many
-                full-resolution pixels are removed after refinement. Larger cleans more speckle but
-                erases real small patches (a manhole, a far kerb corner); 0 keeps everything.
+            min_region_px: islands and holes that the refinement would create (regions of changed
+                pixels standing alone inside another class), smaller than this many full-resolution
+                pixels, are not made. Larger suppresses more speckle but also small genuine
+                corrections (a far kerb corner); 0 keeps every change.
         """
         if method not in METHODS:
             raise ConfigError(f"upsample method must be one of {', '.join(METHODS)}, got {method!r}")

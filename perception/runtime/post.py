@@ -81,7 +81,7 @@ class PostProcessor:
 
         self.card = card
         self._method = upsample
-        self._refine_ids = tuple(card.class_id(n) for n in refine_classes) if upsample == "refine" else ()
+        self._refine_names = tuple(refine_classes)
         self._upsamplers: dict[tuple[int, int], object] = {}
         self.grouper = None
         self._tracker_kwargs = None
@@ -142,7 +142,7 @@ class PostProcessor:
         if up is None:
             from perception.postprocess.upsample import make_upsampler
 
-            up = make_upsampler(self._method, card=self.card, out_size=size, refine_classes=self._refine_ids)
+            up = make_upsampler(self._method, card=self.card, out_size=size, refine_class_names=self._refine_names)
             self._upsamplers[size] = up
         return up
 
@@ -185,6 +185,7 @@ class PostProcessor:
         timings_ms["upsample"] = (t1 - t0) * 1e3
         instance_map = None
         tracks: list = []
+        instances: list = []
         if self.grouper is not None:
             instance_map, instances = self.grouper(
                 outputs["semantic_logits"], outputs["center_heatmap"], outputs["center_offsets"], labels
@@ -200,7 +201,8 @@ class PostProcessor:
                 timings_ms["tracking"] = (time.perf_counter() - t2) * 1e3
         timings_ms["post"] = (time.perf_counter() - t0) * 1e3
         sent = self.publisher.publish(
-            meta=meta, labels=labels, instances=instance_map, image=frame, latencies_ms=timings_ms, tracks=tracks
+            meta=meta, labels=labels, instances=instance_map, image=frame, latencies_ms=timings_ms, tracks=tracks,
+            detections=instances,
         )
         overlay = self._overlay(meta.camera_id, size)
         if overlay is not None:

@@ -6,16 +6,13 @@ import logging
 import math
 import os
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
-import numpy as np
 
 from perception.errors import ConfigError, SourceError
-from perception.sources.base import Source, quiet_opencv
-from perception.sources.grabber import LatestFrameGrabber, LiveTimeouts
-from perception.types import FrameMeta
+from perception.sources.base import quiet_opencv
+from perception.sources.grabber import GrabbedSource, LatestFrameGrabber, LiveTimeouts
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +20,7 @@ _API = cv2.CAP_V4L2 if sys.platform.startswith("linux") else cv2.CAP_ANY
 """Video4Linux2 on Linux (a device path needs it: FFmpeg would treat it as a file); OpenCV's choice elsewhere."""
 
 
-class CameraSource(Source):
+class CameraSource(GrabbedSource):
     """Frames of a local camera; a background thread keeps only the newest (live: stale frames drop).
 
     Args:
@@ -121,21 +118,6 @@ class CameraSource(Source):
             self.fps = float(got[2])
         return cap
 
-    @property
-    def dropped(self) -> int:
-        """Frames grabbed but replaced by a newer one before they were delivered."""
-        return self._grabber.dropped
-
-    @property
-    def reconnects(self) -> int:
-        return self._grabber.reconnects
-
-    def __iter__(self) -> Iterator[tuple[FrameMeta, np.ndarray]]:
-        return self._grabber.frames()
-
-    def close(self) -> None:
-        """Stop the grab thread and release the camera. Idempotent."""
-        self._grabber.close()
 
     def __repr__(self) -> str:
         return f"CameraSource({self.device!r}, {self.width}x{self.height}, fps={self.fps})"

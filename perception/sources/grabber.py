@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from perception.errors import SourceError
-from perception.sources.base import as_bgr, make_meta
+from perception.sources.base import Source, as_bgr, make_meta
 from perception.types import FrameMeta
 
 log = logging.getLogger(__name__)
@@ -292,3 +292,26 @@ class LatestFrameGrabber:
             self._thread.join(join_timeout_s)
             if self._thread.is_alive():
                 log.warning("%s: grab thread still blocked in the capture after %.1f s", self.name, join_timeout_s)
+
+
+class GrabbedSource(Source):
+    """A live source whose frames come from a :class:`LatestFrameGrabber` (``self._grabber``)."""
+
+    _grabber: LatestFrameGrabber
+
+    @property
+    def dropped(self) -> int:
+        """Frames grabbed but replaced by a newer one before they were delivered."""
+        return self._grabber.dropped
+
+    @property
+    def reconnects(self) -> int:
+        """Successful reopenings after the input stopped delivering."""
+        return self._grabber.reconnects
+
+    def __iter__(self) -> Iterator[tuple[FrameMeta, np.ndarray]]:
+        return self._grabber.frames()
+
+    def close(self) -> None:
+        """Stop the grab thread and release the device or stream. Idempotent."""
+        self._grabber.close()

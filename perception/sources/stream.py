@@ -10,15 +10,12 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections.abc import Iterator
 
 import cv2
-import numpy as np
 
 from perception.errors import ConfigError, SourceError
-from perception.sources.base import Source, quiet_opencv
-from perception.sources.grabber import LatestFrameGrabber, LiveTimeouts
-from perception.types import FrameMeta
+from perception.sources.base import quiet_opencv
+from perception.sources.grabber import GrabbedSource, LatestFrameGrabber, LiveTimeouts
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +36,7 @@ def gstreamer_available() -> bool:
     return bool(cv2.videoio_registry.hasBackend(cv2.CAP_GSTREAMER))
 
 
-class StreamSource(Source):
+class StreamSource(GrabbedSource):
     """Frames of a network stream or GStreamer pipeline, newest first (live: stale frames drop).
 
     Args:
@@ -149,22 +146,6 @@ class StreamSource(Source):
             self.fps = float(fps)
         return cap
 
-    @property
-    def dropped(self) -> int:
-        """Frames grabbed but replaced by a newer one before they were delivered."""
-        return self._grabber.dropped
-
-    @property
-    def reconnects(self) -> int:
-        """Successful reopenings after the stream stopped delivering."""
-        return self._grabber.reconnects
-
-    def __iter__(self) -> Iterator[tuple[FrameMeta, np.ndarray]]:
-        return self._grabber.frames()
-
-    def close(self) -> None:
-        """Stop the grab thread and release the stream. Idempotent."""
-        self._grabber.close()
 
     def __repr__(self) -> str:
         return f"StreamSource({self.name!r}, {self.width}x{self.height}, fps={self.fps})"

@@ -60,7 +60,13 @@ def measurements_to_boxes(z: np.ndarray) -> np.ndarray:
 
 
 def amodal_measurements(
-    boxes: np.ndarray, predicted_wh: np.ndarray, frame_size: tuple[int, int], *, margin: float = 1.0
+    boxes: np.ndarray,
+    predicted_wh: np.ndarray,
+    frame_size: tuple[int, int],
+    *,
+    margin: float = 1.0,
+    predicted_boxes: np.ndarray | None = None,
+    partial_ratio: float = 0.0,
 ) -> np.ndarray:
     """Measurements of boxes cut by the frame border, completed with the predicted size.
 
@@ -74,6 +80,11 @@ def amodal_measurements(
         predicted_wh: ``float[N, 2]`` the tracks' predicted ``(w, h)``.
         frame_size: ``(W, H)`` of the frame.
         margin: a side within this many pixels of the border counts as cut.
+        predicted_boxes: ``float[N, 4]`` the tracks' predicted boxes; needed for ``partial_ratio``.
+        partial_ratio: an axis whose visible size is below ``partial_ratio`` times the predicted
+            size (and not cut by the border) is taken as partly hidden by an occluder: it keeps the
+            predicted size, anchored at whichever visible side lies nearer its predicted position
+            (the side the occluder does not cover). 0 disables this (border cuts only).
 
     Returns:
         ``float64[N, 4]`` ``(cx, cy, w, h)``; rows of boxes touching no border equal
@@ -93,6 +104,15 @@ def amodal_measurements(
         z[only_lo, axis + 2] = full[only_lo]
         z[only_hi, axis] = lo[only_hi] + 0.5 * full[only_hi]
         z[only_hi, axis + 2] = full[only_hi]
+        if partial_ratio > 0 and predicted_boxes is not None:
+            pb = np.asarray(predicted_boxes, np.float64).reshape(-1, 4)
+            hidden = ~cut_lo & ~cut_hi & (hi - lo < partial_ratio * pw[:, axis])
+            keep_lo = np.abs(lo - pb[:, axis]) <= np.abs(hi - pb[:, axis + 2])  # low side is the true edge
+            a_lo = hidden & keep_lo
+            a_hi = hidden & ~keep_lo
+            z[a_lo, axis] = lo[a_lo] + 0.5 * pw[a_lo, axis]
+            z[a_hi, axis] = hi[a_hi] - 0.5 * pw[a_hi, axis]
+            z[hidden, axis + 2] = pw[hidden, axis]
     return z
 
 

@@ -129,6 +129,10 @@ class Tracker:
         lost_buffer: float = 0.0,
         max_buffer: float = 1.0,
         recover_distance: float = 2.0,
+        partial_ratio: float = 0.0,
+        border_margin: float = 1.0,
+        cascade: bool = False,
+        distance_weight: float = 0.0,
         report_tentative: bool = False,
         report_lost: bool = False,
         clock: str = "pts",
@@ -167,6 +171,10 @@ class Tracker:
         self.mask_stride = int(mask_stride)
         self.buffer = float(buffer)
         self.recover_distance = float(recover_distance)
+        self.partial_ratio = float(partial_ratio)
+        self.border_margin = float(border_margin)
+        self.cascade = bool(cascade)
+        self.distance_weight = float(distance_weight)
         self.lost_buffer = float(lost_buffer)
         self.max_buffer = float(max_buffer)
         self.report_tentative = bool(report_tentative)
@@ -267,6 +275,9 @@ class Tracker:
             sim = self._blend_mask_iou(sim, instance_map, det_idx, det_area)
         sim[self._cls[:, None] != det_cls[None, :]] = 0.0
         cost = 1.0 - sim
+        if self.distance_weight > 0 and n and m:
+            cdist = normalized_center_distance(pred_box, det_box)
+            cost = np.where(sim > 0, cost + self.distance_weight * np.minimum(cdist, 10.0) ** 2, cost)
 
         high = det_score >= self.high_score
         low = (det_score >= self.low_score) & ~high
@@ -276,13 +287,19 @@ class Tracker:
         def associate(rows: np.ndarray, cols: np.ndarray, min_iou: float) -> None:
             if rows.size == 0 or cols.size == 0:
                 return
-            matches, _, _ = linear_assignment(cost[np.ix_(rows, cols)], 1.0 - min_iou)
+            sub = cost[np.ix_(rows, cols)]
+            sub = np.where(sim[np.ix_(rows, cols)] >= min_iou, sub, np.inf)
+            matches, _, _ = linear_assignment(sub, np.inf)
             r, c = rows[matches[:, 0]], cols[matches[:, 1]]
             det_of_track[r] = c
             track_of_det[c] = r
 
         # 1) confirmed and lost tracks vs high-score detections
-        associate(np.flatnonzero(self._state != _TENT), np.flatnonzero(high), self.match_iou)
+        if self.cascade:
+            associate(np.flatnonzero(self._state == _CONF), np.flatnonzero(high), self.match_iou)
+            associate(np.flatnonzero(self._state == _LOST), np.flatnonzero(high & (track_of_det < 0)), self.match_iou)
+        else:
+            associate(np.flatnonzero(self._state != _TENT), np.flatnonzero(high), self.match_iou)
         # 2) still unmatched confirmed (not lost) tracks vs low-score detections
         associate(
             np.flatnonzero((self._state == _CONF) & (det_of_track < 0)),
@@ -314,7 +331,14 @@ class Tracker:
         if mt.size:
             d = det_of_track[mt]
             if frame_wh is not None:
-                z = kalman.amodal_measurements(det_box[d], self._mean[mt, 2:4], frame_wh)
+                z = kalman.amodal_measurements(
+                    det_box[d],
+                    self._mean[mt, 2:4],
+                    frame_wh,
+                    predicted_boxes=pred_box[mt],
+                    partial_ratio=self.partial_ratio,
+                    margin=self.border_margin,
+                )
             else:
                 z = kalman.boxes_to_measurements(det_box[d])
             new_mean, new_cov = kalman.update(self._mean[mt], self._cov[mt], z, self.kalman_params)

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 
 import pytest
 
 from perception.drives.source import DriveSource
 from perception.transport.subscriber import Subscriber
 from tests.drives.bags import make_frames, write_ros2_mcap
-from tests.runtime.helpers import REPO, free_port, kill_tree, start_pipeline, write_config
+from tests.runtime.helpers import REPO, free_port, kill_tree, receive_all, start_pipeline, write_config
 from tests.tinymodel import make_tiny_model
 
 N = 8
@@ -21,20 +20,6 @@ N = 8
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
     return make_tiny_model(tmp_path_factory.mktemp("model"))
-
-
-def _receive(sub: Subscriber, proc: subprocess.Popen, limit: int, timeout_s: float = 90.0) -> list:
-    got = []
-    deadline = time.monotonic() + timeout_s
-    while len(got) < limit and time.monotonic() < deadline:
-        msg = sub.recv(timeout_s=0.5)
-        if msg is not None:
-            got.append(msg)
-        elif proc.poll() is not None:
-            while (msg := sub.recv(timeout_s=0.2)) is not None:
-                got.append(msg)
-            break
-    return got
 
 
 def test_drive_through_the_pipeline_recorded_and_replayed(tmp_path, model, images, small_images):
@@ -57,7 +42,7 @@ def test_drive_through_the_pipeline_recorded_and_replayed(tmp_path, model, image
         with Subscriber(address=address) as sub:
             proc = start_pipeline(cfg, "--topic", "/cam")
             try:
-                msgs = _receive(sub, proc, limit=N)
+                msgs = receive_all(sub, proc, limit=N)
                 _, err = proc.communicate(timeout=90)
             finally:
                 kill_tree(proc)
@@ -96,7 +81,7 @@ def test_two_cameras_of_different_sizes_through_one_pipeline(tmp_path, model, im
     with Subscriber(address=f"tcp://127.0.0.1:{port}", rcvhwm=256) as sub:
         proc = start_pipeline(cfg)
         try:
-            msgs = _receive(sub, proc, limit=2 * N)
+            msgs = receive_all(sub, proc, limit=2 * N)
             proc.wait(timeout=60)
         finally:
             kill_tree(proc)

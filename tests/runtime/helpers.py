@@ -121,3 +121,19 @@ class StderrReader:
                 return m
             time.sleep(0.05)
         return None
+
+
+def receive_all(sub, proc: subprocess.Popen, *, limit: int, timeout_s: float = 90.0) -> list:
+    """Messages from ``sub`` until ``limit`` arrived, the pipeline ``proc`` exited (then what is still
+    queued is collected), or ``timeout_s``."""
+    got = []
+    deadline = time.monotonic() + timeout_s
+    while len(got) < limit and time.monotonic() < deadline:
+        msg = sub.recv(timeout_s=0.5)
+        if msg is not None:
+            got.append(msg)
+        elif proc.poll() is not None:
+            while (msg := sub.recv(timeout_s=0.2)) is not None:
+                got.append(msg)
+            break
+    return got
