@@ -38,13 +38,11 @@ def make_frames(n_obj: int, n_frames: int, width: int, height: int, seed: int = 
         keep = rng.random(n_obj) > 0.1
         insts = []
         imap = np.zeros((height, width), np.uint16)
-        k = 0
-        for j in np.flatnonzero(keep):
-            k += 1
+        for k, j in enumerate(np.flatnonzero(keep), start=1):
             jx, jy = rng.normal(0, 1.0, 2)
             x0, y0 = float(xs[j] + jx), float(ys[j] + jy)
             box = (x0, y0, x0 + w[j], y0 + h[j])
-            ix0, iy0, ix1, iy1 = (int(round(v)) for v in box)
+            ix0, iy0, ix1, iy1 = (round(v) for v in box)
             imap[iy0:iy1, ix0:ix1] = k
             insts.append(
                 Instance(index=k, class_id=8, score=float(rng.uniform(0.3, 1.0)), box=box,

@@ -1,1 +1,29 @@
-"""perception.eval"""
+"""Evaluation: segmentation metrics and data set readers, tracking metrics.
+
+Segmentation: :func:`evaluate` over an :func:`open_dataset` (CamVid or Cityscapes layout), with the
+pure metric functions of :mod:`perception.eval.metrics`. Tracking: :func:`evaluate_sequence` over
+per-frame :class:`FrameMatch`. The ``perception eval`` and ``perception eval-tracking`` commands are in
+:mod:`perception.eval.command`.
+
+Names are imported on first use, so that the command line (which imports this package to register
+its commands) does not pay for OpenCV and SciPy at start-up.
+"""
+
+from importlib import import_module
+
+_EXPORTS = {
+    "LabelledDataset": "datasets", "SkippedFile": "datasets", "open_dataset": "datasets",
+    "BoundaryCounts": "metrics", "boundary_counts": "metrics", "boundary_f1": "metrics",
+    "confusion_matrix": "metrics", "dice_from_confusion": "metrics", "iou_from_confusion": "metrics",
+    "mean_ignore_nan": "metrics", "panoptic_counts": "metrics", "pixel_accuracy": "metrics",
+    "SegmentationReport": "segmentation", "evaluate": "segmentation",
+    "FrameMatch": "tracking", "TrackingCounts": "tracking", "evaluate_sequence": "tracking",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(import_module(f"perception.eval.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'perception.eval' has no attribute {name!r}")

@@ -1,7 +1,12 @@
 """perception.tracking: pure Kalman filter and matching, and a thin stateful tracker over them."""
 
 from perception.tracking.kalman import KalmanParams
-from perception.tracking.matching import box_iou, linear_assignment, mask_iou, shifted_mask_iou
+from perception.tracking.matching import (
+    box_iou,
+    linear_assignment,
+    mask_iou,
+    shifted_mask_iou,
+)
 from perception.tracking.tracker import Tracker, relabel_instance_map
 
 __all__ = [

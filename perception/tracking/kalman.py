@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["KalmanParams", "amodal_measurements", "boxes_to_measurements", "measurements_to_boxes", "initiate", "predict", "update"]
+__all__ = ["KalmanParams", "amodal_measurements", "boxes_to_measurements", "initiate", "measurements_to_boxes", "predict", "update"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -31,7 +31,10 @@ class KalmanParams:
       sudden manoeuvres faster but makes predictions through occlusions vaguer.
     * ``size_accel_std``: the same for width/height. Boxes change size slowly (approach, occlusion).
     * ``meas_std``: measurement noise of centre and size, in box sizes. Higher smooths jittery
-      detections more but reacts later to real motion.
+      detections more but reacts later to real motion. 0.08 rather than the simulated detector's
+      nominal 0.05 box jitter: masks painted over by a neighbour and partial views add outliers the
+      nominal figure leaves out (on the generated scenes, seeds 0-12: 50 ID switches at 0.08 against
+      68 at 0.05, IDF1 about the same).
     * ``init_velocity_std``: uncertainty of the unknown velocity of a new track, box sizes per s.
     * ``init_size_velocity_std``: the same for the rate of change of width/height. Boxes rarely
       grow or shrink fast; a small value keeps a new track's size from drifting on jittery or
@@ -40,7 +43,7 @@ class KalmanParams:
 
     accel_std: float = 0.1
     size_accel_std: float = 0.5
-    meas_std: float = 0.05
+    meas_std: float = 0.08
     init_velocity_std: float = 3.0
     init_size_velocity_std: float = 3.0
 

@@ -85,3 +85,23 @@ def test_amodal_measurements_complete_boxes_cut_by_the_border():
     np.testing.assert_allclose(z[0], [30 - 25, 30, 50, 40])  # left cut: anchored at x1 with predicted width
     np.testing.assert_allclose(z[1], [620, 30, 40, 40])  # right cut, visible wider than predicted: kept
     np.testing.assert_allclose(z[2], kalman.boxes_to_measurements(boxes[2:])[0])  # inside: unchanged
+
+
+def test_amodal_measurements_keep_the_predicted_size_of_partly_hidden_boxes():
+    pred = np.array([[100.0, 10.0, 160.0, 50.0], [100.0, 10.0, 160.0, 50.0], [100.0, 10.0, 160.0, 50.0]])
+    boxes = np.array(
+        [
+            [101.0, 10.0, 121.0, 50.0],  # right part hidden: the left side agrees with the prediction
+            [139.0, 10.0, 161.0, 50.0],  # left part hidden: the right side agrees
+            [102.0, 10.0, 150.0, 50.0],  # 80 % of the predicted width: a real measurement, kept
+        ]
+    )
+    before = boxes.copy()
+    wh = pred[:, 2:] - pred[:, :2]
+    z = kalman.amodal_measurements(boxes, wh, (640, 480), predicted_boxes=pred, partial_ratio=0.6)
+    np.testing.assert_array_equal(boxes, before)
+    np.testing.assert_allclose(z[0], [101 + 30, 30, 60, 40])
+    np.testing.assert_allclose(z[1], [161 - 30, 30, 60, 40])
+    np.testing.assert_allclose(z[2], kalman.boxes_to_measurements(boxes[2:])[0])
+    off = kalman.amodal_measurements(boxes, wh, (640, 480), predicted_boxes=pred)
+    np.testing.assert_allclose(off, kalman.boxes_to_measurements(boxes))  # partial_ratio 0: border cuts only

@@ -10,6 +10,7 @@ from perception.tracking.matching import (
     linear_assignment,
     mask_iou,
     normalized_center_distance,
+    normalized_center_distance_sq,
     shifted_mask_iou,
 )
 
@@ -89,3 +90,12 @@ def test_linear_assignment_respects_threshold_and_does_not_mutate():
     assert m.tolist() == [[0, 1]] and np.isnan(nan[0, 0])
     m, ur, uc = linear_assignment(np.zeros((0, 3)), 0.5)
     assert m.shape == (0, 2) and uc.tolist() == [0, 1, 2]
+
+
+def test_normalized_center_distance_sq_is_the_square_and_degenerate_pairs_are_far():
+    a = np.array([[0.0, 0.0, 10.0, 20.0], [5.0, 5.0, 5.0, 5.0]])
+    b = np.array([[3.0, -4.0, 13.0, 16.0], [5.0, 5.0, 5.0, 5.0], [100.0, 0.0, 130.0, 20.0]])
+    d2 = normalized_center_distance_sq(a, b)
+    np.testing.assert_allclose(d2[0, :1], [(3 / 10) ** 2 + (4 / 20) ** 2])
+    assert np.isinf(d2[1, 1])  # both boxes empty: no size to measure the distance in
+    np.testing.assert_allclose(np.sqrt(d2), normalized_center_distance(a, b))

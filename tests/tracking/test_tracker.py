@@ -13,7 +13,7 @@ FPS = 15.0
 
 
 def meta(i: int, t_s: float | None = None) -> FrameMeta:
-    t = int(round((i / FPS if t_s is None else t_s) * 1e9))
+    t = round((i / FPS if t_s is None else t_s) * 1e9)
     return FrameMeta(seq=i, camera_id="test", frame_index=i, t_mono_ns=t, t_wall_ns=t, pts_ns=t, width=640, height=480)
 
 
@@ -174,3 +174,103 @@ def test_masks_are_used_and_instance_map_relabelled():
     np.testing.assert_array_equal(out == by_index[1], m == 1)
     # instances without a reported track disappear from the published map
     assert not relabel_instance_map(m, [t for t in tracks if t.instance_index == 1])[m == 2].any()
+
+
+def _crossing_frames(n: int = 40):
+    """Two cars of one class cross in opposite directions; the far one (a) is hidden by the near
+    one (b) while they overlap: its detection is the visible part of its box, or nothing."""
+    frames = []
+    for i in range(n):
+        t = i / FPS
+        a = np.array(moving_box(t, x0=60, y0=200, vx=150, w=80, h=40))  # far, moving right
+        b = np.array(moving_box(t, x0=500, y0=205, vx=-150, w=90, h=50))  # near, moving left
+        dets = [inst(2, b)]
+        lo, hi = max(a[0], b[0]), min(a[2], b[2])
+        if hi <= lo:
+            dets.insert(0, inst(1, a))
+        else:  # the visible part of a: what b does not cover
+            left, right = lo - a[0], a[2] - hi
+            if max(left, right) >= 10:
+                va = (a[0], a[1], lo, a[3]) if left >= right else (hi, a[1], a[2], a[3])
+                dets.insert(0, inst(1, va))
+        frames.append(dets)
+    return frames
+
+
+def test_crossing_under_occlusion_keeps_both_ids():
+    tr = Tracker()
+    ids_a, ids_b = set(), set()
+    for i, dets in enumerate(_crossing_frames()):
+        for t in tr.update(dets, meta(i)):
+            (ids_a if t.instance_index == 1 else ids_b).add(t.track_id)
+    assert len(ids_a) == 1 and len(ids_b) == 1 and ids_a != ids_b
+
+
+def test_partial_view_does_not_drag_the_track():
+    """A box suddenly cut to a third of its width (an occluder) keeps the track's size and speed."""
+    tr = Tracker(confirm_hits=1, partial_ratio=0.6)
+    plain = Tracker(confirm_hits=1, partial_ratio=0.0)
+    for i in range(10):
+        box = moving_box(i / FPS, vx=90, w=60, h=40)
+        tr.update([inst(1, box)], meta(i))
+        plain.update([inst(1, box)], meta(i))
+    x0, y0, _, y1 = moving_box(10 / FPS, vx=90, w=60, h=40)
+    cut = inst(1, (x0, y0, x0 + 20, y1))  # right two thirds hidden
+    (t,) = tr.update([cut], meta(10))
+    (p,) = plain.update([cut], meta(10))
+    assert abs(t.velocity[0] - 90) < 10  # the visible left side moves as predicted
+    assert abs(p.velocity[0] - 90) > abs(t.velocity[0] - 90)  # the plain filter sees the centre jump back
+
+
+def test_slivers_do_not_start_tracks():
+    tr = Tracker(confirm_hits=1, min_birth_area=50)
+    assert tr.update([inst(1, (10, 10, 14, 20))], meta(0)) == [] and tr.num_tracks == 0  # 40 px
+    assert len(tr.update([inst(1, (10, 10, 20, 20))], meta(1))) == 1  # 100 px
+
+
+def test_centre_distance_ranks_overlapping_candidates():
+    """Two admissible detections of one class: a narrow one centred on the prediction (a partial view)
+    and a full-size one shifted down. Box IoU alone prefers the shifted one; with the centre distance
+    in the cost the centred one wins."""
+
+    def matched_index(weight: float) -> int:
+        tr = Tracker(confirm_hits=1, distance_weight=weight, use_mask_iou=False)
+        for i in range(8):
+            tr.update([inst(1, moving_box(i / FPS, vx=120, w=60, h=60))], meta(i))
+        x0, y0, x1, y1 = moving_box(8 / FPS, vx=120, w=60, h=60)
+        c = (x0 + x1) / 2
+        centred = inst(1, (c - 15, y0, c + 15, y1))  # IoU 0.5 with the prediction, same centre
+        shifted = inst(2, (x0, y0 + 18, x1, y1 + 18))  # IoU 0.54, centre 0.3 box heights lower
+        (t,) = [t for t in tr.update([shifted, centred], meta(8)) if t.track_id == 1]
+        return t.instance_index
+
+    assert matched_index(0.0) == 2
+    assert matched_index(1.0) == 1
+
+
+def _border_handoff_ids(exit_fraction: float) -> tuple[set, set]:
+    """A car drives out at the left border at 120 px/s and is no longer detected once less than 30 px
+    of it is in view (frame 19); at frame 20 another car of the class enters at the same place,
+    driving right at 300 px/s. Returns the track ids reported for each."""
+    tr = Tracker(exit_fraction=exit_fraction)
+    out_ids, in_ids = set(), set()
+    for i in range(30):
+        dets = []
+        x1 = 180.0 - 120.0 * i / FPS
+        if x1 >= 30:
+            dets.append(inst(1, (max(x1 - 80, 0.0), 200, x1, 240)))
+        e1 = 32.0 + 20.0 * (i - 20)
+        if i >= 20:
+            dets.append(inst(2, (max(e1 - 80, 0.0), 200, e1, 240)))
+        for tk in tr.update(dets, meta(i)):
+            (out_ids if tk.instance_index == 1 else in_ids).add(tk.track_id)
+    return out_ids, in_ids
+
+
+def test_track_leaving_at_a_border_does_not_hand_its_id_to_an_object_entering_there():
+    out_ids, in_ids = _border_handoff_ids(0.35)
+    assert len(out_ids) == 1 and len(in_ids) == 1 and not (out_ids & in_ids)
+    out_ids, in_ids = _border_handoff_ids(0.0)  # removed only once wholly outside: it takes the newcomer
+    assert out_ids == in_ids
+    with pytest.raises(ConfigError):
+        Tracker(exit_fraction=1.5)
