@@ -98,13 +98,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads")
     ap.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of methods")
     for name, typ in (("band-px", int), ("color-weight", float), ("color-sigma", float), ("max-color-logodds", float),
-                      ("confident-logodds", float), ("min-region-px", int)):
+                      ("confident-logodds", float), ("min-region-px", int), ("color-pool-blocks", int)):
         ap.add_argument(f"--{name}", type=typ, default=None, help="refine parameter override")
     args = ap.parse_args(argv)
 
     iw, ih = (int(v) for v in args.input_size.lower().split("x"))
     overrides = {k: getattr(args, k) for k in ("band_px", "color_weight", "color_sigma", "max_color_logodds",
-                                               "confident_logodds", "min_region_px")
+                                               "confident_logodds", "min_region_px", "color_pool_blocks")
                  if getattr(args, k) is not None}
     methods = [m for m in args.methods.split(",") if m]
 

@@ -33,6 +33,7 @@ from perception.modelcard import ModelCard
 from perception.postprocess.grid import BlockGrid, bilerp_blocks, block_grid
 from perception.postprocess.labels import argmax_labels, check_logits
 from perception.postprocess.refine import (
+    DEFAULT_COLOR_POOL_BLOCKS,
     DEFAULT_COLOR_SIGMA,
     DEFAULT_COLOR_WEIGHT,
     DEFAULT_CONFIDENT_LOGODDS,
@@ -189,6 +190,7 @@ class Upsampler:
         max_color_logodds: float = DEFAULT_MAX_COLOR_LOGODDS,
         confident_logodds: float = DEFAULT_CONFIDENT_LOGODDS,
         min_region_px: int = DEFAULT_MIN_REGION_PX,
+        color_pool_blocks: int = DEFAULT_COLOR_POOL_BLOCKS,
     ) -> None:
         """
         Args:
@@ -200,16 +202,19 @@ class Upsampler:
                 classes meet, so a boundary can move anywhere between the two cell centres around it.
                 ``> 0`` grows that band by ``ceil(band_px / cell)`` blocks, so that errors which cross
                 a cell centre can be fixed too, but the boundary may then jump to unrelated colour
-                edges nearby, and the cost grows in proportion (on CamVid train, simulated network,
+                edges nearby, and the cost grows in proportion (on CamVid train, with the trained model,
                 it lost more than it gained).
             color_weight: weight of the image's colour evidence against the network's log-odds
                 (``refine``). Higher snaps harder to colour edges, but shadows and lane paint pull
                 the boundary too; 0 gives back plain bilinear.
-            color_sigma: spread (grey levels per BGR channel) of a side's colours around its mean
-                (the means come from the pixels near the boundary the network is sure about). Smaller makes faint colour differences decisive (faint kerbs, and texture);
-                larger needs a clear colour step before the boundary moves.
+            color_sigma: least spread (grey levels per BGR channel) of a side's colours around its
+                mean (means and spreads come from the pixels near the boundary the network is sure
+                about; a side's measured spread is used when larger). Smaller makes faint colour
+                differences decisive (faint kerbs, and noise); larger needs a clear colour step
+                before the boundary moves.
             max_color_logodds: cap on the colour evidence (log-odds). Lower keeps the refined
-                boundary near the network's; higher lets strong edges move it across most of a cell.
+                boundary near the network's and weighs fewer pixels (faster); higher lets strong edges
+                move it across most of a cell.
             confident_logodds: pixels whose interpolated log-odds exceed this (either way) give the
                 colours of the two sides of a boundary. Higher: purer colours from fewer pixels;
                 lower: more pixels, some from the wrong side of the network's boundary.
@@ -217,6 +222,10 @@ class Upsampler:
                 pixels standing alone inside another class), smaller than this many full-resolution
                 pixels, are not made. Larger suppresses more speckle but also small genuine
                 corrections (a far kerb corner); 0 keeps every change.
+            color_pool_blocks: the two sides' colour statistics are pooled over the band blocks
+                within this many blocks that separate the same two classes. Larger gives steadier
+                colour models (and models where one block alone has too few sure pixels), but mixes
+                in colours from further along the boundary; 0 uses each block alone.
         """
         if method not in METHODS:
             raise ConfigError(f"upsample method must be one of {', '.join(METHODS)}, got {method!r}")
@@ -241,9 +250,12 @@ class Upsampler:
             max_color_logodds=max_color_logodds,
             confident_logodds=confident_logodds,
             min_region_px=min_region_px,
+            color_pool_blocks=color_pool_blocks,
         )  # validates (ConfigError)
         W, H = self.out_size
         self._out = np.empty((H, W), np.uint8)
+        # refine's scratch for the islands-and-holes step (int32 per pixel, -1 between uses)
+        self._position = np.full(H * W, -1, np.int32) if method == "refine" else None
         self._grid: BlockGrid | None = None
         self._labels: np.ndarray | None = None
         self.last_timing_ms: dict[str, float] = {}
@@ -294,7 +306,7 @@ class Upsampler:
             if self.method == "refine":
                 refine_band_into(
                     logits, labels, image_bgr, grid, self._out,
-                    refine_classes=self.refine_classes, params=self.params,
+                    refine_classes=self.refine_classes, params=self.params, position=self._position,
                 )
                 timing["refine"] = (time.perf_counter() - t3) * 1e3
         timing["total"] = (time.perf_counter() - t0) * 1e3
@@ -342,7 +354,7 @@ def make_upsampler(
     ``refine_class_names`` (``refine`` only) defaults to road and sidewalk (CamVid: "Road",
     "Pavement"); names are mapped to ids through the card. ``overrides`` are passed on to
     :class:`Upsampler` (``band_px``, ``color_weight``, ``color_sigma``, ``max_color_logodds``,
-    ``confident_logodds``, ``min_region_px``, or ``refine_classes`` as ids).
+    ``confident_logodds``, ``min_region_px``, ``color_pool_blocks``, or ``refine_classes`` as ids).
 
     Raises:
         ConfigError: unknown method, unknown override, or a class the card does not have.
@@ -350,7 +362,7 @@ def make_upsampler(
     if method not in METHODS:
         raise ConfigError(f"upsample method must be one of {', '.join(METHODS)}, got {method!r}")
     allowed = {"band_px", "color_weight", "color_sigma", "max_color_logodds", "confident_logodds", "min_region_px",
-               "refine_classes"}
+               "color_pool_blocks", "refine_classes"}
     unknown = sorted(set(overrides) - allowed)
     if unknown:
         raise ConfigError(f"unknown upsampler option(s) {unknown}; allowed: {sorted(allowed)}")
@@ -367,8 +379,8 @@ def timing_header(upsampler: Upsampler) -> Mapping[str, float]:
 
 
 __all__ = [
-    "METHODS",
     "DEFAULT_REFINE_CLASS_NAMES",
+    "METHODS",
     "Upsampler",
     "bilinear_band_into",
     "make_upsampler",

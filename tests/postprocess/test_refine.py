@@ -11,7 +11,11 @@ from perception.errors import ConfigError
 from perception.postprocess.grid import block_grid
 from perception.postprocess.labels import argmax_labels
 from perception.postprocess.refine import refine_labels
-from perception.postprocess.upsample import Upsampler, upsample_bilinear, upsample_nearest
+from perception.postprocess.upsample import (
+    Upsampler,
+    upsample_bilinear,
+    upsample_nearest,
+)
 
 ROAD, SIDEWALK, BUILDING, CAR = 3, 4, 1, 8
 W, H, GW, GH = 320, 240, 40, 30  # 8 frame pixels per grid cell
@@ -46,7 +50,8 @@ def _refiner(**kw) -> Upsampler:
     return Upsampler(method="refine", out_size=(W, H), num_classes=11, refine_classes=(ROAD, SIDEWALK), **kw)
 
 
-def test_vertical_step_edge_is_snapped_within_one_pixel():
+@pytest.mark.parametrize("pool", [0, 1, 2])
+def test_vertical_step_edge_is_snapped_within_one_pixel(pool):
     edge, predicted = 163, 159  # the network puts the kerb 4 px (half a cell) too far left
     xs = _cell_centres(GW, W)[None, :].repeat(GH, 0)
     logits = _logits_split(xs - predicted, ROAD, SIDEWALK)
@@ -54,7 +59,7 @@ def test_vertical_step_edge_is_snapped_within_one_pixel():
     image = _image_split(X >= edge, ROAD_BGR, SIDEWALK_BGR)
 
     bilinear = upsample_bilinear(logits, (W, H))
-    refined = _refiner()(logits, image)
+    refined = _refiner(color_pool_blocks=pool)(logits, image)
     assert np.abs(_first_b_per_row(bilinear, SIDEWALK) - predicted).max() <= 1  # the error to fix
     assert np.abs(_first_b_per_row(refined, SIDEWALK) - edge).max() <= 1
 
@@ -69,7 +74,8 @@ def test_slanted_step_edge_moves_onto_the_edge(shift):
     cy, cx = np.meshgrid(_cell_centres(GH, H), _cell_centres(GW, W), indexing="ij")
     logits = _logits_split(cx - (140.0 + 0.35 * cy + shift), ROAD, SIDEWALK)
 
-    refined = _refiner(band_px=8)(logits, image)
+    # the error reaches 5 px where these logits say 6 log-odds: the cap must let colour overturn that
+    refined = _refiner(band_px=8, max_color_logodds=12.0)(logits, image)
     bilinear = upsample_bilinear(logits, (W, H))
     true_first = np.ceil(140.0 + 0.35 * np.arange(H)).astype(int)
     err_b = np.abs(_first_b_per_row(bilinear, SIDEWALK) - true_first)
@@ -165,9 +171,14 @@ def test_small_islands_and_holes_are_not_created():
     image = _image_split(mask, ROAD_BGR, SIDEWALK_BGR, seed=5)
     bilinear = upsample_bilinear(logits, (W, H))
     raw = _refiner(min_region_px=0)(logits, image).copy()
-    clean = _refiner(min_region_px=64)(logits, image)
+    refiner = _refiner(min_region_px=64)
+    clean = refiner(logits, image).copy()
     assert _new_small_regions(raw, bilinear, 64) > 0  # without the clean-up, specks become islands / holes
     assert _new_small_regions(clean, bilinear, 64) == 0
+    # the Upsampler's look-up scratch and the pure function's binary search agree, call after call
+    np.testing.assert_array_equal(refiner(logits, image), clean)
+    pure = refine_labels(logits, bilinear, image, refine_classes=(ROAD, SIDEWALK), min_region_px=64)
+    np.testing.assert_array_equal(pure, clean)
     assert np.median(np.abs(_first_b_per_row(clean, SIDEWALK) - edge)) <= 1  # and the kerb is still snapped
 
 
@@ -182,3 +193,33 @@ def test_refine_labels_rejects_bad_arguments():
         refine_labels(logits, bilinear, image, refine_classes=(42,))
     with pytest.raises(ConfigError, match="color_sigma"):
         refine_labels(logits, bilinear, image, refine_classes=(ROAD,), color_sigma=float("nan"))
+    with pytest.raises(ConfigError, match="color_pool_blocks"):
+        refine_labels(logits, bilinear, image, refine_classes=(ROAD,), color_pool_blocks=-1)
+
+
+def test_junction_blocks_refine_the_pair_and_keep_a_further_class():
+    edge, predicted = 163, 159
+    cy, cx = np.meshgrid(_cell_centres(GH, H), _cell_centres(GW, W), indexing="ij")
+    logits = _logits_split(cx - predicted, ROAD, SIDEWALK)
+    car = (cy < 100) & (cx > 120) & (cx < 200)  # a car over the kerb: road, sidewalk and car meet
+    logits[CAR][car] = 20.0
+    X = np.arange(W)[None, :].repeat(H, 0)
+    image = _image_split(X >= edge, ROAD_BGR, SIDEWALK_BGR)
+    Y = np.arange(H)[:, None].repeat(W, 1)
+    image[(Y < 100) & (X > 120) & (X < 200)] = (20, 20, 20)
+
+    bilinear = upsample_bilinear(logits, (W, H))
+    refined = _refiner()(logits, image)
+    g = block_grid((GW, GH), (W, H))
+    labels = argmax_labels(logits)
+    by, bx = np.nonzero(g.nonuniform(labels))
+    corners = np.sort(labels.reshape(-1)[g.corner_cells(by, bx)], axis=1)
+    n_classes = 1 + (np.diff(corners, axis=1) != 0).sum(axis=1)
+    junction = g.flat_pixels(by[n_classes >= 3], bx[n_classes >= 3]).reshape(-1)
+    assert junction.size > 0
+    # in the junction blocks the pair is road / sidewalk: the car (a further class there) is untouched
+    np.testing.assert_array_equal(refined.reshape(-1)[junction] == CAR, bilinear.reshape(-1)[junction] == CAR)
+    changed = (refined != bilinear).reshape(-1)
+    assert changed[junction].any()  # the road / sidewalk pair is refined inside junction blocks too
+    rows = np.flatnonzero((np.arange(H) > 110))  # below the car: the plain kerb is snapped
+    assert np.abs(_first_b_per_row(refined[rows], SIDEWALK) - edge).max() <= 1

@@ -7,10 +7,21 @@ import numpy as np
 import pytest
 
 from perception.errors import ConfigError
-from perception.modelcard import CAMVID_CLASSES, CardClass, CardInput, CardOutput, ModelCard
+from perception.modelcard import (
+    CAMVID_CLASSES,
+    CardClass,
+    CardInput,
+    CardOutput,
+    ModelCard,
+)
 from perception.postprocess.grid import block_grid
 from perception.postprocess.labels import argmax_labels
-from perception.postprocess.upsample import Upsampler, make_upsampler, upsample_bilinear, upsample_nearest
+from perception.postprocess.upsample import (
+    Upsampler,
+    make_upsampler,
+    upsample_bilinear,
+    upsample_nearest,
+)
 
 
 def _card(classes=CAMVID_CLASSES) -> ModelCard:
