@@ -122,9 +122,15 @@ def overlay(
 
 
 def _text(img: np.ndarray, text: str, org: tuple[int, int], scale: float, color: tuple[int, int, int]) -> None:
-    """Text with a dark outline so it reads on any background (in place)."""
+    """Text with a dark outline so it reads on any background (in place).
+
+    The outline is the same text drawn 1 px off in four directions, not a thicker stroke: OpenCV 5's
+    font engine makes glyphs wider with thickness, so a thick outline would run past the text.
+    """
     thick = max(1, round(scale * 2))
-    cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thick + 2, cv2.LINE_AA)
+    x, y = org
+    for dx, dy in ((-1, 0), (1, 0), (0, -1), (0, 1)):
+        cv2.putText(img, text, (x + dx, y + dy), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thick, cv2.LINE_AA)
     cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, color, thick, cv2.LINE_AA)
 
 
@@ -187,7 +193,7 @@ def draw_hud(image: np.ndarray, lines: Sequence[str], *, copy: bool = True) -> n
         return img
     fs = max(0.4, min(img.shape[:2]) / 800.0)
     step = int(30 * fs) + 4
-    thick = max(1, round(fs * 2)) + 2  # as drawn by _text (outline)
+    thick = max(1, round(fs * 2))  # as drawn by _text
     tw = max(cv2.getTextSize(line, cv2.FONT_HERSHEY_SIMPLEX, fs, thick)[0][0] for line in lines)
     band = img[: min(img.shape[0], step * len(lines) + 8), : min(img.shape[1], tw + 16)]
     band //= 2  # darken (in place on img, a view)

@@ -76,7 +76,7 @@ def main(args: argparse.Namespace) -> int:
                if summary.latency_ms_p50 is not None else "")
         c = summary.counters
         drops = sum(c.get(k, 0) for k in ("dropped_capture", "dropped_post", "dropped_publish"))
-        print(f"perception: {summary.frames} frames in {summary.seconds:.1f} s ({summary.fps:.1f} frames/s){lat}; "
+        print(f"perception: {'interrupted after ' if summary.interrupted else ''}{summary.frames} frames in {summary.seconds:.1f} s ({summary.fps:.1f} frames/s){lat}; "
               f"dropped {drops} (capture {c.get('dropped_capture', 0)}, post {c.get('dropped_post', 0)}, "
               f"publish {c.get('dropped_publish', 0)})"
               + (f"; overlay written to {config.output.overlay}" if config.output.overlay else ""),

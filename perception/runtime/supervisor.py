@@ -115,7 +115,7 @@ class Pipeline:
             log.info("started stage capture pid %d", procs["capture"].pid)
             dims = self._wait_for(control, procs, errors, "dims")
             if dims is None:
-                return self._finish(summary, procs, stop, errors, slots)
+                return self._finish(summary, procs, stop, errors, control)
             width, height, fps, is_live, length = dims
             self._cfg["_fps"] = fps or 15.0
             slots = SharedSlots.create(layout=self._layout(width, height), slots=rt.slots)
@@ -136,7 +136,7 @@ class Pipeline:
             # every stage initialised (model loaded, sockets bound) before the first frame flows
             while not all(e.is_set() for e in ready.values()):
                 if self._interrupted or self._check_children(procs, errors, control):
-                    return self._finish(summary, procs, stop, errors, slots)
+                    return self._finish(summary, procs, stop, errors, control)
                 time.sleep(0.02)
             go.set()
             t_start = time.monotonic()
@@ -162,7 +162,7 @@ class Pipeline:
                     self._status(counters, now - t_start)
                 time.sleep(0.05)
             self._drain_control(control, errors, summary)
-            return self._finish(summary, procs, stop, errors, slots, counters=counters)
+            return self._finish(summary, procs, stop, errors, control, counters=counters)
         finally:
             if progress is not None:
                 progress.close()
@@ -242,9 +242,10 @@ class Pipeline:
                 return True
         return False
 
-    def _finish(self, summary, procs, stop, errors, slots, counters=None) -> RunSummary:
+    def _finish(self, summary, procs, stop, errors, control, counters=None) -> RunSummary:
         stop.set()
         self._shutdown(procs, stop)
+        self._drain_control(control, errors, summary)  # the summary a stopped stage sent on its way out
         if counters is not None:
             summary.counters = {k.name.lower(): int(counters[k]) for k in Counter}
         if summary.seconds > 0 and summary.frames > 1:
