@@ -16,6 +16,7 @@ acceleration spectral density ``q`` (px^2/s^3) the (position, rate) block is
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -94,29 +95,31 @@ def amodal_measurements(
         :func:`boxes_to_measurements`. A box touching both borders of an axis keeps its measurement.
     """
     b = np.asarray(boxes, np.float64).reshape(-1, 4)
-    z = boxes_to_measurements(b)
     pw = np.asarray(predicted_wh, np.float64).reshape(-1, 2)
-    for axis, size in ((0, frame_size[0]), (1, frame_size[1])):
-        lo, hi = b[:, axis], b[:, axis + 2]
-        cut_lo = lo <= margin
-        cut_hi = hi >= size - margin
-        full = np.maximum(hi - lo, pw[:, axis])
-        only_lo = cut_lo & ~cut_hi
-        only_hi = cut_hi & ~cut_lo
-        z[only_lo, axis] = hi[only_lo] - 0.5 * full[only_lo]
-        z[only_lo, axis + 2] = full[only_lo]
-        z[only_hi, axis] = lo[only_hi] + 0.5 * full[only_hi]
-        z[only_hi, axis + 2] = full[only_hi]
-        if partial_ratio > 0 and predicted_boxes is not None:
-            pb = np.asarray(predicted_boxes, np.float64).reshape(-1, 4)
-            hidden = ~cut_lo & ~cut_hi & (hi - lo < partial_ratio * pw[:, axis])
-            keep_lo = np.abs(lo - pb[:, axis]) <= np.abs(hi - pb[:, axis + 2])  # low side is the true edge
-            a_lo = hidden & keep_lo
-            a_hi = hidden & ~keep_lo
-            z[a_lo, axis] = lo[a_lo] + 0.5 * pw[a_lo, axis]
-            z[a_hi, axis] = hi[a_hi] - 0.5 * pw[a_hi, axis]
-            z[hidden, axis + 2] = pw[hidden, axis]
-    return z
+    lo, hi = b[:, :2], b[:, 2:]  # [N, 2]: (x, y) of both axes at once
+    size = np.array([frame_size[0], frame_size[1]], np.float64)
+    vis = hi - lo
+    centre = lo + 0.5 * vis
+    extent = vis.copy()
+    cut_lo = lo <= margin
+    cut_hi = hi >= size - margin
+    only_lo = cut_lo & ~cut_hi
+    only_hi = cut_hi & ~cut_lo
+    full = np.maximum(vis, pw)
+    centre = np.where(only_lo, hi - 0.5 * full, centre)
+    centre = np.where(only_hi, lo + 0.5 * full, centre)
+    extent = np.where(only_lo | only_hi, full, extent)
+    if partial_ratio > 0 and predicted_boxes is not None:
+        pb = np.asarray(predicted_boxes, np.float64).reshape(-1, 4)
+        hidden = ~cut_lo & ~cut_hi & (vis < partial_ratio * pw)
+        keep_lo = np.abs(lo - pb[:, :2]) <= np.abs(hi - pb[:, 2:])  # low side is the true edge
+        anchored = np.where(keep_lo, lo + 0.5 * pw, hi - 0.5 * pw)
+        centre = np.where(hidden, anchored, centre)
+        extent = np.where(hidden, pw, extent)
+    return np.concatenate([centre, extent], axis=1)
+
+
+_OFF_DIAGONAL_4 = ~np.eye(4, dtype=bool).ravel()  # off-diagonal entries of a flattened 4x4 block
 
 
 def _scale(wh: np.ndarray) -> np.ndarray:
@@ -148,6 +151,21 @@ def initiate(z: np.ndarray, params: KalmanParams) -> tuple[np.ndarray, np.ndarra
     return mean, cov
 
 
+@functools.lru_cache(maxsize=32)
+def _noise_pattern(dt: float, centre_std: float, size_std: float) -> np.ndarray:
+    """``float64[8, 8]`` white-acceleration process noise for a box of size 1 (read-only, cached:
+    the step is usually the same every frame). ``centre_std``/``size_std``: accelerations, sizes/s^2."""
+    p = np.zeros((8, 8))
+    i = np.arange(4)
+    q = np.array([centre_std, centre_std, size_std, size_std]) ** 2
+    p[i, i] = q * dt**3 / 3.0
+    p[i, i + 4] = q * dt * dt / 2.0
+    p[i + 4, i] = q * dt * dt / 2.0
+    p[i + 4, i + 4] = q * dt
+    p.setflags(write=False)
+    return p
+
+
 def predict(
     mean: np.ndarray, cov: np.ndarray, dt: np.ndarray | float, params: KalmanParams
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -162,24 +180,34 @@ def predict(
         ``(mean, cov)`` new arrays of the same shapes. Widths/heights are kept >= 1 px.
     """
     n = mean.shape[0]
+    s = _scale(mean[:, 2:4])
+    if np.ndim(dt) == 0:  # one step for all tracks (the tracker's case): F and Q's pattern are 8x8
+        t = float(dt)
+        f = np.eye(8)
+        f[np.arange(4), np.arange(4) + 4] = t
+        new_mean = mean @ f.T
+        new_mean[:, 2:4] = np.maximum(new_mean[:, 2:4], 1.0)
+        new_cov = f @ cov @ f.T
+        # both noise densities scale with the box size squared: one pattern times s^2
+        new_cov += (s * s)[:, None, None] * _noise_pattern(t, params.accel_std, params.size_accel_std)
+        return new_mean, new_cov
+    q_pos = (params.accel_std * s) ** 2
+    q_size = (params.size_accel_std * s) ** 2
     dt = np.broadcast_to(np.asarray(dt, np.float64), (n,))
     new_mean = mean.copy()
     new_mean[:, :4] += mean[:, 4:] * dt[:, None]
     new_mean[:, 2:4] = np.maximum(new_mean[:, 2:4], 1.0)
-    f = np.broadcast_to(np.eye(8), (n, 8, 8)).copy()
-    f[:, np.arange(4), np.arange(4) + 4] = dt[:, None]
-    s = _scale(mean[:, 2:4])
-    q_pos = (params.accel_std * s) ** 2
-    q_size = (params.size_accel_std * s) ** 2
-    q = np.stack([q_pos, q_pos, q_size, q_size], axis=1)  # [N, 4] spectral densities
-    dt2, dt3 = dt * dt, dt * dt * dt
-    qm = np.zeros((n, 8, 8))
-    i = np.arange(4)
-    qm[:, i, i] = q * (dt3 / 3.0)[:, None]
-    qm[:, i, i + 4] = q * (dt2 / 2.0)[:, None]
-    qm[:, i + 4, i] = qm[:, i, i + 4]
-    qm[:, i + 4, i + 4] = q * dt[:, None]
-    new_cov = f @ cov @ np.transpose(f, (0, 2, 1)) + qm
+    # F P F^T + Q with F = [[I, dt I], [0, I]], in 4x4 blocks (A B; C D of P): no 8x8 products
+    q = np.stack([q_pos, q_pos, q_size, q_size], axis=1)[:, :, None] * np.eye(4)  # [N, 4, 4] diagonal
+    t = dt[:, None, None]
+    a, b, c, d = cov[:, :4, :4], cov[:, :4, 4:], cov[:, 4:, :4], cov[:, 4:, 4:]
+    bd = b + t * d
+    q_cross = q * (0.5 * t * t)
+    new_cov = np.empty_like(cov)
+    new_cov[:, :4, :4] = a + t * (c + bd) + q * (t * t * t / 3.0)
+    new_cov[:, :4, 4:] = bd + q_cross
+    new_cov[:, 4:, :4] = c + t * d + q_cross
+    new_cov[:, 4:, 4:] = d + q * t
     return new_mean, new_cov
 
 
@@ -200,14 +228,19 @@ def update(
     n = mean.shape[0]
     if n == 0:
         return mean.copy(), cov.copy()
-    r_std = params.meas_std * _scale(z[:, 2:4])
-    s_mat = cov[:, :4, :4].copy()
-    s_mat[:, np.arange(4), np.arange(4)] += (r_std**2)[:, None]
+    r_var = ((params.meas_std * _scale(z[:, 2:4])) ** 2)[:, None]  # [N, 1], the same for all 4
     ph = cov[:, :, :4]  # P H^T, [N, 8, 4]
-    # K = P H^T S^-1 ; solve S K^T = (P H^T)^T since S is symmetric
-    gain = np.transpose(np.linalg.solve(s_mat, np.transpose(ph, (0, 2, 1))), (0, 2, 1))
+    pos = cov[:, :4, :4].reshape(n, 16)
+    if not pos[:, _OFF_DIAGONAL_4].any():
+        # the covariances this module produces keep the four coordinates independent (each coupled
+        # only with its own rate), so S is diagonal and K = P H^T / diag(S): no 4x4 solve
+        gain = ph / (pos[:, ::5] + r_var)[:, None, :]
+    else:
+        s_mat = cov[:, :4, :4] + r_var[:, :, None] * np.eye(4)
+        # K = P H^T S^-1 ; solve S K^T = (P H^T)^T since S is symmetric
+        gain = np.transpose(np.linalg.solve(s_mat, np.transpose(ph, (0, 2, 1))), (0, 2, 1))
     innov = z - mean[:, :4]
-    new_mean = mean + np.einsum("nij,nj->ni", gain, innov)
+    new_mean = mean + (gain @ innov[:, :, None])[:, :, 0]
     new_mean[:, 2:4] = np.maximum(new_mean[:, 2:4], 1.0)
     new_cov = cov - gain @ cov[:, :4, :]
     new_cov = 0.5 * (new_cov + np.transpose(new_cov, (0, 2, 1)))  # keep it symmetric

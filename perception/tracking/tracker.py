@@ -45,6 +45,7 @@ after :meth:`Tracker.reset`.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 
 import numpy as np
@@ -65,6 +66,7 @@ __all__ = ["Tracker", "relabel_instance_map"]
 _TIME_FIELDS = {"pts": "pts_ns", "mono": "t_mono_ns", "wall": "t_wall_ns"}
 _TENT, _CONF, _LOST = int(TrackState.TENTATIVE), int(TrackState.CONFIRMED), int(TrackState.LOST)
 _STATES = tuple(TrackState)  # index -> member, without an enum lookup per reported track
+_LITTLE_ENDIAN = sys.byteorder == "little"
 _MAX_DISTANCE_SQ = 100.0
 """Cap of the squared centre distance (10 box sizes) in the cost: beyond it a pair is far anyway, and
 the cap keeps one absurd prediction from dominating the assignment's total cost."""
@@ -222,6 +224,8 @@ class Tracker:
         self._time_field = _TIME_FIELDS[clock]
         self.kalman_params = kalman_params or kalman.KalmanParams()
         self._next_id = 1
+        self._lut = np.zeros(65536, np.int32)  # scratch: uint16 instance index -> track row + 1
+        self._grid: np.ndarray | None = None  # scratch: the instance map's sample grid
         self.reset()
 
     # ------------------------------------------------------------------ state
@@ -237,11 +241,17 @@ class Tracker:
         self._score = np.zeros(0, np.float64)
         self._mean = np.zeros((0, 8))
         self._cov = np.zeros((0, 8, 8))
-        self._mask_ref = np.zeros((0, 2))  # (cx, cy) of the box when the stored mask was seen; nan = none
+        self._mask_ref = np.zeros((0, 2))  # (cx, cy) of the box when the stored mask was seen
+        self._mask_seen = np.zeros(0, bool)  # whether a track's mask is stored
         self._t_last: int | None = None
-        # previous frame's masks: pixel (y, x) and the track id owning it
-        self._mask_pix = np.zeros((0, 2), np.int64)
-        self._mask_tid = np.zeros(0, np.int64)
+        self._clear_masks()
+
+    def _clear_masks(self) -> None:
+        # the last frame's mask samples (y, x) (full-resolution pixels on the sample grid), and the
+        # row of the track owning each: track rows stay valid until the next update's removals
+        # (blending happens before them)
+        self._mask_pix = np.zeros((0, 2), np.int32)
+        self._mask_row = np.zeros(0, np.intp)
 
     @property
     def num_tracks(self) -> int:
@@ -249,7 +259,7 @@ class Tracker:
         return int(self._ids.size)
 
     def _keep(self, sel: np.ndarray) -> None:
-        for name in ("_ids", "_cls", "_state", "_hits", "_age", "_lost", "_t_hit", "_score", "_mean", "_cov", "_mask_ref"):
+        for name in ("_ids", "_cls", "_state", "_hits", "_age", "_lost", "_t_hit", "_score", "_mean", "_cov", "_mask_ref", "_mask_seen"):
             setattr(self, name, getattr(self, name)[sel])
 
     # ----------------------------------------------------------------- update
@@ -297,11 +307,12 @@ class Tracker:
         self._age = self._age + 1
 
         m = len(instances)
-        det_box = np.array([d.box for d in instances], np.float64).reshape(m, 4)
-        det_score = np.array([d.score for d in instances], np.float64)
-        det_cls = np.array([d.class_id for d in instances], np.int64)
-        det_idx = np.array([d.index for d in instances], np.int64)
-        det_area = np.array([d.area for d in instances], np.int64)
+        # one pass over the detections (integers up to 2**53 survive the float64 round trip)
+        rec = np.array([(*d.box, d.score, d.class_id, d.index, d.area) for d in instances], np.float64)
+        rec = rec.reshape(m, 8)
+        det_box = rec[:, 0:4]
+        det_score = rec[:, 4]
+        det_cls, det_idx, det_area = rec[:, 5:8].astype(np.int64).T
 
         pred_box = kalman.measurements_to_boxes(self._mean) if n else np.zeros((0, 4))
         if self.buffer > 0 or (self.lost_buffer > 0 and self._lost.any()):
@@ -338,7 +349,7 @@ class Tracker:
             if rows.size == 0 or cols.size == 0:
                 return
             # admissibility is decided by the similarity alone; the distance term only ranks
-            sub = np.where(sim[np.ix_(rows, cols)] >= min_iou, cost[np.ix_(rows, cols)], np.inf)
+            sub = np.where(sim.take(rows, 0).take(cols, 1) >= min_iou, cost.take(rows, 0).take(cols, 1), np.inf)
             matches, _, _ = linear_assignment(sub, np.inf)
             r, c = rows[matches[:, 0]], cols[matches[:, 1]]
             det_of_track[r] = c
@@ -366,7 +377,7 @@ class Tracker:
             rows = np.flatnonzero((det_of_track < 0) & ~gone)
             cols = np.flatnonzero(high & (track_of_det < 0))
             if rows.size and cols.size:
-                dist = np.sqrt(cdist2[np.ix_(rows, cols)])
+                dist = np.sqrt(cdist2.take(rows, 0).take(cols, 1))
                 dist[self._cls[rows][:, None] != det_cls[cols][None, :]] = np.inf
                 matches, _, _ = linear_assignment(dist, self.recover_distance)
                 r, c = rows[matches[:, 0]], cols[matches[:, 1]]
@@ -437,35 +448,58 @@ class Tracker:
             self._score = np.concatenate([self._score, det_score[born]])
             self._mean = np.concatenate([self._mean, mean0])
             self._cov = np.concatenate([self._cov, cov0])
-            self._mask_ref = np.concatenate([self._mask_ref, np.full((k, 2), np.nan)])
+            self._mask_ref = np.concatenate([self._mask_ref, np.zeros((k, 2))])
+            self._mask_seen = np.concatenate([self._mask_seen, np.zeros(k, bool)])
             matched_det = np.concatenate([matched_det, born])
 
         if use_masks:
-            self._remember_masks(instance_map, matched_det, det_idx)
+            self._remember_masks(self._sample_grid(instance_map), matched_det, det_idx)
         else:
-            self._mask_pix = np.zeros((0, 2), np.int64)
-            self._mask_tid = np.zeros(0, np.int64)
-            self._mask_ref = np.full((self._ids.size, 2), np.nan)
+            self._clear_masks()
+            self._mask_ref = np.zeros((self._ids.size, 2))
+            self._mask_seen = np.zeros(self._ids.size, bool)
 
         return self._report(matched_det, det_box, det_idx)
 
     # ---------------------------------------------------------------- helpers
+    def _sample_grid(self, instance_map: np.ndarray) -> np.ndarray:
+        """Every ``mask_stride``-th row and column of the map, copied into a reused contiguous buffer.
+
+        One strided pass over the full-resolution map per frame; the masks are remembered from this
+        small grid (``mask_stride**2`` times fewer pixels).
+        """
+        st = self.mask_stride
+        sub = instance_map[::st, ::st]
+        if self._grid is None or self._grid.shape != sub.shape or self._grid.dtype != sub.dtype:
+            self._grid = np.empty(sub.shape, sub.dtype)
+        rows = instance_map[::st]
+        if (
+            st == 4
+            and _LITTLE_ENDIAN
+            and instance_map.dtype == np.uint16
+            and instance_map.shape[1] % 4 == 0
+            and rows.strides[1] == 2
+        ):
+            # every 4th uint16 of a row is the low half of a uint64 read over it: a contiguous
+            # 64-bit read that truncates to uint16 is much faster than a 4-element-stride gather
+            np.copyto(self._grid, rows.view(np.uint64), casting="unsafe")
+        else:
+            np.copyto(self._grid, sub)
+        return self._grid
+
     def _blend_mask_iou(
         self, sim: np.ndarray, instance_map: np.ndarray, det_idx: np.ndarray, det_area: np.ndarray
     ) -> np.ndarray:
-        """Blend motion-compensated mask IoU into ``sim`` for tracks whose last mask is known."""
-        order = np.argsort(self._ids)
-        pos = np.searchsorted(self._ids, self._mask_tid, sorter=order)
-        pos = np.minimum(pos, self._ids.size - 1)
-        rows = order[pos]
-        valid = self._ids[rows] == self._mask_tid  # pixels of tracks that have since been removed drop out
-        if not valid.any():
-            return sim
-        has_mask = np.isfinite(self._mask_ref[:, 0])
-        shifts = self._mean[:, 0:2] - np.nan_to_num(self._mask_ref)
+        """Blend motion-compensated mask IoU into ``sim`` for tracks whose last mask is known.
+
+        The remembered samples are moved by the predicted motion to the pixel (moving them in whole
+        grid cells instead costs ID switches: 22 against 18 on seeds 5-9 of the generated scenes).
+        """
+        has_mask = self._mask_seen
+        shifts = self._mean[:, 0:2] - self._mask_ref
         miou = shifted_mask_iou(
-            self._mask_pix[valid],
-            rows[valid],
+            self._mask_pix,
+            self._mask_row,
             shifts,
             instance_map,
             det_idx,
@@ -473,33 +507,42 @@ class Tracker:
             pixel_weight=float(self.mask_stride**2),
         )
         w = self.mask_weight
-        out = sim.copy()
-        out[has_mask] = (1.0 - w) * sim[has_mask] + w * miou[has_mask]
-        return out
+        return np.where(has_mask[:, None], (1.0 - w) * sim + w * miou, sim)
 
-    def _remember_masks(self, instance_map: np.ndarray, matched_det: np.ndarray, det_idx: np.ndarray) -> None:
-        """Keep this frame's mask pixels of every matched/new track, labelled with the track id."""
-        n = self._ids.size
+    def _remember_masks(self, grid: np.ndarray, matched_det: np.ndarray, det_idx: np.ndarray) -> None:
+        """Keep this frame's mask samples (from the sample grid) of every matched/new track, by track row."""
         has = matched_det >= 0
-        ref = np.full((n, 2), np.nan)
-        ref[has] = self._mean[has, 0:2]  # posterior centre: next frame's shift is the predicted motion
+        ref = self._mean[:, 0:2].copy()  # posterior centre: next frame's shift is the predicted motion
+        ref[~has] = 0.0
         self._mask_ref = ref
-        st = self.mask_stride
-        sub = instance_map[::st, ::st]  # a view: the sample grid
-        flat = sub.ravel() if sub.flags.c_contiguous else sub.reshape(-1)
-        nz = np.flatnonzero(flat)
-        if nz.size == 0 or not has.any():
-            self._mask_pix = np.zeros((0, 2), np.int64)
-            self._mask_tid = np.zeros(0, np.int64)
+        self._mask_seen = has
+        if not has.any():
+            self._clear_masks()
             return
-        vals = flat[nz].astype(np.int64)
-        lut = np.zeros(int(max(vals.max(), det_idx.max(initial=0))) + 1, np.int64)
-        lut[det_idx[matched_det[has]]] = self._ids[has]
-        tid = lut[vals]
-        sel = tid > 0
-        ys, xs = np.divmod(nz[sel], sub.shape[1])
-        self._mask_pix = np.stack([ys * st, xs * st], axis=1)
-        self._mask_tid = tid[sel]
+        rows_has = np.flatnonzero(has)
+        idx = det_idx[matched_det[has]]
+        flat = grid.ravel()
+        nz = np.flatnonzero(flat != 0)  # a boolean scan: much faster than nonzero() on integers
+        vals = flat[nz]
+        # instance index -> track row + 1 (0 = no track): one gather over the masks' samples
+        if grid.dtype == np.uint16:
+            lut = self._lut  # reused, all zero between calls
+            lut[idx] = rows_has + 1
+            row1 = lut.take(vals)
+            lut[idx] = 0
+        else:
+            lut = np.zeros(int(max(vals.max(initial=0), idx.max())) + 1, np.int32)
+            lut[idx] = rows_has + 1
+            row1 = lut[vals]
+        keep = np.flatnonzero(row1 != 0)
+        nz = nz[keep].astype(np.int32)
+        width = np.int32(grid.shape[1])
+        gy = nz // width
+        pix = np.empty((nz.size, 2), np.int32)
+        pix[:, 0] = gy * self.mask_stride
+        pix[:, 1] = (nz - gy * width) * self.mask_stride
+        self._mask_pix = pix
+        self._mask_row = row1[keep].astype(np.intp) - 1
 
     def _report(self, matched_det: np.ndarray, det_box: np.ndarray, det_idx: np.ndarray) -> list[Track]:
         state = self._state
@@ -509,26 +552,37 @@ class Tracker:
             rep |= has & (state == _TENT)
         if self.report_lost:
             rep |= state == _LOST
-        pred = kalman.measurements_to_boxes(self._mean)
-        out: list[Track] = []
-        for r in np.flatnonzero(rep):  # builds the output objects only
-            d = int(matched_det[r])
-            box = det_box[d] if d >= 0 else pred[r]
-            out.append(
-                Track(
-                    track_id=int(self._ids[r]),
-                    instance_index=int(det_idx[d]) if d >= 0 else 0,
-                    class_id=int(self._cls[r]),
-                    score=float(self._score[r]),
-                    box=(float(box[0]), float(box[1]), float(box[2]), float(box[3])),
-                    velocity=(float(self._mean[r, 4]), float(self._mean[r, 5])),
-                    age=int(self._age[r]),
-                    hits=int(self._hits[r]),
-                    state=_STATES[state[r]],
-                    extra={"lost_frames": int(self._lost[r])} if d < 0 else {},
-                )
+        rows = np.flatnonzero(rep)
+        if rows.size == 0:
+            return []
+        d = matched_det[rows]
+        seen = d >= 0
+        boxes = det_box[np.maximum(d, 0)] if det_box.shape[0] else np.zeros((rows.size, 4))
+        if not seen.all():
+            boxes[~seen] = kalman.measurements_to_boxes(self._mean[rows[~seen]])
+        inst = np.where(seen, det_idx[np.maximum(d, 0)] if det_idx.size else 0, 0)
+        lost = self._lost[rows]
+        # plain Python scalars in one conversion per column; builds the output objects only
+        return [
+            Track(
+                track_id=tid, instance_index=ii, class_id=c, score=sc, box=tuple(bx), velocity=(vx, vy),
+                age=ag, hits=hi, state=_STATES[st], extra={} if sn else {"lost_frames": lf},
             )
-        return out
+            for tid, ii, c, sc, bx, vx, vy, ag, hi, st, sn, lf in zip(
+                self._ids[rows].tolist(),
+                inst.tolist(),
+                self._cls[rows].tolist(),
+                self._score[rows].tolist(),
+                boxes.tolist(),
+                self._mean[rows, 4].tolist(),
+                self._mean[rows, 5].tolist(),
+                self._age[rows].tolist(),
+                self._hits[rows].tolist(),
+                state[rows].tolist(),
+                seen.tolist(),
+                lost.tolist(),
+            )
+        ]
 
 
 def relabel_instance_map(instance_map: np.ndarray, tracks: Sequence[Track]) -> np.ndarray:
