@@ -138,6 +138,8 @@ class Pipeline:
                 if self._interrupted or self._check_children(procs, errors, control):
                     return self._finish(summary, procs, stop, errors, control)
                 time.sleep(0.02)
+            # every stage has attached: drop the name so that no kill, however hard, can leak it
+            slots.unlink()
             go.set()
             t_start = time.monotonic()
             total = length if (length and not self.config.source.loop) else None

@@ -5,9 +5,11 @@ layout of arrays (e.g. the full-resolution frame and the network outputs of one 
 is all that crosses a process boundary; which process may touch which slot is decided by the runtime's
 slot protocol (a free-slot queue), not here.
 
-Lifetimes: the creating process owns the segment and unlinks it in :meth:`close` (also on a crash
-through ``with``); attaching processes only close their mapping. Python's resource tracker (shared by
-every process the runtime spawns) removes the segment if the whole process tree is killed.
+Lifetimes: the creating process owns the segment. Once every process that needs it has attached, the
+owner calls :meth:`unlink`: the name disappears from ``/dev/shm`` while the memory stays mapped until
+the last process exits, so nothing can leak even if every process is killed with SIGKILL. Until then,
+:meth:`close` unlinks it (also on a crash, through ``with``), and Python's resource tracker removes it
+if the owner dies.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ class SharedSlots:
         self.descriptor = descriptor
         self._shm = shm
         self._owner = owner
+        self._unlinked = False
         offsets, stride, _ = _layout_offsets(descriptor.layout, descriptor.slots)
         self._views: dict[str, list[np.ndarray]] = {}
         for key, spec in descriptor.layout:
@@ -98,21 +101,31 @@ class SharedSlots:
         """The array ``key`` of slot ``slot`` (a view into shared memory, no copy)."""
         return self._views[key][slot]
 
+    def unlink(self) -> None:
+        """Owner only: remove the segment's name now; the mapped memory lives on until every process
+        has unmapped it. Later :meth:`attach` calls fail. Idempotent."""
+        if not self._owner:
+            raise TransportError("only the process that created shared memory may unlink it")
+        if self._unlinked or self._shm is None:
+            return
+        self._unlinked = True
+        try:
+            self._shm.unlink()
+        except FileNotFoundError:
+            pass
+
     def close(self) -> None:
-        """Drop this process's mapping; the owner also removes the segment."""
+        """Drop this process's mapping; the owner also removes the segment (if not unlinked yet)."""
         if self._shm is None:
             return
+        if self._owner:
+            self.unlink()
         self._views.clear()
         shm, self._shm = self._shm, None
         try:
             shm.close()
         except BufferError:  # a caller still holds a view; the mapping goes with the process
             pass
-        if self._owner:
-            try:
-                shm.unlink()
-            except FileNotFoundError:
-                pass
 
     def __enter__(self) -> "SharedSlots":
         return self

@@ -137,3 +137,10 @@ def receive_all(sub, proc: subprocess.Popen, *, limit: int, timeout_s: float = 9
                 got.append(msg)
             break
     return got
+
+
+def shm_name(stderr_text: str) -> str:
+    """The shared-memory segment a pipeline created (from its -v log)."""
+    m = re.search(r"shared memory (perception_\w+):", stderr_text)
+    assert m, stderr_text
+    return m.group(1)
