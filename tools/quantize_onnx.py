@@ -3,8 +3,8 @@
 
 Calibrates activation ranges on images preprocessed exactly like the runtime (the model card's
 ``Preprocessor``) — CamVid **train** images by default, never the val images used to report — and
-writes ``<out>.onnx`` with a copy of the card (input fixed to the calibrated size, metrics cleared:
-measure them again with ``perception eval``).
+writes ``<out>.onnx`` with a copy of the card (metrics cleared: measure them again with
+``perception eval``).
 
     python tools/quantize_onnx.py engines/camvid_lite0_panoptic.onnx \
         --calib-dir ../shared/data/camvid/train --out engines/camvid_lite0_panoptic_int8.onnx
@@ -18,13 +18,13 @@ import tempfile
 from pathlib import Path
 
 import cv2
-import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from perception.backends.preprocess import Preprocessor  # noqa: E402
 from perception.errors import DataError  # noqa: E402
+from perception.eval.command import parse_size  # noqa: E402
 from perception.modelcard import load_card, save_card  # noqa: E402
 
 
@@ -50,7 +50,8 @@ def main() -> int:
     ap.add_argument("model", type=Path)
     ap.add_argument("--calib-dir", type=Path, default=REPO.parent / "shared" / "data" / "camvid" / "train")
     ap.add_argument("--calib-images", type=int, default=64, help="images used to calibrate (spread over the folder)")
-    ap.add_argument("--input-size", default=None, help="WxH to calibrate and fix the input at (default: the card's)")
+    ap.add_argument("--input-size", type=parse_size, default=None,
+                    help="WxH to calibrate at (default: the card's)")
     ap.add_argument("--method", choices=("minmax", "entropy", "percentile"), default="percentile",
                     help="activation range estimator: percentile clips rare outliers (default), minmax keeps all")
     ap.add_argument("--out", type=Path, required=True)
@@ -60,7 +61,7 @@ def main() -> int:
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     card = load_card(args.model)
-    size = tuple(int(v) for v in args.input_size.lower().split("x")) if args.input_size else card.input_size
+    size = args.input_size or card.input_size
     pre = Preprocessor(card=card, input_size=size)
     files = sorted(p for p in args.calib_dir.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
     if not files:

@@ -67,7 +67,8 @@ def main(args: argparse.Namespace) -> int:
 
     config = build_config(args)
     pipeline = Pipeline(config=config)
-    logging.getLogger(__name__).info("mode %s, source %s, model %s", pipeline.mode, config.source.uri, config.model.path)
+    logging.getLogger(__name__).info("mode %s, source %s, model %s", pipeline.mode, config.source.uri,
+                                     config.model.path)
     summary = pipeline.run()
     if args.json:
         print(json.dumps(summary.__dict__))
@@ -76,7 +77,9 @@ def main(args: argparse.Namespace) -> int:
                if summary.latency_ms_p50 is not None else "")
         c = summary.counters
         drops = sum(c.get(k, 0) for k in ("dropped_capture", "dropped_post", "dropped_publish"))
-        print(f"perception: {'interrupted after ' if summary.interrupted else ''}{summary.frames} frames in {summary.seconds:.1f} s ({summary.fps:.1f} frames/s){lat}; "
+        head = "interrupted after " if summary.interrupted else ""
+        print(f"perception: {head}{summary.frames} frames in {summary.seconds:.1f} s "
+              f"({summary.fps:.1f} frames/s){lat}; "
               f"dropped {drops} (capture {c.get('dropped_capture', 0)}, post {c.get('dropped_post', 0)}, "
               f"publish {c.get('dropped_publish', 0)})"
               + (f"; overlay written to {config.output.overlay}" if config.output.overlay else ""),

@@ -72,7 +72,8 @@ class Pipeline:
     def _layout(self, width: int, height: int) -> dict:
         from perception.backends.base import resolve_input_size
 
-        iw, ih = resolve_input_size(self.card, tuple(self.config.model.input_size) if self.config.model.input_size else None)
+        size = self.config.model.input_size
+        iw, ih = resolve_input_size(self.card, tuple(size) if size else None)
         layout = {"frame": ((height, width, 3), "uint8")}
         for o in self.card.outputs:
             shape = (o.channels, ih // o.stride, iw // o.stride)
@@ -163,7 +164,6 @@ class Pipeline:
                     last_status = now
                     self._status(counters, now - t_start)
                 time.sleep(0.05)
-            self._drain_control(control, errors, summary)
             return self._finish(summary, procs, stop, errors, control, counters=counters)
         finally:
             if progress is not None:
