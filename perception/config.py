@@ -87,6 +87,10 @@ class TrackingConfig(_Section):
     match_iou: float = Field(default=0.3, ge=0, le=1)
     confirm_hits: int = Field(default=2, ge=1)
     max_lost_frames: int = Field(default=30, ge=0)
+    appearance_weight: float = Field(default=0.5, ge=0)
+    """Weight of colour appearance (1 - Bhattacharyya coefficient of colour histograms) in the cost."""
+    appearance_gate: float = Field(default=0.25, ge=0, le=1)
+    """Pairs whose colours agree less than this never match (0 = no veto)."""
 
 
 class PublishConfig(_Section):

@@ -108,7 +108,7 @@ def main() -> int:
             labels = upsample_bilinear(out.semantic_logits, (w, h))
             imap, instances = grouper(out.semantic_logits, out.center_heatmap, out.center_offsets, labels)
             t2 = time.perf_counter()
-            tracks = tracker.update(instances, meta, imap)
+            tracks = tracker.update(instances, meta, imap, img)
             t3 = time.perf_counter()
             t_model, t_group, t_track = t_model + t1 - t0, t_group + t2 - t1, t_track + t3 - t2
 

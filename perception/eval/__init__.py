@@ -17,7 +17,8 @@ _EXPORTS = {
     "confusion_matrix": "metrics", "dice_from_confusion": "metrics", "iou_from_confusion": "metrics",
     "mean_ignore_nan": "metrics", "panoptic_counts": "metrics", "pixel_accuracy": "metrics",
     "SegmentationReport": "segmentation", "evaluate": "segmentation",
-    "FrameMatch": "tracking", "TrackingCounts": "tracking", "evaluate_sequence": "tracking",
+    "FrameMatch": "tracking", "HOTA_ALPHAS": "tracking", "HotaCounts": "tracking", "TrackingCounts": "tracking",
+    "evaluate_sequence": "tracking",
 }
 
 __all__ = sorted(_EXPORTS)

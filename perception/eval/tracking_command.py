@@ -18,6 +18,9 @@ Scoring conventions (stated in the output too):
   object's true mask and the track's (detected) mask >= ``--min-iou`` (0.5), distance ``1 - IoU``;
   it also charges the tracker for detections the simulator jittered below that IoU (about 7 % of
   them at the default jitter).
+* HOTA uses similarity ``1 - distance``: 1 for every allowed pair with ``--match source`` (so LocA
+  is 1 and HOTA is the same at every threshold), the mask IoU (>= ``--min-iou``, else 0) with
+  ``--match iou``.
 
 ``perception eval-tracking`` is registered by :mod:`perception.eval.command`, which calls
 :func:`add_arguments` and :func:`main`.
@@ -96,7 +99,7 @@ def evaluate_seed(
                 width=settings.width,
                 height=settings.height,
             )
-            tracks = tracker.update(det.instances, meta, det.instance_map)
+            tracks = tracker.update(det.instances, meta, det.instance_map, frame.image)
             hyp_map = relabel_instance_map(det.instance_map, tracks)
             gt_ids = np.asarray(det.eligible_ids, np.int64)
             shown = [t for t in tracks if t.instance_index > 0]
@@ -175,7 +178,10 @@ def main(args: argparse.Namespace) -> int:
         out = total.as_dict()
         out.update(
             seeds=[s for s, _ in per_seed],
-            per_seed={str(s): {"idf1": c.idf1, "mota": c.mota, "id_switches": c.id_switches} for s, c in per_seed},
+            per_seed={
+                str(s): {"hota": c.hota, "idf1": c.idf1, "mota": c.mota, "id_switches": c.id_switches}
+                for s, c in per_seed
+            },
             settings={k: getattr(settings, k) for k in settings.__dataclass_fields__},
             tracker=tracker_kwargs,
             seconds=elapsed,
@@ -189,15 +195,19 @@ def main(args: argparse.Namespace) -> int:
         f"@ {settings.fps:g} fps, miss {settings.miss_rate:.0%}, false positives {settings.fp_rate:.0%}, "
         f"match = {how}"
     )
-    print(f"{'seed':>6} {'IDF1':>7} {'MOTA':>7} {'IDsw':>5} {'track-frames':>12} {'GT':>7} {'FP':>6} {'FN':>6}")
+    print(
+        f"{'seed':>6} {'HOTA':>7} {'IDF1':>7} {'MOTA':>7} {'IDsw':>5} {'track-frames':>12} {'GT':>7} "
+        f"{'FP':>6} {'FN':>6}"
+    )
     for s, c in per_seed + [("all", total)]:
         print(
-            f"{s!s:>6} {c.idf1:7.4f} {c.mota:7.4f} {c.id_switches:5d} {c.num_hyp:12d} {c.num_gt:7d} "
+            f"{s!s:>6} {c.hota:7.4f} {c.idf1:7.4f} {c.mota:7.4f} {c.id_switches:5d} {c.num_hyp:12d} {c.num_gt:7d} "
             f"{c.false_positives:6d} {c.misses:6d}"
         )
     print(
         f"ID switches per 1000 track-frames: {total.switches_per_1000_track_frames:.3f}; "
-        f"MOTP (1 - IoU): {total.motp:.4f}; {elapsed:.1f} s"
+        f"MOTP (1 - IoU): {total.motp:.4f}; DetA {total.deta:.4f}, AssA {total.assa:.4f}, LocA {total.loca:.4f} "
+        f"(HOTA's, means over its 19 thresholds); {elapsed:.1f} s"
     )
     return 0
 

@@ -117,7 +117,13 @@ class PostProcessor:
             refine_classes=tuple(config["postprocess"]["refine_classes"]),
             panoptic=config["postprocess"]["panoptic"],
             tracker_kwargs=(
-                {k: t[k] for k in ("high_score", "low_score", "match_iou", "confirm_hits", "max_lost_frames")}
+                {
+                    k: t[k]
+                    for k in (
+                        "high_score", "low_score", "match_iou", "confirm_hits", "max_lost_frames",
+                        "appearance_weight", "appearance_gate",
+                    )
+                }
                 if t["enabled"]
                 else None
             ),
@@ -196,7 +202,8 @@ class PostProcessor:
             if tracker is not None:
                 from perception.tracking.tracker import relabel_instance_map
 
-                tracks = tracker.update(instances, meta, instance_map)
+                # the frame gives the tracker colour appearance (images are BGR uint8[H, W, 3])
+                tracks = tracker.update(instances, meta, instance_map, frame if frame.ndim == 3 else None)
                 instance_map = relabel_instance_map(instance_map, tracks)
                 timings_ms["tracking"] = (time.perf_counter() - t2) * 1e3
         timings_ms["post"] = (time.perf_counter() - t0) * 1e3

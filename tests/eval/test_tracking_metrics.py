@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from perception.eval.tracking import FrameMatch, TrackingCounts, evaluate_sequence, iou_distance
+from perception.eval.tracking import FrameMatch, HotaCounts, TrackingCounts, evaluate_sequence, iou_distance
 from perception.eval.tracking_command import SimSettings, evaluate_seed
 
 nan = np.nan
@@ -42,6 +42,7 @@ def test_counts_add_up_and_iou_distance():
     b = TrackingCounts(num_gt=5, num_hyp=5, idtp=5)
     s = a + b
     assert (s.num_gt, s.num_hyp, s.idtp, s.id_switches) == (15, 14, 13, 1)
+    assert s.hota_counts == HotaCounts()  # HOTA sums pool too (tests/eval/test_hota.py)
     np.testing.assert_allclose(iou_distance(np.array([[0.7, 0.4]])), [[0.3, nan]])
 
 

@@ -1,0 +1,127 @@
+"""Colour appearance: histogram embeddings, Bhattacharyya similarity, and what they change in the tracker."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from perception.errors import DataError
+from perception.tracking import Tracker
+from perception.tracking.appearance import blend_embeddings, colour_embeddings, similarity
+from perception.types import FrameMeta, Instance
+
+RED, BLUE, GREY = (0, 0, 220), (220, 0, 0), (100, 100, 100)
+
+
+def _scene(rects, size=(480, 640)):
+    """Instance map and BGR image with filled rectangles ``(id, (x0, y0, x1, y1), colour)``."""
+    imap = np.zeros(size, np.uint16)
+    img = np.full((*size, 3), GREY, np.uint8)
+    for k, (x0, y0, x1, y1), colour in rects:
+        imap[y0:y1, x0:x1] = k
+        img[y0:y1, x0:x1] = colour
+    return imap, img
+
+
+def test_same_colours_give_one_and_disjoint_colours_zero():
+    imap, img = _scene([(1, (40, 40, 120, 120), RED), (2, (200, 40, 280, 120), BLUE), (3, (300, 200, 340, 260), RED)])
+    emb, ok = colour_embeddings(imap[::4, ::4], img, [1, 2, 3], stride=4)
+    assert ok.all() and emb.shape == (3, 216) and emb.dtype == np.float32
+    np.testing.assert_allclose((emb**2).sum(axis=1), 1.0, rtol=1e-6)  # roots of normalised histograms
+    s = similarity(emb, emb)
+    np.testing.assert_allclose(s, [[1, 0, 1], [0, 1, 0], [1, 0, 1]], atol=1e-6)
+
+
+def test_outline_samples_are_left_out_unless_the_instance_is_thin():
+    # a red square whose mask is one grid step too wide on every side (a detector's mask a few pixels
+    # off): the ring of grey it covers must not count; a thin red bar has no inside samples at all
+    imap, img = _scene([(2, (200, 40, 204, 140), RED)])
+    imap[36:124, 36:124] = 1
+    img[40:120, 40:120] = RED
+    emb, ok = colour_embeddings(imap[::4, ::4], img, [1, 2], stride=4)
+    assert ok.all()
+    red, _ = colour_embeddings(*(lambda m, i: (m[::4, ::4], i))(*_scene([(1, (40, 40, 120, 120), RED)])), [1], stride=4)
+    assert similarity(emb[:1], red)[0, 0] == pytest.approx(1.0, abs=1e-6)
+    assert similarity(emb[1:], red)[0, 0] == pytest.approx(1.0, abs=1e-6)  # the bar: all its samples
+
+
+def test_too_few_samples_give_no_embedding_and_stride_reads_the_right_pixels():
+    imap, img = _scene([(1, (40, 40, 48, 48), RED), (2, (100, 100, 180, 180), GREY)])
+    # colour only the sampled pixels of instance 2 blue: with stride 4 it must look blue
+    img[100:180:4, 100:180:4] = BLUE
+    emb, ok = colour_embeddings(imap[::4, ::4], img, [1, 2, 7], stride=4, min_samples=8)
+    assert ok.tolist() == [False, True, False]  # 4 samples; absent id
+    assert not emb[0].any() and not emb[2].any()
+    blue, _ = colour_embeddings(*(lambda m, i: (m[::4, ::4], i))(*_scene([(1, (0, 0, 64, 64), BLUE)])), [1], stride=4)
+    assert similarity(emb[1:2], blue)[0, 0] == pytest.approx(1.0, abs=1e-6)
+
+
+def test_bad_inputs_raise_data_error():
+    imap, img = _scene([(1, (40, 40, 120, 120), RED)])
+    with pytest.raises(DataError, match="does not give the grid"):
+        colour_embeddings(imap[::4, ::4], img[:-8], [1], stride=4)
+    with pytest.raises(DataError, match="uint8"):
+        colour_embeddings(imap[::4, ::4], img.astype(np.float32), [1], stride=4)
+    with pytest.raises(DataError, match="bins"):
+        colour_embeddings(imap[::4, ::4], img, [1], stride=4, bins=1)
+
+
+def test_blend_averages_histograms_and_keeps_them_normalised():
+    imap, img = _scene([(1, (40, 40, 120, 120), RED), (2, (200, 40, 280, 120), BLUE)])
+    emb, _ = colour_embeddings(imap[::4, ::4], img, [1, 2], stride=4)
+    out = blend_embeddings(emb[:1], emb[1:], 0.75)
+    np.testing.assert_allclose((out**2).sum(), 1.0, rtol=1e-6)
+    assert similarity(out, emb).ravel() == pytest.approx([np.sqrt(0.75), np.sqrt(0.25)], abs=1e-6)
+    np.testing.assert_array_equal(blend_embeddings(emb[:1], emb[1:], 0.0), emb[1:])
+    assert emb[0].max() > 0  # inputs untouched
+
+
+def _inst(k: int, box) -> Instance:
+    x0, y0, x1, y1 = box
+    return Instance(index=k, class_id=9, score=0.9, box=tuple(map(float, box)), area=(x1 - x0) * (y1 - y0),
+                    centroid=((x0 + x1) / 2, (y0 + y1) / 2))
+
+
+def _swap_ids(**kwargs) -> tuple[int, int, int, int]:
+    """Two people of one class stand side by side for 5 frames, then take each other's places (as a
+    crossing seen at a low frame rate does). Returns the red and blue ids before and after."""
+    left, right = (100, 100, 180, 160), (140, 100, 220, 160)  # box IoU 1/3: both pairs admissible
+    tr = Tracker(**kwargs)
+    for i in range(6):
+        red_box, blue_box = (left, right) if i < 5 else (right, left)
+        imap, img = _scene([(1, red_box, RED), (2, blue_box, BLUE)])
+        t = round(i / 15 * 1e9)
+        meta = FrameMeta(seq=i, camera_id="t", frame_index=i, t_mono_ns=t, t_wall_ns=t, pts_ns=t, width=640, height=480)
+        ids = {tk.instance_index: tk.track_id for tk in tr.update([_inst(1, red_box), _inst(2, blue_box)], meta, imap, img)}
+        if i == 4:
+            before = ids[1], ids[2]
+    return (*before, ids[1], ids[2])
+
+
+def test_colours_keep_ids_when_objects_swap_places():
+    red0, blue0, red1, blue1 = _swap_ids()
+    assert (red1, blue1) == (red0, blue0)
+
+
+def test_without_appearance_ids_follow_positions():
+    # the same frames with colour switched off: the boxes alone hand each id to the other person,
+    # which is what the test above guards against
+    red0, blue0, red1, blue1 = _swap_ids(appearance_weight=0.0, appearance_gate=0.0)
+    assert (red1, blue1) == (blue0, red0)
+
+
+def test_tracker_rejects_an_image_of_another_size():
+    imap, img = _scene([(1, (40, 40, 120, 120), RED)])
+    meta = FrameMeta(seq=0, camera_id="t", frame_index=0, t_mono_ns=0, t_wall_ns=0, pts_ns=0, width=640, height=480)
+    with pytest.raises(DataError, match="differ in size"):
+        Tracker().update([_inst(1, (40, 40, 120, 120))], meta, imap, img[:240])
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"appearance_weight": -1}, {"appearance_gate": 1.5}, {"appearance_bins": 1}, {"appearance_momentum": 1.0}]
+)
+def test_bad_appearance_settings_raise_config_error(kwargs):
+    from perception.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="appearance"):
+        Tracker(**kwargs)
