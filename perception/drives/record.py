@@ -322,7 +322,8 @@ def record(
     Args:
         subscriber: a :class:`~perception.transport.subscriber.Subscriber` (``recv(timeout_s)``, ``classes``).
         recorder: where to write (None: only the sinks, e.g. a live viewer).
-        max_frames: stop after this many messages (None: until the idle timeout or Ctrl-C).
+        max_frames: stop after this many messages (None: until the stream ends, the idle timeout or
+            Ctrl-C).
         idle_timeout_s: stop when no message arrives for this long (None: wait forever).
         progress: show a tqdm bar on stderr (frames, frames/s, and an ETA when ``max_frames`` is given).
         sinks: objects with ``log(msg, classes)`` (e.g. :class:`perception.viewers.rerun_sink.RerunSink`).
@@ -346,6 +347,9 @@ def record(
                 log.warning("skipping a malformed message: %s", exc)
                 continue
             if msg is None:
+                if subscriber.end is not None:  # the publisher's end-of-stream message arrived
+                    log.info("stream ended (%s) after seq %d", subscriber.end.reason, subscriber.end.last_seq)
+                    break
                 if idle_timeout_s is not None and time.monotonic() - last_msg >= idle_timeout_s:
                     break
                 continue

@@ -222,6 +222,10 @@ class PostProcessor:
     def stage_means(self) -> dict[str, float]:
         return {k: v / self._n for k, v in self._sums.items()} if self._n else {}
 
+    def end_stream(self, reason: str, *, timeout_s: float) -> bool:
+        """Send the end-of-stream message (see :meth:`Publisher.end_stream`)."""
+        return self.publisher.end_stream(reason=reason, timeout_s=timeout_s)
+
     def close(self) -> None:
         for ov in self._overlays.values():
             ov.close()

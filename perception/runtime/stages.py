@@ -300,11 +300,13 @@ def postprocess_main(ctx: StageContext) -> None:
         latencies: deque[float] = deque(maxlen=100_000)
         t_first = t_last = None
         pending: deque = deque()
+        ending = "stopped"
         while True:
             item = pending.popleft() if pending else _get(ctx.inbox, ctx.stop)
             if item is None:
                 break
             if item == EOS:
+                ending = "end"
                 break
             if latest:  # skip to the newest inferred frame; older ones are stale
                 while True:
@@ -334,6 +336,9 @@ def postprocess_main(ctx: StageContext) -> None:
             ctx.counters[Counter.PUBLISHED] += 1
             if not sent:
                 ctx.counters[Counter.DROPPED_PUBLISH] += 1
+        # subscribers learn the last seq (a dropped final message shows) and why the stream ended;
+        # an interrupted run does not wait long for slow subscribers
+        post.end_stream(ending, timeout_s=1.0 if ending == "end" else 0.2)
         lat = np.asarray(latencies) if latencies else np.zeros(0)
         ctx.control.put(("summary", "postprocess", {
             "frames": len(latencies),

@@ -10,6 +10,7 @@ from perception.transport.wire import (
     LabelMessage,
     MessageDecoder,
     MessageEncoder,
+    StreamEnd,
     TrackRecord,
     classes_version,
 )
@@ -25,6 +26,7 @@ __all__ = [
     "PublisherStats",
     "SharedSlots",
     "SlotsDescriptor",
+    "StreamEnd",
     "Subscriber",
     "TrackRecord",
     "classes_version",

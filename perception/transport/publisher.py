@@ -13,6 +13,10 @@ gaps). Viewers that may stall should use ``latest_only`` subscribers, which drai
 
 XPUB also reports subscriptions: the class table (``<topic>/classes``) is sent when a subscriber
 joins, at start, and then every ``classes_interval_s`` so late joiners always get it.
+
+When a stream ends, :meth:`Publisher.end_stream` sends one end-of-stream message (``<topic>/end``)
+with the ``seq`` of the last label message: a subscriber can then tell that the *last* messages of a
+replay were dropped, which a gap in ``seq`` cannot show.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import zmq
 from perception.errors import TransportError
 from perception.transport.wire import (
     CLASSES_SUFFIX,
+    END_SUFFIX,
     Encoding,
     MessageEncoder,
     PreviewMode,
@@ -124,6 +129,7 @@ class Publisher:
         self.topic = _topic_ok(topic)
         self._topic_b = topic.encode()
         self._classes_topic_b = (topic + CLASSES_SUFFIX).encode()
+        self._end_topic_b = (topic + END_SUFFIX).encode()
         self.classes: tuple[ClassInfo, ...] = tuple(classes)
         self.classes_version = classes_version(self.classes)
         self._encoder = MessageEncoder(
@@ -288,6 +294,45 @@ class Publisher:
         self._sent += 1
         self._bytes += sum(f.nbytes if isinstance(f, np.ndarray) else len(f) for f in frames)
         return True
+
+    def end_stream(self, *, reason: str = "end", timeout_s: float = 1.0) -> bool:
+        """Send the end-of-stream message: the last ``seq``, the sent and dropped counts, and why.
+
+        Unlike :meth:`publish` this waits (up to ``timeout_s``) while a subscriber's queue is full, so
+        that a subscriber still reading gets it after every message queued before it; the bound keeps
+        a stalled subscriber from holding up the shutdown.
+
+        Args:
+            reason: ``"end"`` (the input ended) or ``"stopped"`` (interrupted or failed).
+            timeout_s: how long to retry while a subscriber queue is full.
+
+        Returns:
+            True when the message was queued, False when the timeout passed first.
+        """
+        self._check_open()
+        self._poll_subscriptions()
+        frames = [
+            self._end_topic_b,
+            self._encoder.encode_end(
+                last_seq=self._seq - 1,
+                published=self._sent,
+                dropped=self._dropped,
+                reason=reason,
+                t_publish_wall_ns=time.time_ns(),
+            ),
+        ]
+        deadline = time.monotonic() + max(0.0, float(timeout_s))
+        while True:
+            try:
+                self._sock.send_multipart(frames, flags=zmq.NOBLOCK)
+                return True
+            except zmq.Again:
+                if time.monotonic() >= deadline:
+                    log.warning("end-of-stream message not sent within %.1f s: a subscriber's queue stayed full", timeout_s)
+                    return False
+                time.sleep(0.005)
+            except zmq.ZMQError as exc:
+                raise TransportError(f"publishing on {self.endpoint} failed: {exc.strerror}") from exc
 
     # --- raw buffer pool --------------------------------------------------------------------
     def _pooled_copy(self, arr: np.ndarray) -> np.ndarray:

@@ -19,6 +19,8 @@ from perception.errors import TransportError
 from perception.transport.publisher import DEFAULT_ADDRESS, DEFAULT_TOPIC, _topic_ok
 from perception.transport.wire import (
     CLASSES_SUFFIX,
+    END_SUFFIX,
+    StreamEnd,
     ClassTable,
     LabelMessage,
     MessageDecoder,
@@ -55,6 +57,7 @@ class Subscriber:
         self.latest_only = bool(latest_only)
         self._topic_b = topic.encode()
         self._classes_topic_b = (topic + CLASSES_SUFFIX).encode()
+        self._end_topic_b = (topic + END_SUFFIX).encode()
         self._decoder = MessageDecoder()
         self._table: ClassTable | None = None
         self._last: tuple[int, int] | None = None  # (session, seq)
@@ -66,6 +69,9 @@ class Subscriber:
         """Label messages received (skipped ones included)."""
         self.restarts = 0
         """Times the publisher's session id changed or its sequence went backwards."""
+        self.end: StreamEnd | None = None
+        """The publisher's end-of-stream message, once received (then :meth:`recv` returns None at
+        once and iteration stops)."""
         self._closed = False
         self._ctx = zmq.Context(io_threads=1)
         sock = self._ctx.socket(zmq.SUB)
@@ -121,6 +127,9 @@ class Subscriber:
         if topic == self._classes_topic_b:
             self._table = self._decoder.decode_classes(frames[1:])
             return None
+        if topic == self._end_topic_b:
+            self.end = self._decoder.decode_end(frames[1:])
+            return None
         if topic != self._topic_b:
             return None  # another topic sharing our prefix
         if len(frames) < 2:
@@ -136,7 +145,8 @@ class Subscriber:
             timeout_s: seconds to wait; None waits forever, 0 does not wait.
 
         Returns:
-            The message, or None when the timeout passed without one.
+            The message, or None when the timeout passed without one or the stream has ended
+            (:attr:`end` is then set).
 
         Raises:
             TransportError: the message is malformed (the subscriber stays usable), or the socket failed.
@@ -145,6 +155,8 @@ class Subscriber:
             raise TransportError(f"subscriber on {self.address} is closed")
         deadline = None if timeout_s is None else time.monotonic() + max(0.0, float(timeout_s))
         while True:
+            if self.end is not None:
+                return None
             if deadline is None:
                 wait_ms = -1
             else:
@@ -176,11 +188,22 @@ class Subscriber:
                 newest = got
 
     def __iter__(self) -> Iterator[LabelMessage]:
-        """Yield messages forever (until :meth:`close` or Ctrl-C)."""
-        while not self._closed:
+        """Yield messages until the stream ends (end-of-stream message), :meth:`close` or Ctrl-C."""
+        while not self._closed and self.end is None:
             msg = self.recv(None)
             if msg is not None:
                 yield msg
+
+    @property
+    def missing_at_end(self) -> int | None:
+        """Label messages lost after the last one received, known once :attr:`end` arrived (else
+        None): the gap that ``seq`` alone cannot show. ``gaps + missing_at_end`` is every message of
+        the stream this subscriber did not get (when it was connected from the start)."""
+        if self.end is None:
+            return None
+        if self._last is None or self._last[0] != self.end.session:
+            return self.end.last_seq + 1
+        return max(0, self.end.last_seq - self._last[1])
 
     # --- lifetime ---------------------------------------------------------------------------
     def close(self) -> None:

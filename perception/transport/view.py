@@ -119,6 +119,15 @@ def run_view(args: argparse.Namespace) -> int:
         try:
             while args.max_frames is None or frames < args.max_frames:
                 msg = sub.recv(args.timeout)
+                if msg is None and sub.end is not None:
+                    e = sub.end
+                    print(
+                        f"view: stream ended ({e.reason}): the publisher sent {e.published} and dropped "
+                        f"{e.dropped} of {e.last_seq + 1} frames; {sub.missing_at_end} missing after the last "
+                        "one received here",
+                        flush=True,
+                    )
+                    break
                 if msg is None:
                     print(
                         f"view: no message on {args.connect} topic {args.topic!r} for {args.timeout:g} s; "
@@ -196,5 +205,6 @@ def run_view(args: argparse.Namespace) -> int:
                 writer.release()
             if show:
                 cv2.destroyAllWindows()
-    print(f"view: {frames} frames received, {sub.gaps} missing, {sub.skipped} skipped", flush=True)
+    missing = sub.gaps + (sub.missing_at_end or 0)
+    print(f"view: {frames} frames received, {missing} missing, {sub.skipped} skipped", flush=True)
     return 0

@@ -34,11 +34,13 @@ from perception.types import ClassInfo, FrameMeta, Instance, Track, TrackState
 
 SCHEMA_MAJOR = 1
 """Bumped only for changes an old decoder cannot survive; decoders refuse a newer major."""
-SCHEMA_MINOR = 0
+SCHEMA_MINOR = 1
 """Bumped when fields are appended (old decoders ignore them)."""
 
 CLASSES_SUFFIX = "/classes"
 """Suffix of the topic that carries the class table."""
+END_SUFFIX = "/end"
+"""Suffix of the topic that carries the end-of-stream message (schema 1.1)."""
 
 Encoding = Literal["raw", "zstd", "lz4"]
 PreviewMode = Literal["none", "jpeg"]
@@ -89,6 +91,22 @@ class ClassTable:
     version: str
     classes: tuple[ClassInfo, ...]
     session: int
+    t_publish_wall_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEnd:
+    """A decoded end-of-stream message: the publisher's last word on a stream that ended."""
+
+    session: int
+    last_seq: int
+    """``seq`` of the last label message the publisher tried to send (-1: none)."""
+    published: int
+    """Label messages the publisher sent (accepted by its socket)."""
+    dropped: int
+    """Label messages it dropped because a subscriber's queue was full."""
+    reason: str
+    """``"end"`` (the input ended) or ``"stopped"`` (Ctrl-C, SIGTERM, a failed stage)."""
     t_publish_wall_ns: int
 
 
@@ -383,6 +401,26 @@ class MessageEncoder:
         )
 
 
+    def encode_end(
+        self, *, last_seq: int, published: int, dropped: int, reason: str, t_publish_wall_ns: int
+    ) -> bytes:
+        """The header frame of an end-of-stream message (the topic frame is the caller's)."""
+        return msgpack.packb(
+            {
+                "v": SCHEMA_MAJOR,
+                "vmin": SCHEMA_MINOR,
+                "kind": "end",
+                "sid": self.session,
+                "t_pub_wall": int(t_publish_wall_ns),
+                "last_seq": int(last_seq),
+                "published": int(published),
+                "dropped": int(dropped),
+                "reason": str(reason),
+            },
+            use_bin_type=True,
+        )
+
+
 def _nbytes(buf: Any) -> int:
     return int(buf.nbytes) if isinstance(buf, np.ndarray) else len(buf)
 
@@ -630,6 +668,23 @@ class MessageDecoder:
             preview=decoded.get("preview"),
             tracks=tracks,
             header=header,
+        )
+
+    def decode_end(self, frames: Sequence[Any]) -> StreamEnd:
+        """``[header]`` of an end-of-stream message -> :class:`StreamEnd`."""
+        if len(frames) < 1:
+            raise TransportError("malformed message: end-of-stream message has no header frame")
+        header = unpack_header(frames[0])
+        kind = header.get("kind", "end")
+        if kind != "end":
+            raise TransportError(f"malformed message: expected kind 'end' on the end topic, got {kind!r}")
+        return StreamEnd(
+            session=_get(header, "sid", int, 0),
+            last_seq=_get(header, "last_seq", int),
+            published=_get(header, "published", int, 0),
+            dropped=_get(header, "dropped", int, 0),
+            reason=_get(header, "reason", str, "end"),
+            t_publish_wall_ns=_get(header, "t_pub_wall", int, 0),
         )
 
     def decode_classes(self, frames: Sequence[Any]) -> ClassTable:

@@ -142,3 +142,19 @@ def test_record_command_without_a_publisher_times_out_with_status_1(tmp_path):
     assert res.returncode == 1 and "no message arrived" in res.stderr
     with pytest.raises(SourceError, match="no image topics"):  # a valid, empty MCAP
         DriveSource(out)
+
+
+def test_record_stops_at_the_end_of_the_stream_without_waiting_for_the_idle_timeout(tmp_path, images):
+    port = free_port()
+    with Publisher(address=f"tcp://127.0.0.1:{port}", classes=CLASSES) as pub, \
+            Subscriber(address=f"tcp://127.0.0.1:{port}") as sub, \
+            McapRecorder(tmp_path / "end.mcap") as rec:
+        pub.wait_for_subscribers(1, timeout_s=10)
+        for i in range(3):
+            h, w = images[i].shape[:2]
+            assert pub.publish(meta=_meta(i, images[i]), labels=make_labels(i, w, h))
+        assert pub.end_stream()
+        t0 = time.monotonic()
+        record(subscriber=sub, recorder=rec, max_frames=None, idle_timeout_s=60, progress=False)
+        assert time.monotonic() - t0 < 30  # returned at the end message, not after the 60 s idle timeout
+        assert rec.stats.frames == 3

@@ -51,10 +51,13 @@ def test_replay_delivers_every_frame_in_order(tmp_path, model):
         proc = start_pipeline(cfg, "--json")
         try:
             msgs = receive_all(sub, proc, limit=24, timeout_s=60)
+            assert sub.recv(timeout_s=30) is None  # the end-of-stream message follows the last frame
             out, err = proc.communicate(timeout=60)
         finally:
             kill_tree(proc)
     assert proc.returncode == 0, err
+    assert sub.end is not None and sub.end.reason == "end", err
+    assert (sub.end.last_seq, sub.end.published, sub.missing_at_end) == (msgs[-1].seq, 24, 0)
     assert [m.frame_seq for m in msgs] == list(range(24))
     assert [m.seq for m in msgs] == list(range(msgs[0].seq, msgs[0].seq + 24))
     for m in msgs:
