@@ -1,7 +1,7 @@
 """``perception build-engine``: build a self-describing TensorRT engine from an ONNX model, offline.
 
 The engine lands in the engine cache (``--cache-dir``, default ``$PERCEPTION_ENGINE_CACHE`` or
-``engines/cache``) under the key the runtime looks for, so a later ``perception run`` with the same
+``~/.cache/perception/engines``) under the key the runtime looks for, so a later ``perception run`` with the same
 model, precision and size finds it; or at ``--out``. Heavy imports (tensorrt, torch, cv2) happen in
 the handler only, so ``--help`` works on any machine.
 """
@@ -101,7 +101,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     out = p.add_argument_group("output")
     out.add_argument("--out", type=Path, metavar="ENGINE", help="write the engine file here instead of the cache")
     out.add_argument("--cache-dir", type=Path, metavar="DIR",
-                     help="engine cache folder (default $PERCEPTION_ENGINE_CACHE or engines/cache)")
+                     help="engine cache folder (default $PERCEPTION_ENGINE_CACHE or ~/.cache/perception/engines)")
     out.add_argument("--force", action="store_true", help="rebuild even if a matching engine exists")
     p.set_defaults(func=main)
 

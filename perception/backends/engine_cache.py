@@ -54,8 +54,8 @@ length field means a corrupt or foreign file, and refusing it avoids reading gig
 ENGINE_SUFFIX = ".engine"
 
 CACHE_ENV_VAR = "PERCEPTION_ENGINE_CACHE"
-DEFAULT_CACHE_DIR = Path("engines") / "cache"
-"""Relative to the current working directory (git-ignored in this repository)."""
+DEFAULT_CACHE_SUBDIR = Path("perception") / "engines"
+"""Under the user's cache folder (XDG): see :func:`default_cache_dir`."""
 
 KEY_FIELDS: tuple[str, ...] = (
     "card",
@@ -81,9 +81,15 @@ accepts whatever precision, shapes and options it was built with)."""
 
 
 def default_cache_dir() -> Path:
-    """``$PERCEPTION_ENGINE_CACHE`` if set and non-empty, else ``engines/cache`` (relative to the cwd)."""
+    """``$PERCEPTION_ENGINE_CACHE`` if set and non-empty, else ``$XDG_CACHE_HOME/perception/engines``
+    (``~/.cache/perception/engines`` when ``XDG_CACHE_HOME`` is unset): the same folder whatever the
+    working directory, so a run started elsewhere finds the engines built before."""
     env = os.environ.get(CACHE_ENV_VAR, "").strip()
-    return Path(env) if env else DEFAULT_CACHE_DIR
+    if env:
+        return Path(env)
+    xdg = os.environ.get("XDG_CACHE_HOME", "").strip()
+    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".cache"
+    return base / DEFAULT_CACHE_SUBDIR
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -568,7 +574,7 @@ def plain_json(value: Any) -> Any:
 
 __all__ = [
     "CACHE_ENV_VAR",
-    "DEFAULT_CACHE_DIR",
+    "DEFAULT_CACHE_SUBDIR",
     "ENVIRONMENT_FIELDS",
     "KEY_FIELDS",
     "MAGIC",

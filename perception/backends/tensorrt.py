@@ -219,7 +219,7 @@ class TensorRTBackend:
     Args:
         model_path: the ``.onnx`` file (hashed to find its engine; built from on a cache miss).
         card: its model card (the engine's tensors are checked against it).
-        engine_cache_dir: cache folder; ``None`` = ``$PERCEPTION_ENGINE_CACHE`` or ``engines/cache``.
+        engine_cache_dir: cache folder; ``None`` = ``$PERCEPTION_ENGINE_CACHE`` or ``~/.cache/perception/engines``.
         precision: ``fp32``, ``fp16`` (default: usually much faster than FP32 on tensor-core
             GPUs, with labels expected to agree with FP32 on >= 99.5 % of pixels) or ``int8``
             (faster again; needs calibration data in ``build_options``; a small accuracy cost).

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import struct
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -257,8 +258,12 @@ def test_explain_miss_names_what_differs(tmp_path):
 
 def test_default_cache_dir(monkeypatch, tmp_path):
     monkeypatch.delenv("PERCEPTION_ENGINE_CACHE", raising=False)
-    assert default_cache_dir().as_posix() == "engines/cache"
-    assert EngineCache().directory.as_posix() == "engines/cache"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert default_cache_dir() == tmp_path / "xdg" / "perception" / "engines"
+    assert EngineCache().directory == default_cache_dir()
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.chdir(tmp_path)  # not relative to the working directory
+    assert default_cache_dir() == Path.home() / ".cache" / "perception" / "engines"
     monkeypatch.setenv("PERCEPTION_ENGINE_CACHE", str(tmp_path))
     assert default_cache_dir() == tmp_path
 
