@@ -18,6 +18,8 @@ colours. It is a cue to rank and veto candidate pairs, never the only evidence f
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from perception.errors import DataError
@@ -79,47 +81,85 @@ def colour_embeddings(
         return np.zeros((0, cells), np.float32), np.zeros(0, bool)
     flat = grid_ids.ravel()
     # a boolean scan: much faster than nonzero() on integers
-    nz = np.flatnonzero(flat != 0) if nonzero is None else np.asarray(nonzero, np.intp)
+    nz = (flat != 0).nonzero()[0] if nonzero is None else np.asarray(nonzero, np.intp)
     vals = flat.take(nz)
-    gy = nz // w
-    gx = nz - gy * w
-    # inside samples: not on the grid's border and all four neighbours carry the same id (the
-    # clipped neighbours of border samples are discarded by the border test)
-    inner = (gy - 1).astype(np.uintp) < h - 2  # one unsigned comparison tests both ends
-    inner &= (gx - 1).astype(np.uintp) < w - 2
-    for off in (-1, 1, -w, w):
-        inner &= flat.take(nz + off, mode="clip") == vals
-    # colours of the samples only (no copy of the image or of its grid)
-    if image.flags.c_contiguous:
-        pix = image.reshape(-1, 3).take(nz * stride + gy * (stride * (image.shape[1] - w)), axis=0)
-    else:
-        pix = image[gy * stride, gx * stride]
-    q = (pix.astype(np.uint16) * bins) >> 8  # level of each channel, 0..bins-1
-    cell = (q[:, 0].astype(np.int64) * bins + q[:, 1]) * bins + q[:, 2]
-    row_of_id = np.full(int(max(ids.max(), vals.max(initial=0))) + 1, m, np.int64)
+    inner = _inside_samples(grid_ids).take(nz)
+    # result row of each sample (m: an id not asked for; ids above the largest asked for clip to the
+    # last entry, which is m)
+    row_of_id = np.full(int(ids.max()) + 2, m, np.int64)
     row_of_id[ids] = np.arange(m)
-    key = row_of_id.take(vals) * cells + cell
-    size = (m + 1) * cells
-    hist = np.bincount(key[inner], minlength=size)[: m * cells].reshape(m, cells)
-    counts = hist.sum(axis=1)
+    row = row_of_id.take(vals, mode="clip")
     need = max(int(min_samples), 1)
-    few = np.flatnonzero(counts < need)
-    if few.size:
-        every = np.bincount(key, minlength=size)[: m * cells].reshape(m, cells)
-        hist[few] = every[few]
-        counts[few] = every[few].sum(axis=1)
+    # the samples used: the inside ones, and all those of instances with too few inside samples
+    every_sample = np.bincount(row[inner], minlength=m + 1) < need
+    every_sample[m] = False  # (samples of other ids land in row m, which is dropped)
+    used = (inner | every_sample.take(row)).nonzero()[0]
+    # colours of the used samples only (no copy of the image or of its grid)
+    at = nz.take(used)
+    gy = at // w
+    if image.flags.c_contiguous:
+        pix = image.reshape(-1, 3).take(at * stride + gy * (stride * (image.shape[1] - w)), axis=0)
+    else:
+        pix = image[gy * stride, (at - gy * w) * stride]
+    # histogram cell of each sample (one lookup per channel), then one bincount over row x cell
+    lut_0, lut_1, lut_2 = _cell_tables(bins)
+    key = row.take(used)
+    key *= cells
+    key += lut_0.take(pix[:, 0])
+    key += lut_1.take(pix[:, 1])
+    key += lut_2.take(pix[:, 2])
+    hist = np.bincount(key, minlength=(m + 1) * cells)[: m * cells].reshape(m, cells)
+    counts = hist.sum(axis=1)
     valid = counts >= need
-    emb = np.sqrt(hist.astype(np.float32) / np.maximum(counts, 1).astype(np.float32)[:, None])
-    emb[~valid] = 0.0
+    emb = hist.astype(np.float32)
+    emb /= np.maximum(counts, 1).astype(np.float32)[:, None]
+    np.sqrt(emb, out=emb)
+    if not valid.all():
+        emb[~valid] = 0.0
     return emb, valid
+
+
+def _inside_samples(grid_ids: np.ndarray) -> np.ndarray:
+    """``bool[h * w]``: the samples of a ``[h, w]`` grid that are not on its border and whose four
+    neighbours all carry the same id (flat, row-major)."""
+    h, w = grid_ids.shape
+    inside = np.zeros(h * w, bool)
+    if h < 3 or w < 3:
+        return inside
+    flat = grid_ids.ravel()
+    same_next = flat[1:] == flat[:-1]  # [k]: sample k equals k + 1 (its right neighbour)
+    same_below = flat[w:] == flat[:-w]  # [k]: sample k equals k + w (the one below)
+    # flat indices k of rows 1 .. h - 2; the left neighbour of k is k - 1, the upper one k - w
+    k0, k1 = w + 1, h * w - w - 1
+    core = inside[k0:k1]
+    np.logical_and(same_next[k0:k1], same_next[k0 - 1 : k1 - 1], out=core)
+    core &= same_below[k0:k1]
+    core &= same_below[k0 - w : k1 - w]
+    # columns 0 and w - 1 are border: there the flat neighbours k -/+ 1 lie on the next/previous row
+    border = inside.reshape(h, w)
+    border[:, 0] = False
+    border[:, -1] = False
+    return inside
+
+
+@functools.lru_cache(maxsize=16)
+def _cell_tables(bins: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``int64[256]`` x 3 (read-only, cached): a channel value's contribution to the histogram cell
+    ``(q0 * bins + q1) * bins + q2`` with ``q = value * bins // 256`` its level."""
+    level = (np.arange(256, dtype=np.int64) * bins) >> 8
+    tables = (level * (bins * bins), level * bins, level)
+    for t in tables:
+        t.setflags(write=False)
+    return tables
 
 
 def similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Bhattacharyya coefficients of every pair: ``float[N, B]`` x ``float[M, B]`` -> ``float64[N, M]`` in [0, 1]."""
     a = np.asarray(a, np.float32)
     b = np.asarray(b, np.float32)
-    out = np.minimum(a @ b.T, 1.0).astype(np.float64)  # >= 0 already: embeddings are non-negative
-    return out
+    bc = a @ b.T
+    np.minimum(bc, 1.0, out=bc)  # >= 0 already: embeddings are non-negative
+    return bc.astype(np.float64)
 
 
 def blend_embeddings(old: np.ndarray, new: np.ndarray, keep: np.ndarray | float) -> np.ndarray:
@@ -137,4 +177,7 @@ def blend_embeddings(old: np.ndarray, new: np.ndarray, keep: np.ndarray | float)
     k = np.asarray(keep, np.float32)
     if k.ndim == 1:
         k = k[:, None]
-    return np.sqrt(k * np.square(old, dtype=np.float32) + (1.0 - k) * np.square(new, dtype=np.float32))
+    out = np.square(old, dtype=np.float32)
+    out *= k
+    out += (1.0 - k) * np.square(new, dtype=np.float32)
+    return np.sqrt(out, out=out)

@@ -14,11 +14,15 @@ __all__ = [
     "box_iou",
     "buffered_box_iou",
     "linear_assignment",
+    "linear_assignment_pairs",
     "mask_iou",
     "normalized_center_distance",
     "normalized_center_distance_sq",
     "shifted_mask_iou",
 ]
+
+
+_UNSIGNED = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}  # unsigned type of each item size
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -32,20 +36,19 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """
     a = np.asarray(a, np.float64).reshape(-1, 4)
     b = np.asarray(b, np.float64).reshape(-1, 4)
-    at, bt = a.T.copy(), b.T.copy()  # contiguous coordinate rows: [N, M] operations on 2-D arrays only
-    iw = np.minimum(at[2][:, None], bt[2][None, :])
-    iw -= np.maximum(at[0][:, None], bt[0][None, :])
-    ih = np.minimum(at[3][:, None], bt[3][None, :])
-    ih -= np.maximum(at[1][:, None], bt[1][None, :])
-    np.maximum(iw, 0.0, out=iw)
-    np.maximum(ih, 0.0, out=ih)
-    inter = iw
-    inter *= ih
-    area_a = np.maximum(at[2] - at[0], 0.0) * np.maximum(at[3] - at[1], 0.0)
-    area_b = np.maximum(bt[2] - bt[0], 0.0) * np.maximum(bt[3] - bt[1], 0.0)
-    union = area_a[:, None] + area_b[None, :]
+    # both axes at once: [2, N, M] arrays, x in the first row and y in the second
+    at, bt = a.T.copy(), b.T.copy()  # contiguous coordinate rows
+    a_lo, a_hi = at[:2, :, None], at[2:, :, None]
+    b_lo, b_hi = bt[:2, None, :], bt[2:, None, :]
+    overlap = np.minimum(a_hi, b_hi)
+    overlap -= np.maximum(a_lo, b_lo)
+    np.maximum(overlap, 0.0, out=overlap)
+    inter = overlap[0] * overlap[1]
+    size_a = np.maximum(a_hi - a_lo, 0.0)
+    size_b = np.maximum(b_hi - b_lo, 0.0)
+    union = (size_a[0] * size_a[1]) + (size_b[0] * size_b[1])
     union -= inter
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+    return np.divide(inter, union, out=np.zeros(inter.shape), where=union > 0)
 
 
 def buffered_box_iou(a: np.ndarray, b: np.ndarray, buffer: np.ndarray | float) -> np.ndarray:
@@ -106,23 +109,22 @@ def normalized_center_distance_sq(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """
     a = np.asarray(a, np.float64).reshape(-1, 4)
     b = np.asarray(b, np.float64).reshape(-1, 4)
-    # twice the centres and twice the mean sizes: the factors of 2 cancel; 2-D [N, M] arrays per axis
-    d2 = np.zeros((a.shape[0], b.shape[0]))
-    degenerate = False
-    for lo, hi in ((0, 2), (1, 3)):
-        wa, wb = a[:, hi] - a[:, lo], b[:, hi] - b[:, lo]
-        diff = (a[:, lo] + a[:, hi])[:, None] - (b[:, lo] + b[:, hi])[None, :]
-        two_mean = wa[:, None] + wb[None, :]
-        if a.shape[0] and b.shape[0] and wa.min() + wb.min() <= 0:
-            degenerate = True
-            with np.errstate(divide="ignore", invalid="ignore"):
-                q = diff / two_mean
-        else:
-            q = diff / two_mean
-        d2 += q * q
-    if degenerate:
+    # twice the centres and twice the mean sizes (the factors of 2 cancel), both axes at once: [2, N, M]
+    at, bt = a.T.copy(), b.T.copy()  # contiguous coordinate rows
+    a_lo, a_hi = at[:2, :, None], at[2:, :, None]
+    b_lo, b_hi = bt[:2, None, :], bt[2:, None, :]
+    diff = (a_lo + a_hi) - (b_lo + b_hi)
+    two_mean = (a_hi - a_lo) + (b_hi - b_lo)
+    if a.shape[0] and b.shape[0] and two_mean.min() <= 0:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            diff /= two_mean
+        diff *= diff
+        d2 = diff[0] + diff[1]
         d2[~np.isfinite(d2)] = np.inf
-    return d2
+        return d2
+    diff /= two_mean
+    diff *= diff
+    return diff[0] + diff[1]
 
 
 def mask_iou(map_a: np.ndarray, ids_a: np.ndarray, map_b: np.ndarray, ids_b: np.ndarray) -> np.ndarray:
@@ -200,30 +202,37 @@ def shifted_mask_iou(
         pix = pix.astype(np.int64)
     h, w = cur_map.shape
     rows = np.asarray(prev_rows, np.intp)
-    sh = np.rint(np.asarray(shifts, np.float64)).astype(pix.dtype)
-    # 1-D take(): several times faster than fancy indexing for a few thousand pixels
-    ys = pix[:, 0] + np.ascontiguousarray(sh[:, 1]).take(rows)
-    xs = pix[:, 1] + np.ascontiguousarray(sh[:, 0]).take(rows)
+    # (dy, dx) of every mask, then of every pixel: one gather of whole rows
+    sh = np.rint(np.asarray(shifts, np.float64)[:, ::-1]).astype(pix.dtype)
+    moved = pix + sh.take(rows, axis=0)
+    ys, xs = moved[:, 0], moved[:, 1]
     # one unsigned comparison per axis also rejects negative coordinates
-    udt = np.dtype(f"u{ys.dtype.itemsize}")
-    inside = np.flatnonzero((ys.view(udt) < h) & (xs.view(udt) < w))
-    ys, xs, rows = ys.take(inside), xs.take(inside), rows.take(inside)
+    udt = _UNSIGNED[moved.dtype.itemsize]
+    inside = ((ys.view(udt) < h) & (xs.view(udt) < w)).nonzero()[0]
+    rows = rows.take(inside)
+    # 1-D take(): several times faster than fancy indexing for a few thousand pixels (the flat
+    # index of a pixel outside the frame may be anything: it is dropped before the gather)
     if cur_map.flags.c_contiguous:
-        hit = cur_map.ravel().take(ys.astype(np.intp) * w + xs)
+        hit = cur_map.ravel().take((ys * w + xs).take(inside))
     else:
-        hit = cur_map[ys, xs]
-    # column of every id (m = "no instance"): one bincount gives the intersections and, summed over
-    # the columns, each moved mask's area inside the frame
-    col_of_id = np.full(int(max(hit.max(initial=0), cur_ids.max())) + 1, m, np.intp)
+        hit = cur_map[ys.take(inside), xs.take(inside)]
+    # column of every id (m = "no instance"; ids above the largest of cur_ids clip to the last entry,
+    # which is m): one bincount gives the intersections and, summed over the columns, each moved
+    # mask's area inside the frame
+    col_of_id = np.full(int(cur_ids.max()) + 2, m, np.intp)
     col_of_id[cur_ids] = np.arange(m)
     col_of_id[0] = m
-    joint = np.bincount(rows * (m + 1) + col_of_id.take(hit), minlength=n * (m + 1)).reshape(n, m + 1)
+    key = rows * (m + 1)
+    key += col_of_id.take(hit, mode="clip")
+    joint = np.bincount(key, minlength=n * (m + 1)).reshape(n, m + 1)
     weight = float(pixel_weight)
     area_t = joint.sum(axis=1) * weight
     cur_a = np.asarray(cur_areas, np.float64).reshape(1, m)
-    inter = np.minimum(joint[:, :m] * weight, cur_a)  # a sample can overshoot
-    union = area_t[:, None] + cur_a - inter
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+    inter = joint[:, :m] * weight
+    np.minimum(inter, cur_a, out=inter)  # a sample can overshoot
+    union = area_t[:, None] + cur_a
+    union -= inter
+    return np.divide(inter, union, out=np.zeros(inter.shape), where=union > 0)
 
 
 def linear_assignment(cost: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -241,46 +250,63 @@ def linear_assignment(cost: np.ndarray, threshold: float) -> tuple[np.ndarray, n
         matches sorted by row.
     """
     cost = np.asarray(cost, np.float64)
+    rows, cols = linear_assignment_pairs(cost, threshold)
+    n, m = cost.shape
+    matches = np.empty((rows.size, 2), np.int64)
+    matches[:, 0] = rows
+    matches[:, 1] = cols
+    um_r = np.ones(n, bool)
+    um_r[rows] = False
+    um_c = np.ones(m, bool)
+    um_c[cols] = False
+    return matches, um_r.nonzero()[0].astype(np.int64, copy=False), um_c.nonzero()[0].astype(np.int64, copy=False)
+
+
+def linear_assignment_pairs(cost: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """The matched pairs of :func:`linear_assignment` alone (what a tracker needs), as two arrays.
+
+    Args:
+        cost: ``float[N, M]`` (``nan``/``inf`` = forbidden). Not modified.
+        threshold: largest acceptable cost (inclusive).
+
+    Returns:
+        ``(rows int64[K], cols int64[K])``: row ``rows[k]`` is matched to column ``cols[k]``; sorted
+        by row.
+    """
+    cost = np.asarray(cost, np.float64)
     if cost.ndim != 2:
         raise DataError(f"linear_assignment: cost must be 2-D, got shape {cost.shape}")
-    n, m = cost.shape
-    if n == 0 or m == 0:
-        return np.zeros((0, 2), np.int64), np.arange(n, dtype=np.int64), np.arange(m, dtype=np.int64)
-    feasible = np.isfinite(cost) & (cost <= threshold)
-    if not feasible.any():
-        return np.zeros((0, 2), np.int64), np.arange(n, dtype=np.int64), np.arange(m, dtype=np.int64)
+    if cost.size == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    feasible = np.isfinite(cost)
+    if threshold != np.inf:  # (no pair is excluded by an infinite threshold)
+        feasible &= cost <= threshold
     # a row and a column that are each other's only feasible partner are matched in every optimal
     # assignment: pair them directly and solve only what remains (usually little: tracks of
     # separated objects gate to one detection each), which is the solver's cost
-    row_deg = np.count_nonzero(feasible, axis=1)
-    col_deg = np.count_nonzero(feasible, axis=0)
-    r1 = np.flatnonzero(row_deg == 1)
+    row_deg = feasible.sum(axis=1)
+    col_deg = feasible.sum(axis=0)
+    row_open = row_deg > 0
+    if not row_open.any():
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    r1 = (row_deg == 1).nonzero()[0]
     c1 = feasible.take(r1, 0).argmax(axis=1)
     lone = col_deg.take(c1) == 1
     lone_r, lone_c = r1[lone], c1[lone]
-    row_open = row_deg > 0
     row_open[lone_r] = False
     col_open = col_deg > 0
     col_open[lone_c] = False
-    rest_r, rest_c = np.flatnonzero(row_open), np.flatnonzero(col_open)
-    mr, mc = lone_r, lone_c
-    if rest_r.size and rest_c.size:
-        sub = cost.take(rest_r, 0).take(rest_c, 1)
-        sub_ok = feasible.take(rest_r, 0).take(rest_c, 1)
-        # a forbidden pair must cost more than any set of feasible pairs could save
-        big = (np.abs(sub[sub_ok]).max() + 1.0) * (min(rest_r.size, rest_c.size) + 1)
-        rows, cols = linear_sum_assignment(np.where(sub_ok, sub, big))  # a new array: the caller's is untouched
-        keep = sub_ok[rows, cols]
-        mr = np.concatenate([mr, rest_r[rows[keep]]])
-        mc = np.concatenate([mc, rest_c[cols[keep]]])
-    matches = np.empty((mr.size, 2), np.int64)
-    if mr.size > lone_r.size:  # lone pairs come sorted by row, the solver's pairs after them
-        order = np.argsort(mr, kind="stable")
-        mr, mc = mr[order], mc[order]
-    matches[:, 0] = mr
-    matches[:, 1] = mc
-    um_r = np.ones(n, bool)
-    um_r[matches[:, 0]] = False
-    um_c = np.ones(m, bool)
-    um_c[matches[:, 1]] = False
-    return matches, np.flatnonzero(um_r).astype(np.int64), np.flatnonzero(um_c).astype(np.int64)
+    rest_r, rest_c = row_open.nonzero()[0], col_open.nonzero()[0]
+    if rest_r.size == 0 or rest_c.size == 0:
+        return lone_r.astype(np.int64, copy=False), lone_c.astype(np.int64, copy=False)  # sorted by row
+    sub = cost.take(rest_r, 0).take(rest_c, 1)
+    sub_ok = feasible.take(rest_r, 0).take(rest_c, 1)
+    # a forbidden pair must cost more than any set of feasible pairs could save
+    big = (np.abs(sub[sub_ok]).max() + 1.0) * (min(rest_r.size, rest_c.size) + 1)
+    rows, cols = linear_sum_assignment(np.where(sub_ok, sub, big))  # a new array: the caller's is untouched
+    keep = sub_ok[rows, cols]
+    mr = np.concatenate([lone_r, rest_r[rows[keep]]])
+    mc = np.concatenate([lone_c, rest_c[cols[keep]]])
+    # lone pairs come sorted by row, the solver's pairs after them
+    order = np.argsort(mr, kind="stable")
+    return mr.take(order).astype(np.int64, copy=False), mc.take(order).astype(np.int64, copy=False)

@@ -59,7 +59,7 @@ from perception.tracking import appearance, kalman
 from perception.tracking.matching import (
     box_iou,
     buffered_box_iou,
-    linear_assignment,
+    linear_assignment_pairs,
     normalized_center_distance_sq,
     shifted_mask_iou,
 )
@@ -301,7 +301,7 @@ class Tracker:
         self._t_hit = np.zeros(0, np.int64)  # capture time of last match, ns
         self._score = np.zeros(0, np.float64)
         self._mean = np.zeros((0, 8))
-        self._cov = np.zeros((0, 8, 8))
+        self._cov = np.zeros((0, 4, 3))  # per-coordinate covariance blocks (kalman.py)
         self._mask_ref = np.zeros((0, 2))  # (cx, cy) of the box when the stored mask was seen
         self._mask_seen = np.zeros(0, bool)  # whether a track's mask is stored
         self._app = np.zeros((0, self.appearance_bins**3), np.float32)  # colour embeddings (appearance.py)
@@ -363,16 +363,16 @@ class Tracker:
         else:
             frame_wh = None
         n = self._ids.size
+        lost_before = self._state == _LOST
         if n and self._t_last is not None:
             dt = (t - self._t_last) * 1e-9
             mean = self._mean
-            lost = self._state == _LOST
-            if lost.any():  # a coasting box keeps its size (ByteTrack does the same)
+            if lost_before.any():  # a coasting box keeps its size (ByteTrack does the same)
                 mean = mean.copy()
-                mean[lost, 6:8] = 0.0
+                mean[lost_before, 6:8] = 0.0
             self._mean, self._cov = kalman.predict(mean, self._cov, dt, self.kalman_params)
         self._t_last = t
-        self._age = self._age + 1
+        self._age += 1
 
         m = len(instances)
         # one pass over the detections (integers up to 2**53 survive the float64 round trip)
@@ -380,7 +380,7 @@ class Tracker:
         rec = rec.reshape(m, 8)
         det_box = rec[:, 0:4]
         det_score = rec[:, 4]
-        det_cls, det_idx, det_area = rec[:, 5:8].astype(np.int64).T
+        det_cls, det_idx, det_area = rec[:, 5:8].T.astype(np.int64, order="C")  # contiguous rows
 
         pred_box = kalman.measurements_to_boxes(self._mean) if n else np.zeros((0, 4))
         if self.buffer > 0 or (self.lost_buffer > 0 and self._lost.any()):
@@ -391,7 +391,8 @@ class Tracker:
         use_masks = self.use_mask_iou and instance_map is not None
         if use_masks and n and m and self._mask_pix.shape[0]:
             sim = self._blend_mask_iou(sim, instance_map, det_idx, det_area)
-        sim[self._cls[:, None] != det_cls[None, :]] = 0.0
+        other_class = self._cls[:, None] != det_cls[None, :]
+        sim[other_class] = 0.0
         use_app = image is not None and instance_map is not None and m > 0
         use_app = use_app and (self.appearance_weight > 0 or self.appearance_gate > 0)
         if use_app and image.shape[:2] != instance_map.shape:
@@ -399,147 +400,149 @@ class Tracker:
         grid = grid_nz = None
         if use_masks or use_app:  # one strided copy and one scan of the map per frame
             grid = self._sample_grid(instance_map)
-            grid_nz = np.flatnonzero(grid.ravel() != 0)  # a boolean scan: much faster than on integers
+            grid_nz = (grid.ravel() != 0).nonzero()[0]  # a boolean scan: much faster than on integers
         if use_app:
             det_emb, det_ok = appearance.colour_embeddings(
                 grid, image, det_idx, stride=self.mask_stride, bins=self.appearance_bins, nonzero=grid_nz
             )
         else:
             det_emb, det_ok = np.zeros((m, self._app.shape[1]), np.float32), np.zeros(m, bool)
-        # colour appearance of the pairs where both sides have it: a veto and a cost term
-        app_cost = np.zeros((n, m))
-        veto = recover_veto = np.zeros((n, m), bool)
+        # colour appearance of the pairs where both sides have it: a veto and a cost term (none when
+        # no pair has colours on both sides)
+        app_cost = None
         if det_ok.any() and self._app_ok.any():
             app_sim = appearance.similarity(self._app, det_emb)
             known = self._app_ok[:, None] & det_ok[None, :]
             veto = known & (app_sim < self.appearance_gate)
-            recover_veto = known & (app_sim < self.recover_appearance)
+            # the recovery stage also vetoes pairs below recover_appearance
+            recover_veto = known & (app_sim < max(self.appearance_gate, self.recover_appearance))
             app_cost = np.where(known, 1.0 - app_sim, 0.5)
+        else:
+            veto = recover_veto = np.zeros((n, m), bool)
         # lost tracks predicted (mostly) out of the frame have left: they take no detection (an object
         # entering at the same border would otherwise inherit the id) and are removed below
         gone = np.zeros(n, bool)
         if frame_wh is not None and n and self.exit_fraction > 0:
-            area = np.prod(np.maximum(pred_box[:, 2:] - pred_box[:, :2], 1e-9), axis=1)
-            lim = np.array([frame_wh[0], frame_wh[1]], np.float64)
+            size = np.maximum(pred_box[:, 2:] - pred_box[:, :2], 1e-9)
+            lim = np.array(frame_wh, np.float64)
             inside_wh = np.minimum(pred_box[:, 2:], lim) - np.maximum(pred_box[:, :2], 0.0)
-            inside = np.prod(np.clip(inside_wh, 0.0, None), axis=1)
-            gone = (self._state == _LOST) & (inside < self.exit_fraction * area)
+            np.maximum(inside_wh, 0.0, out=inside_wh)
+            inside = inside_wh[:, 0] * inside_wh[:, 1]
+            gone = lost_before & (inside < self.exit_fraction * (size[:, 0] * size[:, 1]))
             sim[gone] = 0.0
         cost = 1.0 - sim
-        if self.appearance_weight > 0 and det_ok.any():
-            cost = cost + self.appearance_weight * app_cost
+        if self.appearance_weight > 0 and app_cost is not None:
+            cost += self.appearance_weight * app_cost
         # squared centre distance in box sizes, for the cost ranking and the recovery stage
         cdist2 = normalized_center_distance_sq(pred_box, det_box) if n and m else np.zeros((n, m))
         if self.distance_weight > 0 and n and m:
-            cost = cost + self.distance_weight * np.minimum(cdist2, _MAX_DISTANCE_SQ)
-
+            cost += self.distance_weight * np.minimum(cdist2, _MAX_DISTANCE_SQ)
         if self.lost_penalty > 0 and n and m:
-            cost = cost + self.lost_penalty * (self._state == _LOST)[:, None]
+            cost += self.lost_penalty * lost_before[:, None]
         high = det_score >= self.high_score
         low = (det_score >= self.low_score) & ~high
         track_of_det = np.full(m, -1, np.int64)
         det_of_track = np.full(n, -1, np.int64)
+        allowed = ~veto
 
-        def associate(rows: np.ndarray, cols: np.ndarray, min_iou: float) -> None:
+        def associate(rows: np.ndarray, cols: np.ndarray, pair_cost: np.ndarray) -> None:
             if rows.size == 0 or cols.size == 0:
                 return
-            # admissibility is decided by the similarity alone; the distance term only ranks
-            ok = (sim.take(rows, 0).take(cols, 1) >= min_iou) & ~veto.take(rows, 0).take(cols, 1)
-            sub = np.where(ok, cost.take(rows, 0).take(cols, 1), np.inf)
-            matches, _, _ = linear_assignment(sub, np.inf)
-            r, c = rows[matches[:, 0]], cols[matches[:, 1]]
+            mr, mc = linear_assignment_pairs(pair_cost.take(rows, 0).take(cols, 1), np.inf)
+            r, c = rows[mr], cols[mc]
             det_of_track[r] = c
             track_of_det[c] = r
 
+        # costs of the admissible pairs (inf elsewhere): admissibility is decided by the similarity
+        # alone, the distance term only ranks
+        high_cost = np.where((sim >= self.match_iou) & allowed, cost, np.inf)  # stages 1 and 3
+        tentative = self._state == _TENT
         # 1) confirmed and lost tracks vs high-score detections
-        associate(np.flatnonzero(self._state != _TENT), np.flatnonzero(high), self.match_iou)
-
+        associate((~tentative).nonzero()[0], high.nonzero()[0], high_cost)
         # 2) still unmatched confirmed (not lost) tracks vs low-score detections
-        associate(
-            np.flatnonzero((self._state == _CONF) & (det_of_track < 0)),
-            np.flatnonzero(low),
-            self.match_iou_low,
-        )
+        rows = ((self._state == _CONF) & (det_of_track < 0)).nonzero()[0]
+        cols = low.nonzero()[0]
+        if rows.size and cols.size:
+            associate(rows, cols, np.where((sim >= self.match_iou_low) & allowed, cost, np.inf))
         # 3) tentative tracks vs remaining high-score detections
-        associate(
-            np.flatnonzero(self._state == _TENT),
-            np.flatnonzero(high & (track_of_det < 0)),
-            self.match_iou,
-        )
+        associate(tentative.nonzero()[0], (high & (track_of_det < 0)).nonzero()[0], high_cost)
 
         # 4) recovery: all unmatched tracks vs unmatched high-score detections, by
         #    size-normalised centre distance (survives the shape change of partial occlusion)
         if self.recover_distance > 0:
-            rows = np.flatnonzero((det_of_track < 0) & ~gone)
-            cols = np.flatnonzero(high & (track_of_det < 0))
+            rows = ((det_of_track < 0) & ~gone).nonzero()[0]
+            cols = (high & (track_of_det < 0)).nonzero()[0]
             if rows.size and cols.size:
                 dist = np.sqrt(cdist2.take(rows, 0).take(cols, 1))
-                dist[self._cls[rows][:, None] != det_cls[cols][None, :]] = np.inf
-                dist[(veto | recover_veto).take(rows, 0).take(cols, 1)] = np.inf
-                matches, _, _ = linear_assignment(dist, self.recover_distance)
-                r, c = rows[matches[:, 0]], cols[matches[:, 1]]
+                dist[(other_class | recover_veto).take(rows, 0).take(cols, 1)] = np.inf
+                mr, mc = linear_assignment_pairs(dist, self.recover_distance)
+                r, c = rows[mr], cols[mc]
                 det_of_track[r] = c
                 track_of_det[c] = r
 
+        # the state arrays are private to this tracker (nothing else holds them): matched rows are
+        # updated in place
         matched = det_of_track >= 0
-        mt = np.flatnonzero(matched)
+        mt = matched.nonzero()[0]
         if mt.size:
             d = det_of_track[mt]
+            # take(axis=0): several times faster than fancy indexing for a few dozen rows
+            mean_mt, box_d = self._mean.take(mt, 0), det_box.take(d, 0)
             if frame_wh is not None:
                 z = kalman.amodal_measurements(
-                    det_box[d],
-                    self._mean[mt, 2:4],
+                    box_d,
+                    mean_mt[:, 2:4],
                     frame_wh,
-                    predicted_boxes=pred_box[mt],
+                    predicted_boxes=pred_box.take(mt, 0),
                     partial_ratio=self.partial_ratio,
                 )
             else:
-                z = kalman.boxes_to_measurements(det_box[d])
-            new_mean, new_cov = kalman.update(self._mean[mt], self._cov[mt], z, self.kalman_params)
-            self._mean = self._mean.copy()
-            self._cov = self._cov.copy()
-            self._mean[mt], self._cov[mt] = new_mean, new_cov
-            self._hits = self._hits.copy()
+                z = kalman.boxes_to_measurements(box_d)
+            self._mean[mt], self._cov[mt] = kalman.update(mean_mt, self._cov.take(mt, 0), z, self.kalman_params)
             self._hits[mt] += 1
-            self._score = self._score.copy()
             self._score[mt] = det_score[d]
             seen = det_ok[d]
             if seen.any():
                 rows_seen, d_seen = mt[seen], d[seen]
                 keep_old = np.where(self._app_ok[rows_seen], self.appearance_momentum, 0.0)
-                self._app = self._app.copy()
-                self._app[rows_seen] = appearance.blend_embeddings(self._app[rows_seen], det_emb[d_seen], keep_old)
-                self._app_ok = self._app_ok.copy()
+                self._app[rows_seen] = appearance.blend_embeddings(
+                    self._app.take(rows_seen, 0), det_emb.take(d_seen, 0), keep_old
+                )
                 self._app_ok[rows_seen] = True
-        self._t_hit = np.where(matched, t, self._t_hit)
-        self._lost = np.where(matched, 0, self._lost + 1)
-        state = self._state.copy()
-        state[matched & (state == _LOST)] = _CONF
-        state[matched & (state == _TENT) & (self._hits >= self.confirm_hits)] = _CONF
-        state[~matched & (state == _CONF)] = _LOST
+        self._t_hit[mt] = t
+        self._lost += 1
+        self._lost[mt] = 0
+        # matched: confirmed (tentative until confirm_hits); unmatched: confirmed -> lost
+        state = self._state
+        still_tentative = (state == _TENT) & (self._hits < self.confirm_hits)
+        state = np.where(matched, np.where(still_tentative, _TENT, _CONF), np.where(state == _CONF, _LOST, state))
         self._state = state
 
         # removals
+        lost = state == _LOST
         remove = ~matched & (state == _TENT)
-        remove |= (state == _LOST) & (self._lost > self.max_lost_frames)
+        remove |= lost & (self._lost > self.max_lost_frames)
         if self.max_lost_seconds is not None:
-            remove |= (state == _LOST) & ((t - self._t_hit) * 1e-9 > self.max_lost_seconds)
+            remove |= lost & ((t - self._t_hit) * 1e-9 > self.max_lost_seconds)
         if frame_wh is not None:
             w_img, h_img = frame_wh
             b = pred_box
             outside = (b[:, 2] <= 0) | (b[:, 3] <= 0) | (b[:, 0] >= w_img) | (b[:, 1] >= h_img)
-            remove |= (state == _LOST) & (outside | gone)
-        keep = ~remove
-        matched_det = det_of_track[keep]
-        self._keep(keep)
+            remove |= lost & (outside | gone)
+        if remove.any():
+            keep = ~remove
+            matched_det = det_of_track[keep]
+            self._keep(keep)
+        else:
+            matched_det = det_of_track
 
         # births: unmatched high-score detections
-        born = np.flatnonzero(
+        born = (
             (track_of_det < 0) & (det_score >= self.new_track_score) & high & (det_area >= self.min_birth_area)
-        )
+        ).nonzero()[0]
         if born.size:
             k = born.size
-            mean0, cov0 = kalman.initiate(kalman.boxes_to_measurements(det_box[born]), self.kalman_params)
+            mean0, cov0 = kalman.initiate(kalman.boxes_to_measurements(det_box.take(born, 0)), self.kalman_params)
             new_ids = np.arange(self._next_id, self._next_id + k, dtype=np.int64)
             self._next_id += k
             init_state = _CONF if self.confirm_hits <= 1 or (first_frame and self.confirm_first_frame) else _TENT
@@ -555,7 +558,7 @@ class Tracker:
             self._cov = np.concatenate([self._cov, cov0])
             self._mask_ref = np.concatenate([self._mask_ref, np.zeros((k, 2))])
             self._mask_seen = np.concatenate([self._mask_seen, np.zeros(k, bool)])
-            self._app = np.concatenate([self._app, det_emb[born]])
+            self._app = np.concatenate([self._app, det_emb.take(born, 0)])
             self._app_ok = np.concatenate([self._app_ok, det_ok[born]])
             matched_det = np.concatenate([matched_det, born])
 
@@ -614,22 +617,24 @@ class Tracker:
             pixel_weight=float(self.mask_stride**2),
         )
         w = self.mask_weight
-        return np.where(has_mask[:, None], (1.0 - w) * sim + w * miou, sim)
+        blend = miou
+        blend *= w
+        blend += (1.0 - w) * sim
+        return np.where(has_mask[:, None], blend, sim)
 
     def _remember_masks(
         self, grid: np.ndarray, nz: np.ndarray, matched_det: np.ndarray, det_idx: np.ndarray
     ) -> None:
         """Keep this frame's mask samples (from the sample grid) of every matched/new track, by track row."""
         has = matched_det >= 0
-        ref = self._mean[:, 0:2].copy()  # posterior centre: next frame's shift is the predicted motion
-        ref[~has] = 0.0
-        self._mask_ref = ref
+        # posterior centre: next frame's shift is the predicted motion
+        self._mask_ref = np.where(has[:, None], self._mean[:, 0:2], 0.0)
         self._mask_seen = has
-        if not has.any():
+        rows_has = has.nonzero()[0]
+        if rows_has.size == 0:
             self._clear_masks()
             return
-        rows_has = np.flatnonzero(has)
-        idx = det_idx[matched_det[has]]
+        idx = det_idx[matched_det[rows_has]]
         vals = grid.ravel().take(nz)
         # instance index -> track row + 1 (0 = no track): one gather over the masks' samples
         if grid.dtype == np.uint16:
@@ -641,15 +646,17 @@ class Tracker:
             lut = np.zeros(int(max(vals.max(initial=0), idx.max())) + 1, np.int32)
             lut[idx] = rows_has + 1
             row1 = lut[vals]
-        keep = np.flatnonzero(row1 != 0)
-        nz = nz[keep].astype(np.int32)
+        keep = (row1 != 0).nonzero()[0]
+        nz = nz.take(keep).astype(np.int32)
         width = np.int32(grid.shape[1])
         gy = nz // width
         pix = np.empty((nz.size, 2), np.int32)
         pix[:, 0] = gy * self.mask_stride
         pix[:, 1] = (nz - gy * width) * self.mask_stride
         self._mask_pix = pix
-        self._mask_row = row1[keep].astype(np.intp) - 1
+        row = row1.take(keep).astype(np.intp)
+        row -= 1
+        self._mask_row = row
 
     def _report(self, matched_det: np.ndarray, det_box: np.ndarray, det_idx: np.ndarray) -> list[Track]:
         state = self._state
@@ -659,35 +666,38 @@ class Tracker:
             rep |= has & (state == _TENT)
         if self.report_lost:
             rep |= state == _LOST
-        rows = np.flatnonzero(rep)
+        rows = rep.nonzero()[0]
         if rows.size == 0:
             return []
         d = matched_det[rows]
         seen = d >= 0
-        boxes = det_box[np.maximum(d, 0)] if det_box.shape[0] else np.zeros((rows.size, 4))
-        if not seen.all():
+        if seen.all():
+            boxes = det_box.take(d, 0)
+            inst = det_idx[d]
+        else:  # coasting tracks (report_lost): the predicted box, no instance
+            at = np.maximum(d, 0)
+            boxes = det_box[at] if det_box.shape[0] else np.zeros((rows.size, 4))
             boxes[~seen] = kalman.measurements_to_boxes(self._mean[rows[~seen]])
-        inst = np.where(seen, det_idx[np.maximum(d, 0)] if det_idx.size else 0, 0)
-        lost = self._lost[rows]
-        # plain Python scalars in one conversion per column; builds the output objects only
+            inst = np.where(seen, det_idx[at] if det_idx.size else 0, 0)
+        # plain Python scalars in one conversion per column (tuples straight from the columns);
+        # builds the output objects only
         return [
             Track(
-                track_id=tid, instance_index=ii, class_id=c, score=sc, box=tuple(bx), velocity=(vx, vy),
+                track_id=tid, instance_index=ii, class_id=c, score=sc, box=bx, velocity=v,
                 age=ag, hits=hi, state=_STATES[st], extra={} if sn else {"lost_frames": lf},
             )
-            for tid, ii, c, sc, bx, vx, vy, ag, hi, st, sn, lf in zip(
+            for tid, ii, c, sc, bx, v, ag, hi, st, sn, lf in zip(
                 self._ids[rows].tolist(),
                 inst.tolist(),
                 self._cls[rows].tolist(),
                 self._score[rows].tolist(),
-                boxes.tolist(),
-                self._mean[rows, 4].tolist(),
-                self._mean[rows, 5].tolist(),
+                zip(*boxes.T.tolist()),
+                zip(*self._mean.take(rows, 0)[:, 4:6].T.tolist()),
                 self._age[rows].tolist(),
                 self._hits[rows].tolist(),
                 state[rows].tolist(),
                 seen.tolist(),
-                lost.tolist(),
+                self._lost[rows].tolist(),
             )
         ]
 

@@ -197,8 +197,9 @@ class Subscriber:
     @property
     def missing_at_end(self) -> int | None:
         """Label messages lost after the last one received, known once :attr:`end` arrived (else
-        None): the gap that ``seq`` alone cannot show. ``gaps + missing_at_end`` is every message of
-        the stream this subscriber did not get (when it was connected from the start)."""
+        None): the gap that ``seq`` alone cannot show. For a subscriber connected before the stream
+        began, the seq of the first message received (seq starts at 0 in each session) + ``gaps`` +
+        ``missing_at_end`` is every message of the stream it did not get."""
         if self.end is None:
             return None
         if self._last is None or self._last[0] != self.end.session:

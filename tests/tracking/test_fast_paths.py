@@ -1,6 +1,6 @@
 """The hot-path shortcuts give the same answers as the plain formulas they replace.
 
-Each test compares a vectorised shortcut (closed-form covariance propagation, diagonal Kalman gain,
+Each test compares a vectorised shortcut (per-coordinate covariance blocks in the Kalman filter,
 pre-matched lone pairs before the assignment solver, 1-D gathers in the mask IoU) with a reference
 written out here in the textbook way.
 """
@@ -50,35 +50,53 @@ def _reference_update(mean, cov, z, params):
 
 
 def _random_state(rng, n):
+    """States with per-coordinate covariance blocks: each coordinate correlated with its own rate."""
     mean = rng.normal(0, 30, (n, 8))
     mean[:, 2:4] = rng.uniform(5, 80, (n, 2))
-    a = rng.normal(size=(n, 8, 8))
-    return mean, a @ np.transpose(a, (0, 2, 1))  # full (coupled) covariances
+    var_x, var_v = rng.uniform(1, 400, (n, 4)), rng.uniform(1, 4000, (n, 4))
+    cov = np.stack([var_x, rng.uniform(-0.9, 0.9, (n, 4)) * np.sqrt(var_x * var_v), var_v], axis=2)
+    return mean, cov
+
+
+def test_covariance_blocks_expand_to_symmetric_matrices_that_couple_no_two_coordinates():
+    _, cov = _random_state(np.random.default_rng(5), 3)
+    full = kalman.covariance_matrices(cov)
+    np.testing.assert_array_equal(full, np.transpose(full, (0, 2, 1)))
+    i = np.arange(4)
+    np.testing.assert_array_equal(full[:, i, i], cov[:, :, 0])
+    np.testing.assert_array_equal(full[:, i, i + 4], cov[:, :, 1])
+    np.testing.assert_array_equal(full[:, i + 4, i + 4], cov[:, :, 2])
+    assert np.count_nonzero(full) == 3 * 4 * 4  # 4 blocks of 2x2 per track, nothing else
+    assert np.all(np.linalg.eigvalsh(full) > 0)
 
 
 def test_predict_matches_the_matrix_formula_for_shared_and_per_track_steps():
     rng = np.random.default_rng(0)
     mean, cov = _random_state(rng, 7)
+    before = cov.copy()
     for dt in (0.0667, rng.uniform(0.0, 0.3, 7)):
         m, c = kalman.predict(mean, cov, dt, P)
-        rm, rc = _reference_predict(mean, cov, dt, P)
+        rm, rc = _reference_predict(mean, kalman.covariance_matrices(cov), dt, P)
         np.testing.assert_allclose(m, rm, rtol=1e-12, atol=1e-9)
-        np.testing.assert_allclose(c, rc, rtol=1e-12, atol=1e-9)
+        np.testing.assert_allclose(kalman.covariance_matrices(c), rc, rtol=1e-12, atol=1e-9)
+    np.testing.assert_array_equal(cov, before)
 
 
-def test_update_matches_the_matrix_formula_with_diagonal_and_coupled_covariances():
+def test_update_matches_the_matrix_formula():
     rng = np.random.default_rng(1)
     z = rng.uniform(5, 90, (6, 4))
-    coupled_mean, coupled = _random_state(rng, 6)
-    # what initiate/predict produce: the four coordinates independent (diagonal 4x4 position block)
+    random_mean, random_cov = _random_state(rng, 6)
+    # and what initiate/predict produce
     mean, cov = kalman.initiate(z + rng.normal(0, 3, z.shape), P)
     mean, cov = kalman.predict(mean, cov, 0.1, P)
-    assert not cov[:, :4, :4][:, ~np.eye(4, dtype=bool)].any()
-    for m0, c0 in ((mean, cov), (coupled_mean, coupled)):
+    for m0, c0 in ((mean, cov), (random_mean, random_cov)):
+        before = c0.copy()
         m, c = kalman.update(m0, c0, z, P)
-        rm, rc = _reference_update(m0, c0, z, P)
+        rm, rc = _reference_update(m0, kalman.covariance_matrices(c0), z, P)
         np.testing.assert_allclose(m, rm, rtol=1e-9, atol=1e-9)
-        np.testing.assert_allclose(c, 0.5 * (rc + np.transpose(rc, (0, 2, 1))), rtol=1e-9, atol=1e-9)
+        symmetric = 0.5 * (rc + np.transpose(rc, (0, 2, 1)))
+        np.testing.assert_allclose(kalman.covariance_matrices(c), symmetric, rtol=1e-9, atol=1e-9)
+        np.testing.assert_array_equal(c0, before)
 
 
 def test_box_iou_matches_pairwise_loop():

@@ -26,15 +26,19 @@ def test_predict_moves_by_velocity_times_dt_and_grows_uncertainty():
     m2, c2 = kalman.predict(mean, cov, 0.5, P)
     np.testing.assert_allclose(m2[0, :4], [115.0, 45.0, 20.0, 40.0])
     np.testing.assert_allclose(m2[0, 4:], mean[0, 4:])
-    assert np.all(np.diag(c2[0])[:4] > np.diag(cov[0])[:4])
+    assert c2.shape == cov.shape == (1, 4, 3)  # per coordinate: var(x), cov(x, v), var(v)
+    assert np.all(c2[0, :, 0] > cov[0, :, 0])
     np.testing.assert_array_equal(before[0], mean)  # inputs untouched
     np.testing.assert_array_equal(before[1], cov)
     # known answer of the process noise on cx for a zero prior: q * dt^3 / 3 with q = (accel_std * s)^2
-    zero = np.zeros((1, 8, 8))
+    zero = np.zeros((1, 4, 3))
     _, cq = kalman.predict(mean, zero, 0.5, P)
     s = np.sqrt(20.0 * 40.0)
     assert cq[0, 0, 0] == pytest.approx((P.accel_std * s) ** 2 * 0.5**3 / 3)
-    assert cq[0, 0, 4] == pytest.approx((P.accel_std * s) ** 2 * 0.5**2 / 2)
+    assert cq[0, 0, 1] == pytest.approx((P.accel_std * s) ** 2 * 0.5**2 / 2)
+    full = kalman.covariance_matrices(cq)[0]
+    assert full[0, 4] == full[4, 0] == cq[0, 0, 1] and full[4, 4] == cq[0, 0, 2]
+    assert full[0, 1] == full[0, 5] == 0.0  # coordinates are never coupled
     # one step of 2*dt equals the state reached by two steps of dt (means)
     a, _ = kalman.predict(*kalman.predict(mean, cov, 0.25, P), 0.25, P)
     np.testing.assert_allclose(a, m2)
@@ -45,7 +49,8 @@ def test_update_known_answer_scalar_case():
     mean = np.zeros((1, 8))
     mean[0, :4] = [10.0, 10.0, 10.0, 10.0]
     r = (P.meas_std * 10.0) ** 2
-    cov = np.eye(8)[None] * r
+    cov = np.zeros((1, 4, 3))
+    cov[0, :, 0] = cov[0, :, 2] = r  # var(x) = var(v) = r, uncorrelated
     z = np.array([[12.0, 10.0, 10.0, 10.0]])
     m, c = kalman.update(mean, cov, z, P)
     assert m[0, 0] == pytest.approx(11.0)
