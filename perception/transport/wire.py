@@ -421,6 +421,17 @@ class MessageEncoder:
         )
 
 
+def _header_of_kind(frames: Sequence[Any], kind: str, what: str) -> dict[str, Any]:
+    """The header of a one-frame message on the ``kind`` topic (``kind`` may be omitted, not differ)."""
+    if len(frames) < 1:
+        raise TransportError(f"malformed message: {what} message has no header frame")
+    header = unpack_header(frames[0])
+    got = header.get("kind", kind)
+    if got != kind:
+        raise TransportError(f"malformed message: expected kind {kind!r} on the {kind} topic, got {got!r}")
+    return header
+
+
 def _nbytes(buf: Any) -> int:
     return int(buf.nbytes) if isinstance(buf, np.ndarray) else len(buf)
 
@@ -672,12 +683,7 @@ class MessageDecoder:
 
     def decode_end(self, frames: Sequence[Any]) -> StreamEnd:
         """``[header]`` of an end-of-stream message -> :class:`StreamEnd`."""
-        if len(frames) < 1:
-            raise TransportError("malformed message: end-of-stream message has no header frame")
-        header = unpack_header(frames[0])
-        kind = header.get("kind", "end")
-        if kind != "end":
-            raise TransportError(f"malformed message: expected kind 'end' on the end topic, got {kind!r}")
+        header = _header_of_kind(frames, "end", "end-of-stream")
         return StreamEnd(
             session=_get(header, "sid", int, 0),
             last_seq=_get(header, "last_seq", int),
@@ -689,12 +695,7 @@ class MessageDecoder:
 
     def decode_classes(self, frames: Sequence[Any]) -> ClassTable:
         """``[header]`` of a class-table message -> :class:`ClassTable`."""
-        if len(frames) < 1:
-            raise TransportError("malformed message: class-table message has no header frame")
-        header = unpack_header(frames[0])
-        kind = header.get("kind", "classes")
-        if kind != "classes":
-            raise TransportError(f"malformed message: expected kind 'classes' on the class topic, got {kind!r}")
+        header = _header_of_kind(frames, "classes", "class-table")
         out = []
         for i, c in enumerate(_get(header, "classes", list)):
             if not isinstance(c, dict):
