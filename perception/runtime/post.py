@@ -116,17 +116,8 @@ class PostProcessor:
             upsample=config["postprocess"]["upsample"],
             refine_classes=tuple(config["postprocess"]["refine_classes"]),
             panoptic=config["postprocess"]["panoptic"],
-            tracker_kwargs=(
-                {
-                    k: t[k]
-                    for k in (
-                        "high_score", "low_score", "match_iou", "confirm_hits", "max_lost_frames",
-                        "appearance_weight", "appearance_gate",
-                    )
-                }
-                if t["enabled"]
-                else None
-            ),
+            # every tracking setting but the switch itself is a Tracker keyword
+            tracker_kwargs={k: v for k, v in t.items() if k != "enabled"} if t["enabled"] else None,
             publisher_kwargs={
                 "address": p["address"],
                 "topic": p["topic"],

@@ -445,27 +445,33 @@ class Tracker:
         det_of_track = np.full(n, -1, np.int64)
         allowed = ~veto
 
-        def associate(rows: np.ndarray, cols: np.ndarray, pair_cost: np.ndarray) -> None:
-            if rows.size == 0 or cols.size == 0:
-                return
-            mr, mc = linear_assignment_pairs(pair_cost.take(rows, 0).take(cols, 1), np.inf)
+        def associate(rows: np.ndarray, cols: np.ndarray, sub_cost: np.ndarray, max_cost: float = np.inf) -> None:
+            """Assign tracks ``rows`` to detections ``cols`` by their ``[rows, cols]`` costs and record it."""
+            mr, mc = linear_assignment_pairs(sub_cost, max_cost)
             r, c = rows[mr], cols[mc]
             det_of_track[r] = c
             track_of_det[c] = r
+
+        def sub(pair_cost: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+            return pair_cost.take(rows, 0).take(cols, 1)
 
         # costs of the admissible pairs (inf elsewhere): admissibility is decided by the similarity
         # alone, the distance term only ranks
         high_cost = np.where((sim >= self.match_iou) & allowed, cost, np.inf)  # stages 1 and 3
         tentative = self._state == _TENT
         # 1) confirmed and lost tracks vs high-score detections
-        associate((~tentative).nonzero()[0], high.nonzero()[0], high_cost)
+        rows, cols = (~tentative).nonzero()[0], high.nonzero()[0]
+        if rows.size and cols.size:
+            associate(rows, cols, sub(high_cost, rows, cols))
         # 2) still unmatched confirmed (not lost) tracks vs low-score detections
         rows = ((self._state == _CONF) & (det_of_track < 0)).nonzero()[0]
         cols = low.nonzero()[0]
         if rows.size and cols.size:
-            associate(rows, cols, np.where((sim >= self.match_iou_low) & allowed, cost, np.inf))
+            associate(rows, cols, sub(np.where((sim >= self.match_iou_low) & allowed, cost, np.inf), rows, cols))
         # 3) tentative tracks vs remaining high-score detections
-        associate(tentative.nonzero()[0], (high & (track_of_det < 0)).nonzero()[0], high_cost)
+        rows, cols = tentative.nonzero()[0], (high & (track_of_det < 0)).nonzero()[0]
+        if rows.size and cols.size:
+            associate(rows, cols, sub(high_cost, rows, cols))
 
         # 4) recovery: all unmatched tracks vs unmatched high-score detections, by
         #    size-normalised centre distance (survives the shape change of partial occlusion)
@@ -473,12 +479,9 @@ class Tracker:
             rows = ((det_of_track < 0) & ~gone).nonzero()[0]
             cols = (high & (track_of_det < 0)).nonzero()[0]
             if rows.size and cols.size:
-                dist = np.sqrt(cdist2.take(rows, 0).take(cols, 1))
-                dist[(other_class | recover_veto).take(rows, 0).take(cols, 1)] = np.inf
-                mr, mc = linear_assignment_pairs(dist, self.recover_distance)
-                r, c = rows[mr], cols[mc]
-                det_of_track[r] = c
-                track_of_det[c] = r
+                dist = np.sqrt(sub(cdist2, rows, cols))
+                dist[sub(other_class | recover_veto, rows, cols)] = np.inf
+                associate(rows, cols, dist, self.recover_distance)
 
         # the state arrays are private to this tracker (nothing else holds them): matched rows are
         # updated in place
