@@ -92,6 +92,7 @@ def amodal_measurements(
     margin: float = 1.0,
     predicted_boxes: np.ndarray | None = None,
     partial_ratio: float = 0.0,
+    held: np.ndarray | None = None,
 ) -> np.ndarray:
     """Measurements of boxes cut by the frame border, completed with the predicted size.
 
@@ -110,6 +111,10 @@ def amodal_measurements(
             size (and not cut by the border) is taken as partly hidden by an occluder: it keeps the
             predicted size, anchored at whichever visible side lies nearer its predicted position
             (the side the occluder does not cover). 0 disables this (border cuts only).
+        held: optional ``bool[N, 2]``, set (or-ed) in place where an axis was cut by the border or
+            taken as partly hidden: its size in the result is not a measurement of the object's
+            size, so a caller should not let it drive the filter's size velocity (a track entering
+            the view would otherwise keep the growth rate of its visible part and inflate).
 
     Returns:
         ``float64[N, 4]`` ``(cx, cy, w, h)``; rows of boxes touching no border equal
@@ -131,6 +136,8 @@ def amodal_measurements(
         half = 0.5 * full
         np.copyto(centre, np.where(cut_lo, hi - half, lo + half), where=one_side)
         np.copyto(extent, full, where=one_side)
+        if held is not None:
+            held |= one_side
     if partial_ratio > 0 and predicted_boxes is not None:
         hidden = ~(cut_lo | cut_hi) & (extent < partial_ratio * pw)
         if hidden.any():
@@ -139,6 +146,8 @@ def amodal_measurements(
             half = 0.5 * pw
             np.copyto(centre, np.where(keep_lo, lo + half, hi - half), where=hidden)
             np.copyto(extent, pw, where=hidden)
+            if held is not None:
+                held |= hidden
     return z
 
 

@@ -235,6 +235,10 @@ def shifted_mask_iou(
     return np.divide(inter, union, out=np.zeros(inter.shape), where=union > 0)
 
 
+_UNMATCHED_MARGIN = 1e-3
+"""With ``saturate``: how much more leaving a row unmatched costs than matching it to a saturated pair."""
+
+
 def linear_assignment(cost: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Minimum-cost one-to-one assignment that never pairs rows and columns costing more than ``threshold``.
 
@@ -262,12 +266,26 @@ def linear_assignment(cost: np.ndarray, threshold: float) -> tuple[np.ndarray, n
     return matches, um_r.nonzero()[0].astype(np.int64, copy=False), um_c.nonzero()[0].astype(np.int64, copy=False)
 
 
-def linear_assignment_pairs(cost: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+def linear_assignment_pairs(
+    cost: np.ndarray, threshold: float, *, saturate: float | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """The matched pairs of :func:`linear_assignment` alone (what a tracker needs), as two arrays.
+
+    By default the assignment first matches as many pairs as it can, then minimises their total cost.
+    That lets a poor pair displace a good one: with tracks A, B and detections x, y where A-x costs
+    0.85, B-y 1.2, B-x 0.4 and A-y is forbidden, it takes A-x and B-y (two matches) rather than B-x
+    alone, although B-x is much the best pair and A-x likely wrong. ``saturate`` bounds what a pair
+    is worth: costs above it count as ``saturate`` (such a pair is a fallback, taken only when it
+    displaces no cheaper pair), and leaving a row unmatched costs just a little more than a
+    saturated pair. The solver then takes B-x alone when ``0.85 + min(1.2, saturate)`` exceeds
+    ``0.4 + saturate``. This is the cost-limit rule of ByteTrack's ``lapjv(..., cost_limit)``,
+    except that a pair above the limit is not forbidden: a row and column that are each other's
+    only feasible partner are always matched.
 
     Args:
         cost: ``float[N, M]`` (``nan``/``inf`` = forbidden). Not modified.
         threshold: largest acceptable cost (inclusive).
+        saturate: see above; None = most matches first.
 
     Returns:
         ``(rows int64[K], cols int64[K])``: row ``rows[k]`` is matched to column ``cols[k]``; sorted
@@ -301,9 +319,14 @@ def linear_assignment_pairs(cost: np.ndarray, threshold: float) -> tuple[np.ndar
         return lone_r.astype(np.int64, copy=False), lone_c.astype(np.int64, copy=False)  # sorted by row
     sub = cost.take(rest_r, 0).take(rest_c, 1)
     sub_ok = feasible.take(rest_r, 0).take(rest_c, 1)
-    # a forbidden pair must cost more than any set of feasible pairs could save
-    big = (np.abs(sub[sub_ok]).max() + 1.0) * (min(rest_r.size, rest_c.size) + 1)
-    rows, cols = linear_sum_assignment(np.where(sub_ok, sub, big))  # a new array: the caller's is untouched
+    # (np.where makes a new array: the caller's is untouched)
+    if saturate is None:
+        # a forbidden pair must cost more than any set of feasible pairs could save
+        big = (np.abs(sub[sub_ok]).max() + 1.0) * (min(rest_r.size, rest_c.size) + 1)
+        rows, cols = linear_sum_assignment(np.where(sub_ok, sub, big))
+    else:
+        # a forbidden pair stands for "unmatched": a little dearer than any saturated pair
+        rows, cols = linear_sum_assignment(np.where(sub_ok, np.minimum(sub, saturate), saturate + _UNMATCHED_MARGIN))
     keep = sub_ok[rows, cols]
     mr = np.concatenate([lone_r, rest_r[rows[keep]]])
     mc = np.concatenate([lone_c, rest_c[cols[keep]]])

@@ -110,3 +110,14 @@ def test_amodal_measurements_keep_the_predicted_size_of_partly_hidden_boxes():
     np.testing.assert_allclose(z[2], kalman.boxes_to_measurements(boxes[2:])[0])
     off = kalman.amodal_measurements(boxes, wh, (640, 480), predicted_boxes=pred)
     np.testing.assert_allclose(off, kalman.boxes_to_measurements(boxes))  # partial_ratio 0: border cuts only
+
+
+def test_amodal_measurements_report_the_axes_whose_size_was_completed():
+    boxes = np.array([[0.0, 10.0, 30.0, 50.0], [101.0, 10.0, 121.0, 50.0], [100.0, 10.0, 160.0, 50.0]])
+    pred = np.array([[-20.0, 10.0, 30.0, 50.0], [100.0, 10.0, 160.0, 50.0], [100.0, 10.0, 160.0, 50.0]])
+    held = np.zeros((3, 2), bool)
+    kalman.amodal_measurements(
+        boxes, pred[:, 2:] - pred[:, :2], (640, 480), predicted_boxes=pred, partial_ratio=0.6, held=held
+    )
+    # border cut (x of box 0), partly hidden (x of box 1), a full view (box 2): only x axes are held
+    assert held.tolist() == [[True, False], [True, False], [False, False]]

@@ -99,3 +99,28 @@ def test_normalized_center_distance_sq_is_the_square_and_degenerate_pairs_are_fa
     np.testing.assert_allclose(d2[0, :1], [(3 / 10) ** 2 + (4 / 20) ** 2])
     assert np.isinf(d2[1, 1])  # both boxes empty: no size to measure the distance in
     np.testing.assert_allclose(np.sqrt(d2), normalized_center_distance(a, b))
+
+
+def test_saturated_assignment_keeps_the_best_pair_instead_of_two_poor_ones():
+    """Tracks A, B; detections x, y. B-x is by far the best pair; A-y is forbidden. Most-matches-first
+    takes A-x and B-y (an ID switch each way in a tracker); saturating pair costs at 1 takes B-x alone."""
+    from perception.tracking.matching import linear_assignment_pairs
+
+    inf = np.inf
+    cost = np.array([[0.85, inf], [0.4, 1.2]])
+    rows, cols = linear_assignment_pairs(cost, inf)
+    assert list(zip(rows.tolist(), cols.tolist())) == [(0, 0), (1, 1)]
+    rows, cols = linear_assignment_pairs(cost, inf, saturate=1.0)
+    assert list(zip(rows.tolist(), cols.tolist())) == [(1, 0)]
+    # a saturated pair is still taken when it displaces nothing: a lone pair, or two rows of which
+    # only one can match
+    rows, cols = linear_assignment_pairs(np.array([[3.0]]), inf, saturate=1.0)
+    assert rows.tolist() == [0] and cols.tolist() == [0]
+    rows, cols = linear_assignment_pairs(np.array([[2.0, 5.0], [inf, 4.0]]), inf, saturate=1.0)
+    assert sorted(zip(rows.tolist(), cols.tolist())) == [(0, 0), (1, 1)]
+    # forbidden stays forbidden, the threshold still applies, the input is not modified
+    c = np.array([[inf, 0.2], [0.3, inf]])
+    before = c.copy()
+    rows, cols = linear_assignment_pairs(c, 0.25, saturate=1.0)
+    assert list(zip(rows.tolist(), cols.tolist())) == [(0, 1)]
+    np.testing.assert_array_equal(c, before)
