@@ -7,7 +7,11 @@ import pytest
 
 from perception.errors import DataError
 from perception.tracking import Tracker
-from perception.tracking.appearance import blend_embeddings, colour_embeddings, similarity
+from perception.tracking.appearance import (
+    blend_embeddings,
+    colour_embeddings,
+    similarity,
+)
 from perception.types import FrameMeta, Instance
 
 RED, BLUE, GREY = (0, 0, 220), (220, 0, 0), (100, 100, 100)
@@ -40,7 +44,8 @@ def test_outline_samples_are_left_out_unless_the_instance_is_thin():
     img[40:120, 40:120] = RED
     emb, ok = colour_embeddings(imap[::4, ::4], img, [1, 2], stride=4)
     assert ok.all()
-    red, _ = colour_embeddings(*(lambda m, i: (m[::4, ::4], i))(*_scene([(1, (40, 40, 120, 120), RED)])), [1], stride=4)
+    red_map, red_img = _scene([(1, (40, 40, 120, 120), RED)])
+    red, _ = colour_embeddings(red_map[::4, ::4], red_img, [1], stride=4)
     assert similarity(emb[:1], red)[0, 0] == pytest.approx(1.0, abs=1e-6)
     assert similarity(emb[1:], red)[0, 0] == pytest.approx(1.0, abs=1e-6)  # the bar: all its samples
 
@@ -52,7 +57,8 @@ def test_too_few_samples_give_no_embedding_and_stride_reads_the_right_pixels():
     emb, ok = colour_embeddings(imap[::4, ::4], img, [1, 2, 7], stride=4, min_samples=8)
     assert ok.tolist() == [False, True, False]  # 4 samples; absent id
     assert not emb[0].any() and not emb[2].any()
-    blue, _ = colour_embeddings(*(lambda m, i: (m[::4, ::4], i))(*_scene([(1, (0, 0, 64, 64), BLUE)])), [1], stride=4)
+    blue_map, blue_img = _scene([(1, (0, 0, 64, 64), BLUE)])
+    blue, _ = colour_embeddings(blue_map[::4, ::4], blue_img, [1], stride=4)
     assert similarity(emb[1:2], blue)[0, 0] == pytest.approx(1.0, abs=1e-6)
 
 
