@@ -142,7 +142,42 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--confirm-hits", type=int, default=None, help="tracker: matches before a track is reported (default: Tracker's)"
     )
     parser.add_argument("--min-iou", type=float, default=d.min_iou, help=f"mask IoU for a match (default {d.min_iou})")
+    parser.add_argument(
+        "--jobs", type=int, default=1, help="sequences evaluated in parallel processes (default 1; results are the same)"
+    )
     parser.add_argument("--json", action="store_true", help="print exactly one JSON object")
+
+
+def _evaluate_all(seeds: range, settings: SimSettings, tracker_kwargs: dict, jobs: int) -> list:
+    """``evaluate_seed`` for every seed, in order; ``jobs`` > 1 runs them in that many processes.
+    A progress bar on stderr counts the sequences (it stays quiet when stderr is not a terminal)."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(seeds), unit="seq", desc="eval-tracking", file=sys.stderr, disable=None, mininterval=0.5)
+    results = []
+    try:
+        if jobs <= 1 or len(seeds) == 1:
+            for seed in seeds:
+                results.append(evaluate_seed(seed, settings, tracker_kwargs=tracker_kwargs))
+                bar.update()
+        else:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            # spawn: a clean interpreter per worker (no fork of a process that may hold threads)
+            ctx = multiprocessing.get_context("spawn")
+            pool = ProcessPoolExecutor(max_workers=min(jobs, len(seeds)), mp_context=ctx)
+            try:
+                futures = [pool.submit(evaluate_seed, seed, settings, tracker_kwargs=tracker_kwargs) for seed in seeds]
+                for f in futures:
+                    results.append(f.result())
+                    bar.update()
+            finally:
+                # on Ctrl-C or an error, sequences not started yet are dropped instead of waited for
+                pool.shutdown(wait=True, cancel_futures=True)
+    finally:
+        bar.close()
+    return results
 
 
 def main(args: argparse.Namespace) -> int:
@@ -152,6 +187,8 @@ def main(args: argparse.Namespace) -> int:
 
     if args.seeds < 1:
         raise ConfigError(f"--seeds must be >= 1, got {args.seeds}")
+    if args.jobs < 1:
+        raise ConfigError(f"--jobs must be >= 1, got {args.jobs}")
     if not 0.0 < args.min_iou <= 1.0:
         raise ConfigError(f"--min-iou must be in (0, 1], got {args.min_iou}")
     settings = SimSettings(
@@ -168,10 +205,9 @@ def main(args: argparse.Namespace) -> int:
     tracker_kwargs = {} if args.confirm_hits is None else {"confirm_hits": args.confirm_hits}
     t0 = time.perf_counter()
     total = TrackingCounts()
-    per_seed = []
-    for seed in range(args.seed, args.seed + args.seeds):
-        c = evaluate_seed(seed, settings, tracker_kwargs=tracker_kwargs)
-        per_seed.append((seed, c))
+    seeds = range(args.seed, args.seed + args.seeds)
+    per_seed = list(zip(seeds, _evaluate_all(seeds, settings, tracker_kwargs, args.jobs), strict=True))
+    for _, c in per_seed:
         total = total + c
     elapsed = time.perf_counter() - t0
     if args.json:

@@ -41,3 +41,15 @@ def test_eval_tracking_table_and_bad_option():
     assert "IDF1" in p.stdout and "HOTA" in p.stdout and "AssA" in p.stdout and "mask IoU" in p.stdout
     bad = _run("--seeds", "0")
     assert bad.returncode == 2 and "--seeds" in bad.stderr
+
+
+def test_eval_tracking_in_parallel_processes_gives_the_same_figures():
+    args = ("--json", "--seed", "3", "--seeds", "3", "--frames", "30", "--width", "480", "--height", "270")
+    one, two = _run(*args), _run(*args, "--jobs", "2")
+    assert one.returncode == 0 and two.returncode == 0, one.stderr + two.stderr
+    a, b = json.loads(one.stdout), json.loads(two.stdout)
+    for d in (a, b):
+        d.pop("seconds")
+    assert a == b and a["seeds"] == [3, 4, 5]
+    bad = _run("--jobs", "0")
+    assert bad.returncode == 2 and "--jobs" in bad.stderr
