@@ -304,3 +304,22 @@ def test_tracks_keep_the_size_of_their_objects_on_a_generated_scene():
             width = float(tr._mean[tr._ids == t.track_id][0, 2])
             worst = max(worst, width / (o.full_box[2] - o.full_box[0]))
     assert worst < 1.5, worst
+
+
+def test_a_detection_beside_a_just_lost_track_starts_no_track():
+    """A car's track loses its detection; a same-class detection appears 0.5 box sizes from where the
+    car is predicted but fails every match (recovery is off here). With the birth block it starts no
+    track (it is most likely a view of the lost car); without, it becomes a new track."""
+
+    def tracks_after(block: float) -> int:
+        tr = Tracker(confirm_hits=1, recover_distance=0.0, block_birth_distance=block)
+        for i in range(6):
+            tr.update([inst(1, moving_box(i / FPS, vx=90, w=40, h=30))], meta(i))
+        x0, y0, x1, y1 = moving_box(6 / FPS, vx=90, w=40, h=30)
+        tr.update([inst(1, (x0 + 20, y0 + 10, x1 + 20, y1 + 10))], meta(6))  # IoU ~0.2 with the prediction
+        return tr.num_tracks
+
+    assert tracks_after(0.7) == 1
+    assert tracks_after(0.0) == 2
+    with pytest.raises(ConfigError):
+        Tracker(block_birth_distance=-1.0)
