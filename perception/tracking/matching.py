@@ -326,7 +326,8 @@ def linear_assignment_pairs(
         rows, cols = linear_sum_assignment(np.where(sub_ok, sub, big))
     else:
         # a forbidden pair stands for "unmatched": a little dearer than any saturated pair
-        rows, cols = linear_sum_assignment(np.where(sub_ok, np.minimum(sub, saturate), saturate + _UNMATCHED_MARGIN))
+        unmatched = saturate + _UNMATCHED_MARGIN
+        rows, cols = linear_sum_assignment(np.where(sub_ok, np.minimum(sub, saturate), unmatched))
     keep = sub_ok[rows, cols]
     mr = np.concatenate([lone_r, rest_r[rows[keep]]])
     mc = np.concatenate([lone_c, rest_c[cols[keep]]])

@@ -472,7 +472,11 @@ class Tracker:
         allowed = ~veto
 
         def associate(
-            rows: np.ndarray, cols: np.ndarray, sub_cost: np.ndarray, max_cost: float = np.inf, saturate: float | None = None
+            rows: np.ndarray,
+            cols: np.ndarray,
+            sub_cost: np.ndarray,
+            max_cost: float = np.inf,
+            saturate: float | None = None,
         ) -> None:
             """Assign tracks ``rows`` to detections ``cols`` by their ``[rows, cols]`` costs and record it."""
             mr, mc = linear_assignment_pairs(sub_cost, max_cost, saturate=saturate)
@@ -495,7 +499,8 @@ class Tracker:
         rows = ((self._state == _CONF) & (det_of_track < 0)).nonzero()[0]
         cols = low.nonzero()[0]
         if rows.size and cols.size:
-            associate(rows, cols, sub(np.where((sim >= self.match_iou_low) & allowed, cost, np.inf), rows, cols), saturate=self.match_cost)
+            low_cost = np.where((sim >= self.match_iou_low) & allowed, cost, np.inf)
+            associate(rows, cols, sub(low_cost, rows, cols), saturate=self.match_cost)
         # 3) tentative tracks vs remaining high-score detections
         rows, cols = tentative.nonzero()[0], (high & (track_of_det < 0)).nonzero()[0]
         if rows.size and cols.size:
@@ -563,16 +568,16 @@ class Tracker:
         # an unmatched detection close to where a recently lost track of its class is predicted is
         # most likely a view of that track's object that failed the match (a sliver, a partial view
         # whose colours differ): it starts no track, which would take over the object's id
+        lost = state == _LOST
         blocked = np.zeros(m, bool)
         if self.block_birth_distance > 0 and n and m:
-            near_rows = ((state == _LOST) & ~gone & (self._lost <= self.block_birth_lost)).nonzero()[0]
+            near_rows = (lost & ~gone & (self._lost <= self.block_birth_lost)).nonzero()[0]
             free_cols = ((track_of_det < 0) & high).nonzero()[0]
             if near_rows.size and free_cols.size:
                 near = sub(cdist2, near_rows, free_cols) <= self.block_birth_distance**2
                 near &= ~sub(other_class | veto, near_rows, free_cols)
                 blocked[free_cols[near.any(axis=0)]] = True
         # removals
-        lost = state == _LOST
         remove = ~matched & (state == _TENT)
         remove |= lost & (self._lost > self.max_lost_frames)
         if self.max_lost_seconds is not None:
@@ -591,7 +596,11 @@ class Tracker:
 
         # births: unmatched high-score detections
         born = (
-            (track_of_det < 0) & (det_score >= self.new_track_score) & high & (det_area >= self.min_birth_area) & ~blocked
+            (track_of_det < 0)
+            & (det_score >= self.new_track_score)
+            & high
+            & (det_area >= self.min_birth_area)
+            & ~blocked
         ).nonzero()[0]
         if born.size:
             k = born.size
