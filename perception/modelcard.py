@@ -83,7 +83,7 @@ class ModelCard(_Strict):
     """Measured figures (with the command that measured them)."""
 
     @model_validator(mode="after")
-    def _check(self) -> "ModelCard":
+    def _check(self) -> ModelCard:
         ids = [c.id for c in self.classes]
         if ids != list(range(len(ids))):
             raise ValueError(f"classes must have ids 0..{len(ids) - 1} in order, got {ids}")

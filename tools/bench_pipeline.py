@@ -154,7 +154,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         video, what = _input_video(Path(tmp))
         cap = cv2.VideoCapture(str(video))
-        ok, frame = cap.read()
+        _ok, frame = cap.read()
         cap.release()
         print(f"input: {what}; model: {args.model.name}; CPU threads for inference: {args.threads}")
         be = bench_backend(args.model, frame, args.frames, args.threads)

@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     print(head)
     print("-" * len(head))
     for encoding in args.encodings.split(","):
-        enc_ms, dec_ms, size = _decode_ms(encoding, maps[0], 20)
+        enc_ms, dec_ms, _size = _decode_ms(encoding, maps[0], 20)
         r = bench(encoding, maps, args.seconds)
         rate = (r["n"] - 1) / r["span"] if r["span"] > 0 else 0.0
         wire_per_msg = r["wire"] / max(1, r["n"])

@@ -20,7 +20,7 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see tools/train.py
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -77,7 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     training["iterations"] = state.get("iter")
     training["train_minutes"] = round(state.get("time_spent_s", 0.0) / 60, 1)
     training["command"] = "tools/train.py " + " ".join(
-        f"--{k.replace('_', '-')} {v}" for k, v in recipe.get("args", {}).items() if k in ("time_budget_min", "seed", "epochs")
+        f"--{k.replace('_', '-')} {v}"
+        for k, v in recipe.get("args", {}).items()
+        if k in ("time_budget_min", "seed", "epochs")
     )
     training["lr_schedule"] = ("AdamW, linear warm-up, then poly(0.9) over max(iterations done / planned, time spent / "
                                "--time-budget-min): the run anneals within its wall-clock budget, so the number of "
@@ -97,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ONNX Runtime vs PyTorch label agreement on val: {100 * agree['agreement']:.4f} % "
               f"(max |logit diff| {agree['max_abs_logit_diff']:.2e})")
         ev = evaluate_onnx(path, val.images, val.labels, input_size=input_size, threads=args.threads)
-        print(f"val mIoU (ONNX Runtime, input {input_size[0]}x{input_size[1]}, scored at 480x360): {100 * ev['miou']:.2f}; "
+        print(f"val mIoU (ONNX Runtime, input {input_size[0]}x{input_size[1]}, scored at 480x360): "
+              f"{100 * ev['miou']:.2f}; "
               f"pixel accuracy {100 * ev['pixel_accuracy']:.2f} %")
         sess = onnx_session(path, threads=args.threads)
         x = np.random.default_rng(0).standard_normal((1, 3, input_size[1], input_size[0])).astype(np.float32)
@@ -109,20 +112,23 @@ def main(argv: list[str] | None = None) -> int:
             sess.run(None, {INPUT_NAME: x})
             times.append(time.perf_counter() - t)
         p50 = float(np.median(times))
-        print(f"ONNX Runtime {args.threads} threads at {input_size[0]}x{input_size[1]}: {1 / p50:.1f} frames/s (p50 {1000 * p50:.1f} ms)")
+        print(f"ONNX Runtime {args.threads} threads at {input_size[0]}x{input_size[1]}: "
+              f"{1 / p50:.1f} frames/s (p50 {1000 * p50:.1f} ms)")
         metrics.update(
             {
                 "camvid_val_miou": round(ev["miou"], 4),
                 "camvid_val_pixel_accuracy": round(ev["pixel_accuracy"], 4),
                 "camvid_val_per_class_iou": {c: round(v, 4) for c, v in zip(
-                    ["Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence", "Car", "Pedestrian", "Bicyclist"],
+                    ["Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence", "Car",
+                     "Pedestrian", "Bicyclist"],
                     ev["per_class_iou"])},
                 "evaluated": f"CamVid val (101 images), ONNX Runtime, input {input_size[0]}x{input_size[1]}, logits "
                 "upsampled bilinearly to the labels' 480x360, 11 classes, label 11 ignored",
                 "onnx_vs_pytorch_label_agreement": round(agree["agreement"], 6),
                 "onnxruntime_cpu_fps_2_threads": round(1 / p50, 1),
                 "fps_note": "inference alone, measured by tools/export_onnx.py on the 2-core dev CPU with load average "
-                f"{os.getloadavg()[0]:.1f} at the time (shared machine, so indicative; rerun tools/bench_backend.py on a quiet one)",
+                f"{os.getloadavg()[0]:.1f} at the time "
+                "(shared machine, so indicative; rerun tools/bench_backend.py on a quiet one)",
                 "command": f"tools/export_onnx.py --checkpoint {args.checkpoint.name}",
             }
         )

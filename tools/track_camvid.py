@@ -158,7 +158,8 @@ def main() -> int:
             dist = normalized_center_distance(np.array([o["last_box"]]), np.array([d["first_box"]]))[0, 0]
             if dist <= a.switch_distance:
                 suspects.append((d["first"], oid, tid, names.get(d["cls"], d["cls"]), dist))
-    print(f"suspected id switches (a new track near a recently lost or just-ending one of the same class): {len(suspects)}")
+    print("suspected id switches (a new track near a recently lost or just-ending one of the same class): "
+          f"{len(suspects)}")
     for f, oid, tid, cname, dist in sorted(suspects):
         print(f"  frame {f}: {cname} #{oid} -> #{tid} (centre {dist:.2f} box sizes from where #{oid} was last seen)")
     return 0

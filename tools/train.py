@@ -26,9 +26,9 @@ from pathlib import Path
 # burn 5-10x the CPU of the useful work (measured); must be set before torch loads libgomp.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from tqdm import tqdm  # noqa: E402
+import numpy as np
+import torch
+from tqdm import tqdm
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -93,7 +93,10 @@ def seed_all(seed: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    device = "cuda" if args.device == "auto" and torch.cuda.is_available() else ("cpu" if args.device == "auto" else args.device)
+    device = (
+        "cuda" if args.device == "auto" and torch.cuda.is_available()
+        else ("cpu" if args.device == "auto" else args.device)
+    )
     seed_all(args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
     log_path = args.out / "log.jsonl"
@@ -102,12 +105,16 @@ def main(argv: list[str] | None = None) -> int:
     train = load_split(args.data, "train")
     val = load_split(args.data, "val")
     if args.limit:
-        train = type(train)(names=train.names[: args.limit], images=train.images[: args.limit], labels=train.labels[: args.limit])
-        val = type(val)(names=val.names[: args.limit], images=val.images[: args.limit], labels=val.labels[: args.limit])
-    print(f"loaded {len(train.images)} train / {len(val.images)} val images in {time.perf_counter() - t0:.1f}s", flush=True)
+        train = type(train)(names=train.names[: args.limit], images=train.images[: args.limit],
+                            labels=train.labels[: args.limit])
+        val = type(val)(names=val.names[: args.limit], images=val.images[: args.limit],
+                        labels=val.labels[: args.limit])
+    print(f"loaded {len(train.images)} train / {len(val.images)} val images "
+          f"in {time.perf_counter() - t0:.1f}s", flush=True)
 
     net_cfg = NetworkConfig()
-    aug_cfg = AugmentConfig(base_size=args.input_size, crop_size=args.crop, scale_range=(args.scale_min, args.scale_max))
+    aug_cfg = AugmentConfig(base_size=args.input_size, crop_size=args.crop,
+                            scale_range=(args.scale_min, args.scale_max))
     loss_cfg = LossConfig(ohem_keep=args.ohem_keep)
     model = build_network(pretrained=not args.no_pretrained, config=net_cfg).to(device)
     frozen = [model.encoder.stem, *model.encoder.blocks[: args.freeze_blocks]] if args.freeze_blocks else []
@@ -136,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         start_epoch, it, best, spent = state["epoch"] + 1, state["iter"], state["best_miou"], state["time_spent_s"]
-        print(f"resumed from {last_path}: epoch {start_epoch}, iter {it}, best mIoU {best:.4f}, {spent / 60:.1f} min spent", flush=True)
+        print(f"resumed from {last_path}: epoch {start_epoch}, iter {it}, best mIoU {best:.4f}, "
+              f"{spent / 60:.1f} min spent", flush=True)
 
     budget_s = args.time_budget_min * 60.0 if args.time_budget_min else None
     recipe = {
@@ -236,10 +244,12 @@ def main(argv: list[str] | None = None) -> int:
         }
         with log_path.open("a") as fh:
             fh.write(json.dumps(line) + "\n")
-        print(f"epoch {epoch}: val mIoU {metrics['miou']:.4f} (best {best:.4f}) pixel acc {metrics['pixel_accuracy']:.4f} "
+        print(f"epoch {epoch}: val mIoU {metrics['miou']:.4f} (best {best:.4f}) "
+              f"pixel acc {metrics['pixel_accuracy']:.4f} "
               f"loss {line['loss']:.3f} [{line['minutes']} min]", flush=True)
         if stop:
-            print(f"time budget of {args.time_budget_min} min reached; best val mIoU {best:.4f} in {best_path}", flush=True)
+            print(f"time budget of {args.time_budget_min} min reached; best val mIoU {best:.4f} in {best_path}",
+                  flush=True)
             break
     print("done", flush=True)
     return 0

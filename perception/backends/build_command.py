@@ -76,7 +76,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     cal.add_argument("--calib-dir", type=Path, metavar="DIR",
                      help="folder of representative images (searched recursively), preprocessed like the runtime")
     cal.add_argument("--calib-images", type=_positive_int, default=DEFAULT_CALIB_IMAGES, metavar="N",
-                     help=f"images to calibrate on, evenly spaced over the sorted folder (default {DEFAULT_CALIB_IMAGES})")
+                     help="images to calibrate on, evenly spaced over the sorted folder (default "
+                          f"{DEFAULT_CALIB_IMAGES})")
     cal.add_argument("--calib-cache", type=Path, metavar="FILE",
                      help="calibration cache: read if it exists (skips calibration), written after calibrating")
     shapes = p.add_argument_group("shapes (optimisation profile)")
@@ -91,7 +92,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     shapes.add_argument("--max-size", type=_size_arg, metavar="WxH")
     b = p.add_argument_group("builder")
     b.add_argument("--workspace-mb", type=_positive_int, default=DEFAULT_WORKSPACE_MB, metavar="N",
-                   help=f"tactic scratch memory limit in MiB (default {DEFAULT_WORKSPACE_MB}; 512-1024 on 8 GB Jetsons)")
+                   help=f"tactic scratch memory limit in MiB (default {DEFAULT_WORKSPACE_MB}; 512-1024 on 8 GB "
+                        "Jetsons)")
     b.add_argument("--dla", type=_non_negative_int, metavar="N", help="build for DLA core N (Jetson), FP16/INT8 only")
     b.add_argument("--gpu-fallback", action=argparse.BooleanOptionalAction, default=True,
                    help="with --dla: run layers the DLA cannot on the GPU (default) instead of failing")
@@ -129,8 +131,11 @@ def options_from_args(args: argparse.Namespace):
     opt_size = args.input_size or args.opt_size
     if args.precision != "int8" and (args.calib_dir is not None or args.calib_cache is not None):
         raise ConfigError(f"--calib-dir/--calib-cache only apply to --precision int8 (asked {args.precision})")
-    if args.precision == "int8" and args.calib_dir is None and (args.calib_cache is None or not args.calib_cache.is_file()):
-        raise ConfigError("--precision int8 needs --calib-dir DIR (representative images) or an existing --calib-cache FILE")
+    has_cache = args.calib_cache is not None and args.calib_cache.is_file()
+    if args.precision == "int8" and args.calib_dir is None and not has_cache:
+        raise ConfigError(
+            "--precision int8 needs --calib-dir DIR (representative images) or an existing --calib-cache FILE"
+        )
     if args.dla is None and not args.gpu_fallback:
         raise ConfigError("--no-gpu-fallback only applies with --dla N")
     return BuildOptions(

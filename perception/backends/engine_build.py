@@ -28,8 +28,8 @@ from perception.backends.base import resolve_input_size
 from perception.backends.engine_cache import (
     EngineRequest,
     ShapeProfile,
-    plain_json,
     file_sha256,
+    plain_json,
 )
 from perception.errors import ConfigError, EngineError, ModelCardError
 from perception.modelcard import ModelCard
@@ -309,7 +309,7 @@ _LOGGER_LOCK = threading.Lock()
 def trt_logger(trt):
     """The process-wide TensorRT logger: routes TensorRT's messages to :mod:`logging` and keeps
     the recent errors so exceptions can quote them (TensorRT keeps one logger per process)."""
-    global _LOGGER
+    global _LOGGER  # noqa: PLW0603 (one logger per process, made on first use)
     with _LOGGER_LOCK:
         if _LOGGER is None:
 
@@ -493,7 +493,8 @@ def build_engine(
             opt_profile = builder.create_optimization_profile()
             opt_profile.set_shape(profile.name, profile.min, profile.opt, profile.max)
             if config.add_optimization_profile(opt_profile) < 0:
-                raise EngineError(f"TensorRT refused the optimisation profile {profile.describe()}: {logger.take_errors()}")
+                raise EngineError(f"TensorRT refused the optimisation profile {profile.describe()}: "
+                                  f"{logger.take_errors()}")
         if options.precision == "int8":
             config.set_flag(trt.BuilderFlag.INT8)
             images = calibration_images(options.calib_dir, options.calib_images) if options.calib_dir else []
@@ -576,7 +577,9 @@ def _load_timing_cache(config, path: Path | None):
             raise EngineError(f"cannot read timing cache {path}: {exc}") from exc
     cache = config.create_timing_cache(blob)
     if not config.set_timing_cache(cache, False):
-        log.warning("timing cache %s does not fit this GPU/TensorRT; starting a fresh one (it will be overwritten)", path)
+        log.warning(
+            "timing cache %s does not fit this GPU/TensorRT; starting a fresh one (it will be overwritten)", path
+        )
         cache = config.create_timing_cache(b"")
         if not config.set_timing_cache(cache, False):
             raise EngineError("TensorRT refused an empty timing cache")

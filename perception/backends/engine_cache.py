@@ -129,7 +129,7 @@ class ShapeProfile:
         return {"name": self.name, "min": list(self.min), "opt": list(self.opt), "max": list(self.max)}
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> "ShapeProfile":
+    def from_json(cls, data: Mapping[str, Any]) -> ShapeProfile:
         return cls(
             name=str(data["name"]),
             min=tuple(int(v) for v in data["min"]),
@@ -186,7 +186,7 @@ class EngineRequest:
         return data
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> "EngineRequest":
+    def from_json(cls, data: Mapping[str, Any]) -> EngineRequest:
         return cls(
             card=dict(data["card"]),
             onnx_sha256=str(data["onnx_sha256"]),
@@ -252,7 +252,7 @@ class EngineMetadata:
         }
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> "EngineMetadata":
+    def from_json(cls, data: Mapping[str, Any]) -> EngineMetadata:
         return cls(
             request=EngineRequest.from_json(data["request"]),
             created_utc=str(data["created_utc"]),

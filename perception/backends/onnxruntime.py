@@ -129,7 +129,8 @@ class OnnxRuntimeBackend:
             shape = self.outputs[o.name].shape
             if len(shape) != 4 or shape[1] not in (None, o.channels):
                 raise ModelCardError(
-                    f"{where}: output {o.name!r} should be [N,{o.channels},H/{o.stride},W/{o.stride}], the model has {shape}"
+                    f"{where}: output {o.name!r} should be [N,{o.channels},H/{o.stride},W/{o.stride}], the model has "
+                    f"{shape}"
                 )
             if all(d is not None for d in fixed_hw) and all(d is not None for d in shape[2:]):
                 want = (fixed_hw[0] // o.stride, fixed_hw[1] // o.stride)
@@ -165,7 +166,7 @@ class OnnxRuntimeBackend:
         self._binding = None
         self._session = None
 
-    def __enter__(self) -> "OnnxRuntimeBackend":
+    def __enter__(self) -> OnnxRuntimeBackend:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -111,7 +111,8 @@ def check_shape_in_profile(
         raise BackendError(f"input {name!r} must have {len(declared)} axes {list(declared)}, got {list(shape)}")
     for axis, (got, want) in enumerate(zip(shape, declared)):
         if want is not None and got != want:
-            raise BackendError(f"input {name!r} axis {axis} must be {want} (engine shape {list(declared)}), got {list(shape)}")
+            raise BackendError(f"input {name!r} axis {axis} must be {want} (engine shape {list(declared)}), got "
+                               f"{list(shape)}")
         if want is None and lo is not None and hi is not None and not lo[axis] <= got <= hi[axis]:
             raise BackendError(
                 f"input {name!r} shape {list(shape)} is outside the engine's profile {list(lo)}..{list(hi)} "
@@ -302,7 +303,8 @@ class TensorRTBackend:
                                   f"(out of GPU memory?): {logger.take_errors()}")
             self._stream = torch.cuda.Stream(device=self._device)
         self._read_tensors()
-        check_engine_tensors(card, self.inputs, self.outputs, where=f"engine {self.engine_path.name} vs card {card.name!r}")
+        where = f"engine {self.engine_path.name} vs card {card.name!r}"
+        check_engine_tensors(card, self.inputs, self.outputs, where=where)
         self._order, scale, offset = normalisation(card)
         self._scale = torch.from_numpy(scale).to(f"cuda:{self._device}")
         self._offset = torch.from_numpy(offset).to(f"cuda:{self._device}")
@@ -317,8 +319,9 @@ class TensorRTBackend:
         if engine_path is not None:
             # An explicit file: only the environment fields are compared, so the precision/calibration
             # given here do not matter (fp32 avoids asking for calibration data to fingerprint).
-            request = make_request(model_path=self.model_path, card=self.card, options=replace(options, precision="fp32"),
-                                   tensorrt_version=trt.__version__, gpu=gpu)
+            request = make_request(model_path=self.model_path, card=self.card,
+                                   options=replace(options, precision="fp32"), tensorrt_version=trt.__version__,
+                                   gpu=gpu)
             self.engine_path = Path(engine_path)
             return load_checked(self.engine_path, request, fields=ENVIRONMENT_FIELDS)
         request = make_request(model_path=self.model_path, card=self.card, options=options,
@@ -401,7 +404,8 @@ class TensorRTBackend:
                 for out, spec in self.outputs.items():
                     oshape = tuple(int(d) for d in ctx.get_tensor_shape(out))
                     if any(d < 0 for d in oshape):
-                        raise EngineError(f"TensorRT cannot resolve the shape of output {out!r} for input {list(shape)}")
+                        raise EngineError(f"TensorRT cannot resolve the shape of output {out!r} for input "
+                                          f"{list(shape)}")
                     odtype = self._torch_dtype(spec.dtype)
                     self._d_out[out] = torch.empty(oshape, dtype=odtype, device=dev)
                     self._h_out[out] = torch.empty(oshape, dtype=odtype, pin_memory=True)
@@ -494,7 +498,10 @@ class TensorRTBackend:
         self._check_open()
         if not isinstance(frame_bgr, np.ndarray) or frame_bgr.ndim != 3 or frame_bgr.shape[2] != 3 \
                 or frame_bgr.dtype != np.uint8:
-            got = f"{frame_bgr.dtype}{list(frame_bgr.shape)}" if isinstance(frame_bgr, np.ndarray) else type(frame_bgr).__name__
+            if isinstance(frame_bgr, np.ndarray):
+                got = f"{frame_bgr.dtype}{list(frame_bgr.shape)}"
+            else:
+                got = type(frame_bgr).__name__
             raise BackendError(f"infer_frame needs a BGR uint8[H, W, 3] frame, got {got}")
         w, h = self.input_size
         self._ensure_shape((1, 3, h, w))
@@ -585,7 +592,7 @@ class TensorRTBackend:
         self._frame_results = {}
         self._shape = self._frame_shape = None
 
-    def __enter__(self) -> "TensorRTBackend":
+    def __enter__(self) -> TensorRTBackend:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -67,7 +67,10 @@ def _rows(msg: ImageMessage, bytes_per_pixel: int) -> np.ndarray:
     step = msg.step or row_bytes
     if step < row_bytes:
         raise DataError(f"{msg.encoding} image row step {step} is shorter than a {msg.width}-pixel row ({row_bytes} B)")
-    flat = np.frombuffer(msg.data, np.uint8) if not isinstance(msg.data, np.ndarray) else msg.data.reshape(-1).view(np.uint8)
+    if isinstance(msg.data, np.ndarray):
+        flat = msg.data.reshape(-1).view(np.uint8)
+    else:
+        flat = np.frombuffer(msg.data, np.uint8)
     needed = step * (msg.height - 1) + row_bytes
     if flat.size < needed:
         raise DataError(
@@ -111,7 +114,8 @@ def decode_image(msg: ImageMessage, *, out: np.ndarray | None = None) -> np.ndar
             raise DataError(f"empty {msg.encoding or 'compressed'} image")
         image = cv2.imdecode(buf, cv2.IMREAD_COLOR)
         if image is None:
-            raise DataError(f"cannot decode a {len(buf)}-byte {msg.encoding or 'compressed'!r} image (corrupt or unknown format)")
+            raise DataError(f"cannot decode a {len(buf)}-byte {msg.encoding or 'compressed'!r} image (corrupt or "
+                            "unknown format)")
         return image
 
     enc = msg.encoding

@@ -17,8 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from perception.drives.decode import ImageMessage
-from perception.drives.reader import optional_errors
-from perception.drives.reader import TopicInfo
+from perception.drives.reader import TopicInfo, optional_errors
 from perception.drives.schemas import image_kind, to_image_message
 from perception.errors import DataError, SourceError
 

@@ -240,7 +240,8 @@ class McapRecorder:
         if self._color_buf is None or self._color_buf.shape[:2] != labels.shape:
             self._color_buf = np.empty((*labels.shape, 3), np.uint8)
         colored = colorize(labels, self._label_lut, out=self._color_buf)
-        self._put_image(camera_topic(self.prefix, cam, "labels"), t_ns, cam, "png", self._encode(".png", colored, self._png))
+        png = self._encode(".png", colored, self._png)
+        self._put_image(camera_topic(self.prefix, cam, "labels"), t_ns, cam, "png", png)
         if msg.instances is not None:
             inst = instance_colors(np.asarray(msg.instances), self._instance_lut)
             self._put_image(camera_topic(self.prefix, cam, "instances"), t_ns, cam, "png",
@@ -284,7 +285,9 @@ class McapRecorder:
         })
         self._put(camera_topic(self.prefix, cam, "annotations"), "foxglove.ImageAnnotations", t_ns,
                   {"circles": [], "points": points, "texts": texts})
-        end_to_end = (msg.t_publish_wall_ns - msg.t_capture_wall_ns) / 1e6 if msg.t_publish_wall_ns and msg.t_capture_wall_ns else 0.0
+        end_to_end = 0.0
+        if msg.t_publish_wall_ns and msg.t_capture_wall_ns:
+            end_to_end = (msg.t_publish_wall_ns - msg.t_capture_wall_ns) / 1e6
         self._put(camera_topic(self.prefix, cam, "latency"), "perception.Latency", t_ns, {
             "timestamp": _time(t_ns), "camera_id": cam, "stages_ms": dict(msg.latencies_ms),
             "capture_to_publish_ms": end_to_end,

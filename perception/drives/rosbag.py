@@ -11,8 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from perception.drives.decode import ImageMessage
-from perception.drives.reader import optional_errors
-from perception.drives.reader import TopicInfo
+from perception.drives.reader import TopicInfo, optional_errors
 from perception.drives.schemas import image_kind, to_image_message
 from perception.errors import DataError, SourceError
 
@@ -79,7 +78,8 @@ class RosbagReader:
             for conn, t_ns, raw in self._reader.messages(connections=conns, start=start_ns):
                 yield conn.topic, int(t_ns), (conn.msgtype, raw)
         except CONTAINER_ERRORS as exc:
-            raise SourceError(f"bag {self.path} is corrupt or truncated: reading stopped ({type(exc).__name__}: {exc})") from exc
+            raise SourceError(f"bag {self.path} is corrupt or truncated: reading stopped ({type(exc).__name__}: "
+                              f"{exc})") from exc
 
     def image(self, topic: str, payload: Any) -> ImageMessage:
         msgtype, raw = payload

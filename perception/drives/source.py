@@ -271,7 +271,9 @@ class DriveSource(Source):
         stats.failed += 1
         stats.last_error = str(exc)
         if stats.failed == 1:
-            log.warning("%s: skipping a message of topic %s: %s (further ones are counted)", self.path, stats.topic, exc)
+            log.warning(
+                "%s: skipping a message of topic %s: %s (further ones are counted)", self.path, stats.topic, exc
+            )
         else:
             log.debug("%s: skipping a message of topic %s: %s", self.path, stats.topic, exc)
 
@@ -312,7 +314,8 @@ def open_drive_source(
     """
     unknown = sorted(set(options) - {"topics"})
     if unknown:
-        raise ConfigError(f"unknown option(s) {', '.join(map(repr, unknown))} for a recorded drive source; allowed: topics")
+        raise ConfigError(f"unknown option(s) {', '.join(map(repr, unknown))} for a recorded drive source; allowed: "
+                          "topics")
     topics = options.get("topics") or ()
     if isinstance(topics, str):
         topics = (topics,)

@@ -21,7 +21,7 @@ _EXPORTS = {
     "evaluate_sequence": "tracking",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = sorted(_EXPORTS)  # noqa: PLE0605 (the lazily imported names are listed once, in _EXPORTS)
 
 
 def __getattr__(name: str):

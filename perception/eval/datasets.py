@@ -50,7 +50,8 @@ CITYSCAPES_TRAIN_CLASSES: tuple[str, ...] = (
 """The 19 Cityscapes evaluation classes, in train-id order."""
 
 CITYSCAPES_ID_TO_TRAINID: dict[int, int] = {
-    0: 255, 1: 255, 2: 255, 3: 255, 4: 255, 5: 255, 6: 255,  # unlabeled, ego vehicle, border, out of roi, static, dynamic, ground
+    # unlabeled, ego vehicle, border, out of roi, static, dynamic, ground
+    0: 255, 1: 255, 2: 255, 3: 255, 4: 255, 5: 255, 6: 255,
     7: 0, 8: 1, 9: 255, 10: 255,  # road, sidewalk, parking, rail track
     11: 2, 12: 3, 13: 4, 14: 255, 15: 255, 16: 255,  # building, wall, fence, guard rail, bridge, tunnel
     17: 5, 18: 255, 19: 6, 20: 7,  # pole, polegroup, traffic light, traffic sign

@@ -163,7 +163,7 @@ class BoundaryCounts:
     """True boundary pixels within the tolerance of a predicted boundary pixel."""
     gt_total: int = 0
 
-    def __add__(self, other: "BoundaryCounts") -> "BoundaryCounts":
+    def __add__(self, other: BoundaryCounts) -> BoundaryCounts:
         return BoundaryCounts(
             self.pred_matched + other.pred_matched,
             self.pred_total + other.pred_total,
@@ -285,7 +285,7 @@ class PanopticCounts:
     fp: np.ndarray
     fn: np.ndarray
 
-    def __add__(self, other: "PanopticCounts") -> "PanopticCounts":
+    def __add__(self, other: PanopticCounts) -> PanopticCounts:
         return PanopticCounts(
             self.iou_sum + other.iou_sum, self.tp + other.tp, self.fp + other.fp, self.fn + other.fn
         )

@@ -129,8 +129,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--width", type=int, default=d.width, help=f"frame width (default {d.width})")
     parser.add_argument("--height", type=int, default=d.height, help=f"frame height (default {d.height})")
     parser.add_argument("--fps", type=float, default=d.fps, help=f"frame rate (default {d.fps:g})")
-    parser.add_argument("--miss-rate", type=float, default=d.miss_rate, help=f"missed detections (default {d.miss_rate})")
-    parser.add_argument("--fp-rate", type=float, default=d.fp_rate, help=f"false positives per object (default {d.fp_rate})")
+    parser.add_argument(
+        "--miss-rate", type=float, default=d.miss_rate, help=f"missed detections (default {d.miss_rate})"
+    )
+    parser.add_argument(
+        "--fp-rate", type=float, default=d.fp_rate, help=f"false positives per object (default {d.fp_rate})"
+    )
     parser.add_argument(
         "--match",
         choices=("source", "iou"),
@@ -139,11 +143,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(scores the tracker alone, default), 'iou' = mask IoU >= --min-iou",
     )
     parser.add_argument(
-        "--confirm-hits", type=int, default=None, help="tracker: matches before a track is reported (default: Tracker's)"
+        "--confirm-hits", type=int, default=None,
+        help="tracker: matches before a track is reported (default: Tracker's)",
     )
     parser.add_argument("--min-iou", type=float, default=d.min_iou, help=f"mask IoU for a match (default {d.min_iou})")
     parser.add_argument(
-        "--jobs", type=int, default=1, help="sequences evaluated in parallel processes (default 1; results are the same)"
+        "--jobs", type=int, default=1,
+        help="sequences evaluated in parallel processes (default 1; results are the same)",
     )
     parser.add_argument("--json", action="store_true", help="print exactly one JSON object")
 
@@ -235,7 +241,7 @@ def main(args: argparse.Namespace) -> int:
         f"{'seed':>6} {'HOTA':>7} {'IDF1':>7} {'MOTA':>7} {'IDsw':>5} {'track-frames':>12} {'GT':>7} "
         f"{'FP':>6} {'FN':>6}"
     )
-    for s, c in per_seed + [("all", total)]:
+    for s, c in [*per_seed, ("all", total)]:
         print(
             f"{s!s:>6} {c.hota:7.4f} {c.idf1:7.4f} {c.mota:7.4f} {c.id_switches:5d} {c.num_hyp:12d} {c.num_gt:7d} "
             f"{c.false_positives:6d} {c.misses:6d}"

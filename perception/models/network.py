@@ -88,14 +88,14 @@ def _native_padding(module: nn.Module) -> None:
     for name, child in list(module.named_children()):
         if isinstance(child, Conv2dStaticSamePadding):
             pad = child.static_padding
-            l, r, t, b = pad.padding if isinstance(pad, nn.ZeroPad2d) else (0, 0, 0, 0)
-            if l == r and t == b:
+            left, right, top, bottom = pad.padding if isinstance(pad, nn.ZeroPad2d) else (0, 0, 0, 0)
+            if left == right and top == bottom:
                 conv = nn.Conv2d(
                     child.in_channels,
                     child.out_channels,
                     child.kernel_size,
                     stride=child.stride,
-                    padding=(t, l),
+                    padding=(top, left),
                     dilation=child.dilation,
                     groups=child.groups,
                     bias=child.bias is not None,

@@ -32,12 +32,12 @@ from perception.errors import ConfigError, DataError
 from perception.types import Instance
 
 __all__ = [
+    "PanopticGrouper",
+    "describe_instances",
     "find_centers",
     "group_pixels",
-    "merge_semantic_and_instance",
     "instances_full_resolution",
-    "describe_instances",
-    "PanopticGrouper",
+    "merge_semantic_and_instance",
 ]
 
 

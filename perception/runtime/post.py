@@ -107,7 +107,7 @@ class PostProcessor:
         self._n = 0
 
     @classmethod
-    def from_config(cls, config: Mapping) -> "PostProcessor":
+    def from_config(cls, config: Mapping) -> PostProcessor:
         card = load_card(config["model"]["path"])
         t = config["tracking"]
         p = config["publish"]

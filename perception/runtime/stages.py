@@ -69,7 +69,7 @@ def _orphaned() -> bool:
 
 
 def _setup(ctx: StageContext, stage: str) -> None:
-    global _PARENT_PID
+    global _PARENT_PID  # noqa: PLW0603 (set once per stage process, read by _orphaned)
     _PARENT_PID = ctx.parent_pid
     _die_with_parent()
     if _orphaned():  # the supervisor died before prctl took effect
@@ -186,17 +186,18 @@ def capture_main(ctx: StageContext) -> None:
                            interpolation=cv2.INTER_AREA)
                 h, w = frame_shape[:2]
             now = time.monotonic_ns()
-            if (w, h) != (meta.width, meta.height):
-                meta = dataclasses.replace(meta, width=w, height=h)
+            sent = meta
+            if (w, h) != (sent.width, sent.height):
+                sent = dataclasses.replace(sent, width=w, height=h)
             if ctx.policy == Policy.EVERY:  # replay: latency counts from release, not from file read
-                meta = dataclasses.replace(meta, t_mono_ns=now)
-            ctx.outbox.put(WorkItem(slot=slot, meta=meta, t_slot_ns=now,
-                                    timings_ms={"capture": (now - meta.t_mono_ns) / 1e6}))
+                sent = dataclasses.replace(sent, t_mono_ns=now)
+            ctx.outbox.put(WorkItem(slot=slot, meta=sent, t_slot_ns=now,
+                                    timings_ms={"capture": (now - sent.t_mono_ns) / 1e6}))
             counters[Counter.CAPTURED] += 1
             counters[Counter.SOURCE_DROPPED] = int(getattr(source, "dropped", 0))
         if not ctx.stop.is_set():
             ctx.outbox.put(EOS)
-    except BaseException as exc:  # noqa: BLE001 - reported to the supervisor, then exit code
+    except BaseException as exc:
         code = _fail(ctx, "capture", exc)
     finally:
         if source is not None:
@@ -268,7 +269,7 @@ def inference_main(ctx: StageContext) -> None:
             item.t_slot_ns = t1
             ctx.outbox.put(item)
             ctx.counters[Counter.INFERRED] += 1
-    except BaseException as exc:  # noqa: BLE001
+    except BaseException as exc:
         code = _fail(ctx, "inference", exc)
     finally:
         if backend is not None:
@@ -347,7 +348,7 @@ def postprocess_main(ctx: StageContext) -> None:
             "latency_ms_p99": float(np.percentile(lat, 99)) if lat.size else None,
             "stage_ms": post.stage_means(),
         }))
-    except BaseException as exc:  # noqa: BLE001
+    except BaseException as exc:
         code = _fail(ctx, "postprocess", exc)
     finally:
         for c in closers:

@@ -80,7 +80,7 @@ class Pipeline:
             layout[o.kind] = (shape if o.channels > 1 else shape[1:], "float32")
         return layout
 
-    def _on_signal(self, signum, frame) -> None:  # noqa: ARG002
+    def _on_signal(self, signum, frame) -> None:
         self._interrupted = True
 
     # -------------------------------------------------------------------------------------- run
@@ -117,7 +117,7 @@ class Pipeline:
             dims = self._wait_for(control, procs, errors, "dims")
             if dims is None:
                 return self._finish(summary, procs, stop, errors, control)
-            width, height, fps, is_live, length = dims
+            width, height, fps, _is_live, length = dims
             self._cfg["_fps"] = fps or 15.0
             slots = SharedSlots.create(layout=self._layout(width, height), slots=rt.slots)
             log.info("shared memory %s: %d slots for %dx%d frames", slots.name, rt.slots, width, height)

@@ -25,7 +25,6 @@ import numpy as np
 from perception.errors import SourceError
 from perception.types import FrameMeta
 
-
 FFMPEG_LOG_LEVEL = "8"
 """FFmpeg log level OpenCV applies, unless ``OPENCV_FFMPEG_LOGLEVEL`` is already set (8 = fatal only).
 

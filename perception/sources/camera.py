@@ -110,7 +110,11 @@ class CameraSource(GrabbedSource):
             cap.set(cv2.CAP_PROP_FRAME_HEIGHT, height)
         if fps is not None:
             cap.set(cv2.CAP_PROP_FPS, fps)
-        got = (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)), cap.get(cv2.CAP_PROP_FPS))
+        got = (
+            int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
+            int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)),
+            cap.get(cv2.CAP_PROP_FPS),
+        )
         for key, want, have in zip(("width", "height", "fps"), self._requested, got):
             if want is not None and have > 0 and abs(have - want) > 1e-3:
                 log.warning("%s: requested %s %s, the camera gives %s", self.name, key, want, have)

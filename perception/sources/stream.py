@@ -100,7 +100,8 @@ class StreamSource(GrabbedSource):
         else:
             scheme = url.split("://", 1)[0].lower() if "://" in url else ""
             if scheme not in URL_SCHEMES:
-                raise ConfigError(f"unsupported stream URL {redact(url)!r}: the scheme must be one of {', '.join(URL_SCHEMES)}")
+                raise ConfigError(f"unsupported stream URL {redact(url)!r}: the scheme must be one of "
+                                  f"{', '.join(URL_SCHEMES)}")
             self.url = url
             self.name = f"stream {redact(url)}"
         self._open_timeout_ms = round(open_timeout_s * 1000)

@@ -72,7 +72,8 @@ def colour_embeddings(
     h, w = grid_ids.shape
     if ((image.shape[0] + stride - 1) // stride, (image.shape[1] + stride - 1) // stride) != (h, w):
         raise DataError(
-            f"colour_embeddings: image {image.shape[:2]} sampled every {stride} px does not give the grid {grid_ids.shape}"
+            f"colour_embeddings: image {image.shape[:2]} sampled every {stride} px does not give the grid "
+            f"{grid_ids.shape}"
         )
     ids = np.asarray(ids, np.int64).ravel()
     cells = bins**3

@@ -348,8 +348,8 @@ class Tracker:
         return int(self._ids.size)
 
     def _keep(self, sel: np.ndarray) -> None:
-        for name in ("_ids", "_cls", "_state", "_hits", "_age", "_lost", "_t_hit", "_score", "_mean", "_cov", "_mask_ref", "_mask_seen",
-                     "_app", "_app_ok"):
+        for name in ("_ids", "_cls", "_state", "_hits", "_age", "_lost", "_t_hit", "_score", "_mean", "_cov",
+                     "_mask_ref", "_mask_seen", "_app", "_app_ok"):
             setattr(self, name, getattr(self, name)[sel])
 
     # ----------------------------------------------------------------- update

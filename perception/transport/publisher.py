@@ -328,7 +328,9 @@ class Publisher:
                 return True
             except zmq.Again:
                 if time.monotonic() >= deadline:
-                    log.warning("end-of-stream message not sent within %.1f s: a subscriber's queue stayed full", timeout_s)
+                    log.warning(
+                        "end-of-stream message not sent within %.1f s: a subscriber's queue stayed full", timeout_s
+                    )
                     return False
                 time.sleep(0.005)
             except zmq.ZMQError as exc:
@@ -383,7 +385,7 @@ class Publisher:
         self._sock.close()
         self._ctx.term()
 
-    def __enter__(self) -> "Publisher":
+    def __enter__(self) -> Publisher:
         return self
 
     def __exit__(self, *exc: object) -> None:

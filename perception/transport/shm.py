@@ -67,10 +67,14 @@ class SharedSlots:
             ]
 
     @classmethod
-    def create(cls, *, layout: Mapping[str, tuple[tuple[int, ...], str]], slots: int, prefix: str = "perception") -> "SharedSlots":
+    def create(
+        cls, *, layout: Mapping[str, tuple[tuple[int, ...], str]], slots: int, prefix: str = "perception"
+    ) -> SharedSlots:
         if slots < 1:
             raise TransportError(f"shared memory needs at least one slot, got {slots}")
-        lay = tuple((k, ArraySpec(tuple(int(d) for d in shape), np.dtype(dtype).name)) for k, (shape, dtype) in layout.items())
+        lay = tuple(
+            (k, ArraySpec(tuple(int(d) for d in shape), np.dtype(dtype).name)) for k, (shape, dtype) in layout.items()
+        )
         _, _, total = _layout_offsets(lay, slots)
         name = f"{prefix}_{secrets.token_hex(6)}"
         try:
@@ -82,7 +86,7 @@ class SharedSlots:
         return cls(SlotsDescriptor(name=name, slots=slots, layout=lay), shm, owner=True)
 
     @classmethod
-    def attach(cls, descriptor: SlotsDescriptor) -> "SharedSlots":
+    def attach(cls, descriptor: SlotsDescriptor) -> SharedSlots:
         try:
             shm = shared_memory.SharedMemory(name=descriptor.name, create=False)
         except FileNotFoundError as exc:
@@ -127,7 +131,7 @@ class SharedSlots:
         except BufferError:  # a caller still holds a view; the mapping goes with the process
             pass
 
-    def __enter__(self) -> "SharedSlots":
+    def __enter__(self) -> SharedSlots:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -564,7 +564,8 @@ class MessageDecoder:
             if not self._lz4.eof:
                 raise TransportError(f"malformed message: {what} is a truncated lz4 frame")
             return out
-        raise TransportError(f"malformed message: {what} has unknown encoding {enc!r}; allowed: {', '.join(PART_ENCODINGS)}")
+        raise TransportError(f"malformed message: {what} has unknown encoding {enc!r}; allowed: "
+                             f"{', '.join(PART_ENCODINGS)}")
 
     def _decode_part(self, frame: Any, desc: Any, index: int) -> tuple[str, np.ndarray | None]:
         if not isinstance(desc, dict):
@@ -623,7 +624,8 @@ class MessageDecoder:
         :class:`TransportError` naming what is wrong when the message is malformed.
         """
         if len(frames) < 2:
-            raise TransportError(f"malformed message: a label message needs a header and a label frame, got {len(frames)} frame(s)")
+            raise TransportError("malformed message: a label message needs a header and a label frame, got "
+                                 f"{len(frames)} frame(s)")
         if header is None:
             header = unpack_header(frames[0])
         kind = header.get("kind", "labels")

@@ -84,7 +84,8 @@ class RerunSink:
             self._names = {c.id: c.name for c in self._classes}
             self._cameras.clear()  # re-send the context to every camera
         if cam not in self._cameras and self._classes:
-            context = rr.AnnotationContext([rr.AnnotationInfo(id=c.id, label=c.name, color=c.color) for c in self._classes])
+            infos = [rr.AnnotationInfo(id=c.id, label=c.name, color=c.color) for c in self._classes]
+            context = rr.AnnotationContext(infos)
             self._rec.log(cam, context, static=True)
             self._cameras.add(cam)
 
@@ -145,7 +146,8 @@ def add_rerun_arguments(parser: Any) -> None:
                         help="stream live to a running Rerun viewer at this gRPC URL "
                              "(e.g. rerun+http://127.0.0.1:9876/proxy; needs rerun-sdk)")
     parser.add_argument("--rerun-save", metavar="FILE.rrd", default=None,
-                        help="write the Rerun stream to this .rrd file (open it with `rerun FILE.rrd`; needs rerun-sdk)")
+                        help="write the Rerun stream to this .rrd file (open it with `rerun FILE.rrd`; needs "
+                             "rerun-sdk)")
 
 
 def rerun_sink_from_args(args: Any) -> RerunSink | None:

@@ -165,7 +165,8 @@ def test_make_request(dynamic_model):
     req = make_request(model_path=dynamic_model, card=card, options=BuildOptions(), tensorrt_version="10.8.0", gpu=GPU)
     assert req.onnx_sha256 == file_sha256(dynamic_model)
     assert req.card["name"] == "tiny" and req.gpu_name == GPU.name and req.compute_capability == "9.0"
-    again = make_request(model_path=dynamic_model, card=card, options=BuildOptions(), tensorrt_version="10.8.0", gpu=GPU)
+    again = make_request(model_path=dynamic_model, card=card, options=BuildOptions(), tensorrt_version="10.8.0",
+                         gpu=GPU)
     assert again.key() == req.key()
     other = make_request(model_path=dynamic_model, card=card, options=BuildOptions(precision="fp32"),
                          tensorrt_version="10.8.0", gpu=GPU)

@@ -79,8 +79,12 @@ CHANGES = {
     "gpu_name": {"gpu_name": "Orin"},
     "compute_capability": {"compute_capability": "8.7"},
     "precision": {"precision": "int8"},
-    "profiles": {"profiles": (ShapeProfile(name="image", min=(1, 3, 48, 64), opt=(1, 3, 96, 128), max=(1, 3, 96, 128)),)},
-    "build_options": {"build_options": {"workspace_mb": 512, "dla_core": None, "gpu_fallback": None, "calibration": None}},
+    "profiles": {
+        "profiles": (ShapeProfile(name="image", min=(1, 3, 48, 64), opt=(1, 3, 96, 128), max=(1, 3, 96, 128)),)
+    },
+    "build_options": {
+        "build_options": {"workspace_mb": 512, "dla_core": None, "gpu_fallback": None, "calibration": None}
+    },
 }
 
 
@@ -116,7 +120,7 @@ def test_mismatched_engine_is_refused_naming_the_field(tmp_path, field):
 def test_version_mismatch_message_is_specific(tmp_path):
     path = tmp_path / "x.engine"
     write_engine_file(path, make_request(), ENGINE)
-    with pytest.raises(EngineError, match="engine built for TensorRT 10.3.0 but 10.8.0 is installed"):
+    with pytest.raises(EngineError, match=r"engine built for TensorRT 10\.3\.0 but 10\.8\.0 is installed"):
         load_checked(path, make_request(tensorrt_version="10.8.0"))
 
 
@@ -126,7 +130,11 @@ def test_all_differing_fields_are_listed(tmp_path):
     with pytest.raises(EngineError) as info:
         load_checked(path, make_request(tensorrt_version="10.8.0", compute_capability="8.7", precision="fp32"))
     message = str(info.value)
-    for phrase in ("TensorRT 10.3.0 but 10.8.0", "compute capability 9.0 but this GPU has 8.7", "built at fp16 but fp32"):
+    for phrase in (
+        "TensorRT 10.3.0 but 10.8.0",
+        "compute capability 9.0 but this GPU has 8.7",
+        "built at fp16 but fp32",
+    ):
         assert phrase in message
 
 
@@ -164,7 +172,7 @@ def test_truncated_engine_is_refused(engine_file):
 @pytest.mark.parametrize("keep", [0, 5, 12, 40])
 def test_truncated_header_is_refused(engine_file, keep):
     engine_file.write_bytes(engine_file.read_bytes()[:keep])
-    with pytest.raises(EngineError, match="truncated|not a perception engine"):
+    with pytest.raises(EngineError, match=r"truncated|not a perception engine"):
         read_engine_file(engine_file)
 
 
@@ -196,7 +204,7 @@ def test_absurd_metadata_length_is_refused(engine_file):
 def test_raw_tensorrt_engine_is_refused(tmp_path):
     path = tmp_path / "raw.engine"
     path.write_bytes(b"ftrt" + ENGINE)
-    with pytest.raises(EngineError, match="not a perception engine file.*perception build-engine"):
+    with pytest.raises(EngineError, match=r"not a perception engine file.*perception build-engine"):
         read_engine_file(path)
 
 
@@ -242,7 +250,7 @@ def test_cache_never_returns_a_mismatched_engine_even_if_renamed(tmp_path):
     cache.store(old, ENGINE).rename(cache.path_for(new))  # a file under the wrong name
     path = cache.lookup(new)
     assert path is not None
-    with pytest.raises(EngineError, match="TensorRT 10.3.0 but 10.8.0"):
+    with pytest.raises(EngineError, match=r"TensorRT 10\.3\.0 but 10\.8\.0"):
         cache.load_checked(path, new)
 
 

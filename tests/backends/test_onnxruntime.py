@@ -79,14 +79,14 @@ def test_card_with_wrong_class_count_is_refused(tmp_path):
     p = make_tiny_model(tmp_path, num_classes=5)
     _edit_card(p, lambda d: (d["classes"].append({"id": 5, "name": "x", "color": [1, 2, 3], "is_thing": False}),
                              d["outputs"][0].update(channels=6)))
-    with pytest.raises(ModelCardError, match="semantic_logits.*should be \\[N,6"):
+    with pytest.raises(ModelCardError, match=r"semantic_logits.*should be \[N,6"):
         open_backend(p)
 
 
 def test_card_naming_a_missing_output_is_refused(tmp_path):
     p = make_tiny_model(tmp_path)
     _edit_card(p, lambda d: d["outputs"][1].update(name="heatmap"))
-    with pytest.raises(ModelCardError, match="output 'heatmap'.*not in the model"):
+    with pytest.raises(ModelCardError, match=r"output 'heatmap'.*not in the model"):
         open_backend(p)
 
 

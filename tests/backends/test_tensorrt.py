@@ -77,7 +77,9 @@ def test_factory_tensorrt_kind_raises_without_tensorrt(tiny, tmp_path):
 def _specs(card, *, in_name="image", channels=None):
     inputs = {in_name: TensorSpec(name=in_name, shape=(None, 3, None, None), dtype="float32")}
     outputs = {
-        o.name: TensorSpec(name=o.name, shape=(None, (channels or {}).get(o.name, o.channels), None, None), dtype="float32")
+        o.name: TensorSpec(
+            name=o.name, shape=(None, (channels or {}).get(o.name, o.channels), None, None), dtype="float32"
+        )
         for o in card.outputs
     }
     return inputs, outputs
@@ -190,7 +192,7 @@ def test_cache_is_reused_and_mismatch_refused(tiny, tmp_path):
 
     stale = tmp_path / "stale.engine"
     write_engine_file(stale, replace(meta.request, tensorrt_version="10.0.0.0"), blob)
-    with pytest.raises(EngineError, match="engine built for TensorRT 10.0.0.0 but"):
+    with pytest.raises(EngineError, match=r"engine built for TensorRT 10\.0\.0\.0 but"):
         TensorRTBackend(model_path=tiny, card=card, engine_path=stale)
 
 
@@ -261,7 +263,8 @@ def test_frame_to_input_matches_the_cpu_preprocessor(tiny, frame_hw, expect_mode
     assert mode == expect_mode
     h, w = card.input.height, card.input.width
     ry, rx = (None if m is None else torch.from_numpy(m)
-              for m in (resize_matrix(frame_hw[0], h, mode or "bilinear"), resize_matrix(frame_hw[1], w, mode or "bilinear")))
+              for m in (resize_matrix(frame_hw[0], h, mode or "bilinear"),
+                        resize_matrix(frame_hw[1], w, mode or "bilinear")))
     order, scale, offset = normalisation(card)
     out = torch.empty((1, 3, h, w), dtype=torch.float32)
     work = torch.empty((3, *frame_hw), dtype=torch.float32)
@@ -278,7 +281,9 @@ def test_resize_matrix_rows_sum_to_one():
     from perception.backends.tensorrt import resize_matrix
 
     assert resize_matrix(64, 64, "area") is None
-    for src, dst, mode in [(480, 64, "area"), (100, 48, "area"), (48, 100, "area"), (60, 48, "bilinear"), (40, 48, "bilinear")]:
+    for src, dst, mode in [
+        (480, 64, "area"), (100, 48, "area"), (48, 100, "area"), (60, 48, "bilinear"), (40, 48, "bilinear"),
+    ]:
         m = resize_matrix(src, dst, mode)
         assert m.shape == (dst, src) and m.dtype == np.float32 and (m >= 0).all()
         np.testing.assert_allclose(m.sum(axis=1), 1.0, atol=1e-6)

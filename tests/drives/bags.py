@@ -29,7 +29,9 @@ class Frame:
     encoding: str = "bgr8"
 
 
-def test_frames(n: int, camvid_dir: Path | None = None, *, size: tuple[int, int] = (96, 72), seed: int = 0) -> list[np.ndarray]:
+def test_frames(
+    n: int, camvid_dir: Path | None = None, *, size: tuple[int, int] = (96, 72), seed: int = 0
+) -> list[np.ndarray]:
     """``n`` distinct BGR frames: CamVid val images (resized) when available, else generated ones."""
     w, h = size
     if camvid_dir is not None:
@@ -233,5 +235,6 @@ def _file_descriptor_set(cls) -> bytes:
 def make_frames(topic: str, images: list[np.ndarray], *, encoding: str = "bgr8", t0_ns: int = 1_700_000_000_000_000_000,
                 period_ns: int = 100_000_000, offset_ns: int = 0, log_delay_ns: int = 3_000_000) -> list[Frame]:
     """Messages of one topic: stamps ``t0 + offset + i * period``, logged ``log_delay_ns`` later."""
-    return [Frame(topic, t0_ns + offset_ns + i * period_ns, t0_ns + offset_ns + i * period_ns + log_delay_ns, img, encoding)
+    return [Frame(topic, t0_ns + offset_ns + i * period_ns, t0_ns + offset_ns + i * period_ns + log_delay_ns, img,
+                  encoding)
             for i, img in enumerate(images)]

@@ -58,7 +58,7 @@ def test_recording_replays_as_a_source_with_the_input_stamps(tmp_path, images):
     with DriveSource(out, topics=(labels_topic,)) as src:
         got = [(m, f.copy()) for m, f in src]
     assert [m.t_wall_ns for m, _ in got] == [meta.t_wall_ns for meta, _, _ in sent]
-    for (m, frame), (meta, labels, _) in zip(got, sent):
+    for (m, frame), (_meta, labels, _) in zip(got, sent):
         assert m.camera_id == labels_topic
         assert np.array_equal(frame, colorize(labels, lut))  # PNG is lossless
     with DriveSource(out, topics=("/perception/cam/input",)) as src:
@@ -82,7 +82,8 @@ def test_recording_holds_tracks_latencies_and_classes(tmp_path, images):
                    for ch in reader.get_summary().channels.values()}
         msgs: dict[str, list] = {}
         for _, channel, message in reader.iter_messages():
-            msgs.setdefault(channel.topic, []).append((message.log_time, message.publish_time, json.loads(message.data)))
+            msgs.setdefault(channel.topic, []).append(
+                (message.log_time, message.publish_time, json.loads(message.data)))
     assert schemas["/perception/cam/tracks"] == "perception.Tracks"
     assert schemas["/perception/cam/annotations"] == "foxglove.ImageAnnotations"
     assert schemas["/perception/cam/labels"] == "foxglove.CompressedImage"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 
@@ -146,7 +147,8 @@ def test_a_bad_topic_does_not_stop_the_others(tmp_path, images, small_images, ca
     good = make_frames("/good", images, encoding="rgb8")
     unknown = make_frames("/thermal", small_images, encoding="weird16", offset_ns=10_000_000)
     # /mixed: every other message is a corrupt JPEG
-    mixed = [Frame(f.topic, f.stamp_ns, f.log_ns, f.image, "jpeg") for f in make_frames("/mixed", images, offset_ns=20_000_000)]
+    mixed = [Frame(f.topic, f.stamp_ns, f.log_ns, f.image, "jpeg")
+             for f in make_frames("/mixed", images, offset_ns=20_000_000)]
     path = write_foxglove_mcap(tmp_path / "drive.mcap", good + unknown + mixed)
     raw = path.read_bytes()
     # corrupt the odd /mixed messages by rewriting the file with broken payloads
@@ -166,14 +168,16 @@ def test_a_bad_topic_does_not_stop_the_others(tmp_path, images, small_images, ca
             if schema.id not in schema_ids:
                 schema_ids[schema.id] = w.register_schema(schema.name, schema.encoding, schema.data)
             if channel.id not in channel_ids:
-                channel_ids[channel.id] = w.register_channel(channel.topic, channel.message_encoding, schema_ids[schema.id])
+                channel_ids[channel.id] = w.register_channel(channel.topic, channel.message_encoding,
+                                                             schema_ids[schema.id])
             data = message.data
             k = counts[channel.topic] = counts.get(channel.topic, 0) + 1
             if channel.topic == "/mixed" and k % 2 == 0:
                 body = json.loads(data)
                 body["data"] = "bm90IGEganBlZw=="  # base64 of "not a jpeg"
                 data = json.dumps(body).encode()
-            w.add_message(channel_ids[channel.id], log_time=message.log_time, publish_time=message.publish_time, data=data)
+            w.add_message(channel_ids[channel.id], log_time=message.log_time, publish_time=message.publish_time,
+                          data=data)
         w.finish()
 
     with caplog.at_level(logging.WARNING, logger="perception.drives.source"):
@@ -215,7 +219,7 @@ def test_start_offset_max_frames_and_loop(tmp_path, images):
     assert [m.frame_index for m in metas] == [i % 8 for i in range(20)]
     assert [m.seq for m in metas] == list(range(20))
     pts = [m.pts_ns for m in metas]
-    assert all(b > a for a, b in zip(pts, pts[1:]))
+    assert all(b > a for a, b in itertools.pairwise(pts))
 
     with pytest.raises(SourceError, match="past the end"):
         DriveSource(path, start_s=5.0)
@@ -253,5 +257,5 @@ def test_ros2_db3_file_is_read_through_its_folder(tmp_path, images):
     lone = tmp_path / "lone" / "x.db3"
     lone.parent.mkdir()
     lone.write_bytes(db3.read_bytes())
-    with pytest.raises(SourceError, match="metadata.yaml"):
+    with pytest.raises(SourceError, match=r"metadata\.yaml"):
         open_source(str(lone))

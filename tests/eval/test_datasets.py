@@ -20,7 +20,7 @@ def test_camvid_split_and_annot_folders(tmp_path):
     ds = open_dataset(tmp_path, layout="camvid", split="val", num_classes=11, ignore_index=11)
     items = _read_all(ds)
     assert [n for n, _, _ in items] == ["img000", "img001", "img002"]
-    name, img, lab = items[1]
+    _name, img, lab = items[1]
     assert img.dtype == np.uint8 and img.shape == (48, 64, 3)
     assert lab.dtype == np.uint8 and lab.shape == (48, 64)
     np.testing.assert_array_equal(lab, cv2.imread(str(tmp_path / "valannot" / "img001.png"), cv2.IMREAD_UNCHANGED))
@@ -114,7 +114,7 @@ def test_cityscapes_maps_label_ids_to_train_ids(tmp_path):
     ids = np.array([[7, 8, 0, 26], [33, 24, 9, 23]], np.uint8)
     _write_cityscapes(tmp_path, ids)
     ds = open_dataset(tmp_path, layout="cityscapes", split="val", num_classes=19)
-    ((name, img, lab),) = _read_all(ds)
+    ((name, _img, lab),) = _read_all(ds)
     assert name == "aachen_000000_000019" and ds.ignore_index == 255
     np.testing.assert_array_equal(lab, [[0, 1, 255, 13], [18, 11, 255, 10]])
     assert len(CITYSCAPES_ID_TO_TRAINID) == 34

@@ -95,7 +95,7 @@ def test_boundary_f1_one_pixel_shift_within_tolerance():
     assert boundary_f1(_square(1), _square(), 3, tolerance_px=2) == (1.0, 1.0, 1.0)
     assert boundary_f1(_square(1), _square(), 3, tolerance_px=1) == (1.0, 1.0, 1.0)
     # with no tolerance the same shift costs: the vertical edges no longer coincide
-    p, r, f = boundary_f1(_square(1), _square(), 3, tolerance_px=0)
+    _p, _r, f = boundary_f1(_square(1), _square(), 3, tolerance_px=0)
     assert f < 0.8
 
 
@@ -140,7 +140,7 @@ def test_boundary_counts_add_up_not_averaged():
     a = boundary_counts(_square(5), _square(), 3, 2)
     b = boundary_counts(_square(), _square(), 3, 2)
     total = a + b
-    p, r, f = total.scores()
+    p, r, _f = total.scores()
     assert p == pytest.approx((a.pred_matched + b.pred_matched) / (a.pred_total + b.pred_total))
     assert r == pytest.approx((a.gt_matched + b.gt_matched) / (a.gt_total + b.gt_total))
 

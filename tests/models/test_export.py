@@ -53,7 +53,8 @@ def test_export_rejects_sizes_not_multiple_of_32(random_net, tmp_path: Path) -> 
 
 
 def test_card_round_trips_and_describes_the_outputs(tmp_path: Path) -> None:
-    card = build_card(input_size=(480, 352), training=dict(CAMVID_TRAINING_PROVENANCE), metrics={"camvid_val_miou": 0.5})
+    card = build_card(input_size=(480, 352), training=dict(CAMVID_TRAINING_PROVENANCE),
+                      metrics={"camvid_val_miou": 0.5})
     path = save_card(card, tmp_path / "m.onnx")
     assert path.name == "m.card.json"
     back = load_card(tmp_path / "m.onnx")

@@ -63,7 +63,7 @@ def test_load_split_names_bad_label_file(tmp_path: Path) -> None:
     data = _fake_camvid(tmp_path / "camvid", n=1)
     bad = data / "valannot" / "f0.png"
     cv2.imwrite(str(bad), np.full((72, 96), 40, dtype=np.uint8))
-    with pytest.raises(DataError, match="f0.png has class id 40"):
+    with pytest.raises(DataError, match=r"f0\.png has class id 40"):
         load_split(data, "val")
     cv2.imwrite(str(bad), np.zeros((10, 10), dtype=np.uint8))
     with pytest.raises(DataError, match="has shape"):

@@ -221,5 +221,5 @@ def test_junction_blocks_refine_the_pair_and_keep_a_further_class():
     np.testing.assert_array_equal(refined.reshape(-1)[junction] == CAR, bilinear.reshape(-1)[junction] == CAR)
     changed = (refined != bilinear).reshape(-1)
     assert changed[junction].any()  # the road / sidewalk pair is refined inside junction blocks too
-    rows = np.flatnonzero((np.arange(H) > 110))  # below the car: the plain kerb is snapped
+    rows = np.flatnonzero(np.arange(H) > 110)  # below the car: the plain kerb is snapped
     assert np.abs(_first_b_per_row(refined[rows], SIDEWALK) - edge).max() <= 1

@@ -55,7 +55,7 @@ class MjpegServer:
                             server._stop.wait()
                             break
                         image = np.full((server.height, server.width, 3), frame_value(n), np.uint8)
-                        ok, jpeg = cv2.imencode(".jpg", image)
+                        _ok, jpeg = cv2.imencode(".jpg", image)
                         data = jpeg.tobytes()
                         self.wfile.write(
                             f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(data)}\r\n\r\n".encode()
@@ -82,7 +82,7 @@ class MjpegServer:
         self._httpd.server_close()
         self._thread.join(5)
 
-    def __enter__(self) -> "MjpegServer":
+    def __enter__(self) -> MjpegServer:
         return self
 
     def __exit__(self, *exc: object) -> None:

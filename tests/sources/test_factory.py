@@ -84,7 +84,8 @@ def test_parse_settings():
 def test_drive_without_drive_support(tmp_path):
     for name in ("run.mcap", "run.bag", "run.db3"):
         (tmp_path / name).write_bytes(b"\0")
-        with pytest.raises(SourceError, match=rf"cannot replay recorded drive .*{name}: drive support is not installed"):
+        with pytest.raises(SourceError,
+                           match=rf"cannot replay recorded drive .*{name}: drive support is not installed"):
             open_source(str(tmp_path / name))
     bag = tmp_path / "ros2bag"
     bag.mkdir()

@@ -62,7 +62,8 @@ def test_stream_gives_up_after_bounded_reconnects(caplog):
     src = StreamSource(server.url, reconnect_attempts=2, reconnect_delay_s=0.05, stall_timeout_s=5.0)
     received = 0
     with caplog.at_level(logging.WARNING, logger="perception.sources.grabber"):
-        with pytest.raises(SourceError, match=r"stream http://127\.0\.0\.1:\d+/stream\.mjpg .* 2 reconnect attempts failed"):
+        with pytest.raises(SourceError,
+                           match=r"stream http://127\.0\.0\.1:\d+/stream\.mjpg .* 2 reconnect attempts failed"):
             for _ in src:
                 received += 1
                 if received == 3:
@@ -76,7 +77,8 @@ def test_stream_gives_up_after_bounded_reconnects(caplog):
 def test_stalled_stream_raises_naming_it():
     with MjpegServer(fps=50, hang_after=3) as server:
         src = StreamSource(server.url, stall_timeout_s=1.0, read_timeout_s=30.0, reconnect_attempts=0)
-        with pytest.raises(SourceError, match=r"stream http://127\.0\.0\.1:\d+/stream\.mjpg delivered no frame for 1 s"):
+        with pytest.raises(SourceError,
+                           match=r"stream http://127\.0\.0\.1:\d+/stream\.mjpg delivered no frame for 1 s"):
             for _ in src:
                 pass
         server.stop()  # unblocks the grab thread's read

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 
 import pytest
@@ -26,7 +27,7 @@ def test_deadlines_follow_recorded_rate_times_speed(video_pts, speed):
     pacer.start(video_pts[0], now_ns=anchor)
     deadlines = [pacer.deadline_ns(p) for p in video_pts]
     assert deadlines == [anchor + round(p / speed) for p in video_pts]
-    gaps = {b - a for a, b in zip(deadlines, deadlines[1:])}
+    gaps = {b - a for a, b in itertools.pairwise(deadlines)}
     assert gaps == {round(40_000_000 / speed)}
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -60,7 +62,7 @@ def test_loop_from_start_offset(video):
         metas = [m for m, _ in src]
     assert [m.frame_index for m in metas] == [15, 16, 17, 18, 19] * 2 + [15, 16]
     pts = [m.pts_ns for m in metas]
-    assert all(b - a == 100_000_000 for a, b in zip(pts, pts[1:]))
+    assert all(b - a == 100_000_000 for a, b in itertools.pairwise(pts))
 
 
 def test_fps_override_sets_pts(video):
@@ -84,9 +86,9 @@ def test_iterating_twice_is_refused(video):
 
 
 def test_missing_file(tmp_path):
-    with pytest.raises(SourceError, match="no such file or folder: .*nothere.mp4"):
+    with pytest.raises(SourceError, match=r"no such file or folder: .*nothere\.mp4"):
         open_source(str(tmp_path / "nothere.mp4"))
-    with pytest.raises(SourceError, match="video file not found: .*nothere.mp4"):
+    with pytest.raises(SourceError, match=r"video file not found: .*nothere\.mp4"):
         VideoFileSource(tmp_path / "nothere.mp4")
 
 

@@ -98,7 +98,8 @@ def _swap_ids(**kwargs) -> tuple[int, int, int, int]:
         imap, img = _scene([(1, red_box, RED), (2, blue_box, BLUE)])
         t = round(i / 15 * 1e9)
         meta = FrameMeta(seq=i, camera_id="t", frame_index=i, t_mono_ns=t, t_wall_ns=t, pts_ns=t, width=640, height=480)
-        ids = {tk.instance_index: tk.track_id for tk in tr.update([_inst(1, red_box), _inst(2, blue_box)], meta, imap, img)}
+        tracks = tr.update([_inst(1, red_box), _inst(2, blue_box)], meta, imap, img)
+        ids = {tk.instance_index: tk.track_id for tk in tracks}
         if i == 4:
             before = ids[1], ids[2]
     return (*before, ids[1], ids[2])
@@ -124,7 +125,8 @@ def test_tracker_rejects_an_image_of_another_size():
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"appearance_weight": -1}, {"appearance_gate": 1.5}, {"appearance_bins": 1}, {"appearance_momentum": 1.0}]
+    "kwargs",
+    [{"appearance_weight": -1}, {"appearance_gate": 1.5}, {"appearance_bins": 1}, {"appearance_momentum": 1.0}],
 )
 def test_bad_appearance_settings_raise_config_error(kwargs):
     from perception.errors import ConfigError

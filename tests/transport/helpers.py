@@ -47,7 +47,8 @@ def make_instances(labels: np.ndarray) -> np.ndarray:
 def make_tracks() -> tuple[Track, ...]:
     return (
         Track(track_id=7, instance_index=1, class_id=2, score=0.9, box=(1.0, 2.0, 17.0, 30.0),
-              velocity=(3.5, -1.0), age=5, hits=4, state=TrackState.CONFIRMED, extra={"area": 123, "centroid": (9.0, 16.0)}),
+              velocity=(3.5, -1.0), age=5, hits=4, state=TrackState.CONFIRMED,
+              extra={"area": 123, "centroid": (9.0, 16.0)}),
         Track(track_id=9, instance_index=0, class_id=3, score=0.4, box=(58.0, 16.0, 61.0, 24.0),
               velocity=(0.0, 0.0), age=2, hits=1, state=TrackState.LOST),
     )

@@ -77,7 +77,7 @@ def test_view_writes_a_video_with_n_frames(tmp_path, tcp_address, preview):
 def test_view_times_out_with_exit_1(tcp_address):
     with Publisher(address=tcp_address, classes=CLASSES) as pub:  # publishes nothing
         proc = _view("--connect", pub.endpoint, "--timeout", "0.5")
-        stdout, stderr = proc.communicate(timeout=30)
+        _stdout, stderr = proc.communicate(timeout=30)
     assert proc.returncode == 1
     assert "no message on" in stderr and pub.endpoint in stderr
 
