@@ -20,10 +20,10 @@ from perception.transport.publisher import DEFAULT_ADDRESS, DEFAULT_TOPIC, _topi
 from perception.transport.wire import (
     CLASSES_SUFFIX,
     END_SUFFIX,
-    StreamEnd,
     ClassTable,
     LabelMessage,
     MessageDecoder,
+    StreamEnd,
     unpack_header,
 )
 from perception.types import ClassInfo
@@ -61,6 +61,10 @@ class Subscriber:
         self._decoder = MessageDecoder()
         self._table: ClassTable | None = None
         self._last: tuple[int, int] | None = None  # (session, seq)
+        self.first_seq: int | None = None
+        """``seq`` of the first label message received from the current publisher session (None before
+        any): the messages sent before it (a subscriber that joined a running stream, or ZeroMQ's
+        slow-joiner start) are not counted in :attr:`gaps`."""
         self.gaps = 0
         """Missing sequence numbers seen so far (messages the publisher or the network dropped)."""
         self.skipped = 0
@@ -105,6 +109,8 @@ class Subscriber:
         if not isinstance(seq, int) or not isinstance(sid, int):
             raise TransportError("malformed message: header lacks an integer 'seq'")
         self.received += 1
+        if self._last is None or self._last[0] != sid:
+            self.first_seq = seq
         if self._last is not None:
             last_sid, last_seq = self._last
             if sid != last_sid or seq <= last_seq:
@@ -215,7 +221,7 @@ class Subscriber:
         self._sock.close(linger=0)
         self._ctx.term()
 
-    def __enter__(self) -> "Subscriber":
+    def __enter__(self) -> Subscriber:
         return self
 
     def __exit__(self, *exc: object) -> None:

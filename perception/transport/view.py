@@ -206,5 +206,6 @@ def run_view(args: argparse.Namespace) -> int:
             if show:
                 cv2.destroyAllWindows()
     missing = sub.gaps + (sub.missing_at_end or 0)
-    print(f"view: {frames} frames received, {missing} missing, {sub.skipped} skipped", flush=True)
+    before = f", {sub.first_seq} sent before the first one received" if sub.first_seq else ""
+    print(f"view: {frames} frames received, {missing} missing, {sub.skipped} skipped{before}", flush=True)
     return 0
