@@ -152,6 +152,8 @@ def load_card(path: str | Path) -> ModelCard:
     try:
         text = p.read_text()
     except FileNotFoundError as exc:
+        if p != Path(path) and not Path(path).exists():  # asked for a model that is not there either
+            raise ModelCardError(f"model file not found: {path} (nor its card {p.name})") from exc
         raise ModelCardError(
             f"model card not found: {p} (every model needs a <name>.card.json beside it; "
             "see docs/model-card.md)"

@@ -104,6 +104,8 @@ def test_missing_card_and_model(tmp_path):
         open_backend(p)
     with pytest.raises(BackendError, match="model file not found"):
         open_backend(tmp_path / "nope.onnx")
+    with pytest.raises(ModelCardError, match=r"model file not found: .*nope\.onnx \(nor its card nope\.card\.json\)"):
+        load_card(tmp_path / "nope.onnx")
 
 
 def test_corrupt_model_is_a_backend_error(tmp_path):
