@@ -109,11 +109,14 @@ class Subscriber:
         if not isinstance(seq, int) or not isinstance(sid, int):
             raise TransportError("malformed message: header lacks an integer 'seq'")
         self.received += 1
-        if self._last is None or self._last[0] != sid:
+        if self._last is None:
             self.first_seq = seq
-        if self._last is not None:
+        else:
             last_sid, last_seq = self._last
-            if sid != last_sid or seq <= last_seq:
+            if sid != last_sid:  # a new publisher session: seq starts again
+                self.restarts += 1
+                self.first_seq = seq
+            elif seq <= last_seq:
                 self.restarts += 1
             elif seq > last_seq + 1:
                 self.gaps += seq - last_seq - 1
@@ -204,8 +207,8 @@ class Subscriber:
     def missing_at_end(self) -> int | None:
         """Label messages lost after the last one received, known once :attr:`end` arrived (else
         None): the gap that ``seq`` alone cannot show. For a subscriber connected before the stream
-        began, the seq of the first message received (seq starts at 0 in each session) + ``gaps`` +
-        ``missing_at_end`` is every message of the stream it did not get."""
+        began, :attr:`first_seq` (seq starts at 0 in each session) + ``gaps`` + ``missing_at_end`` is
+        every message of the stream it did not get."""
         if self.end is None:
             return None
         if self._last is None or self._last[0] != self.end.session:

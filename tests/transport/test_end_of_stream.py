@@ -61,7 +61,8 @@ def test_missing_at_end_counts_the_dropped_tail(tcp_address):
     # every message of the stream is accounted for: received, lost before the first one received
     # (seq starts at 0; the class table sent on subscribing can fill a queue of 1), a gap in seq, or
     # lost at the tail
-    head = seqs[0]
+    head = sub.first_seq
+    assert head == seqs[0]
     assert len(seqs) + head + sub.gaps + sub.missing_at_end == i
     assert head + sub.gaps + sub.missing_at_end == pub.stats.dropped
 
