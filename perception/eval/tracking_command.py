@@ -18,6 +18,16 @@ Scoring conventions (stated in the output too):
   object's true mask and the track's (detected) mask >= ``--min-iou`` (0.5), distance ``1 - IoU``;
   it also charges the tracker for detections the simulator jittered below that IoU (about 7 % of
   them at the default jitter).
+* ``--appearance`` sets what the tracker's colour appearance sees: ``image`` (default) the rendered
+  frame; ``none`` no image (box, mask and motion cues only); ``oracle`` an image in which every
+  detection is painted in one colour of its source object (false positives all black), so the
+  colours tell every detection's object apart perfectly, even where its mask spills onto a
+  neighbour; ``oracle-pixels`` every pixel in one colour of the object it truly shows (background
+  black): perfectly distinct colours, but a detection's mask that spills onto a neighbour or the
+  background carries their colours, as it does in a real image. ``none`` and ``oracle`` bound what
+  appearance can contribute; where ``image`` lies between them shows how much of the gap today's
+  colour histograms close, and ``oracle-pixels`` how much a more discriminative colour or
+  appearance descriptor alone could still gain.
 * HOTA uses similarity ``1 - distance``: 1 for every allowed pair with ``--match source`` (so LocA
   is 1 and HOTA is the same at every threshold), the mask IoU (>= ``--min-iou``, else 0) with
   ``--match iou``.
@@ -34,7 +44,10 @@ import sys
 import time
 from dataclasses import dataclass
 
-__all__ = ["SimSettings", "add_arguments", "evaluate_seed", "main"]
+__all__ = ["APPEARANCE_INPUTS", "SimSettings", "add_arguments", "evaluate_seed", "identity_image", "main"]
+
+APPEARANCE_INPUTS = ("image", "none", "oracle", "oracle-pixels")
+"""What the tracker's colour appearance is given (module docstring, ``--appearance``)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -50,6 +63,38 @@ class SimSettings:
     fp_rate: float = 0.05
     min_iou: float = 0.5
     match: str = "source"
+    appearance: str = "image"
+
+    def __post_init__(self) -> None:
+        from perception.errors import ConfigError
+
+        if self.appearance not in APPEARANCE_INPUTS:
+            raise ConfigError(f"appearance must be one of {APPEARANCE_INPUTS}, got {self.appearance!r}")
+
+
+def identity_image(instance_map, gt_ids):
+    """An image in which every detection has one colour that names its source object.
+
+    Object ``g`` gets the cell centre of colour cell ``1 + (97 g) mod 215`` of a 6-level-per-channel
+    grid (distinct for object ids below 215, and the same cell in the tracker's histograms at its
+    default ``appearance_bins``); false positives (``gt_ids`` 0) and the background are cell 0
+    (near black).
+
+    Args:
+        instance_map: ``uint16[H, W]`` detection indices (``Instance.index``, 0 = none).
+        gt_ids: ``gt_ids[k]`` the object detection ``k + 1`` came from, 0 for a false positive.
+
+    Returns:
+        ``uint8[H, W, 3]``.
+    """
+    import numpy as np
+
+    gt = np.asarray(gt_ids, np.int64)
+    cell = np.zeros(gt.size + 1, np.int64)
+    cell[1:] = np.where(gt > 0, 1 + (97 * gt) % 215, 0)
+    levels = np.stack([cell // 36, cell // 6 % 6, cell % 6], axis=1)
+    colours = (levels * 256 // 6 + 21).astype(np.uint8)  # the middle of each level's range
+    return colours[instance_map]
 
 
 def evaluate_seed(
@@ -99,7 +144,15 @@ def evaluate_seed(
                 width=settings.width,
                 height=settings.height,
             )
-            tracks = tracker.update(det.instances, meta, det.instance_map, frame.image)
+            if settings.appearance == "image":
+                image = frame.image
+            elif settings.appearance == "oracle":
+                image = identity_image(det.instance_map, det.gt_ids)
+            elif settings.appearance == "oracle-pixels":  # object ids are the map's values
+                image = identity_image(frame.instances, np.arange(1, int(frame.instances.max()) + 1))
+            else:
+                image = None
+            tracks = tracker.update(det.instances, meta, det.instance_map, image)
             hyp_map = relabel_instance_map(det.instance_map, tracks)
             gt_ids = np.asarray(det.eligible_ids, np.int64)
             shown = [t for t in tracks if t.instance_index > 0]
@@ -141,6 +194,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=d.match,
         help="how a track is matched to an object: 'source' = the object its detection came from "
         "(scores the tracker alone, default), 'iou' = mask IoU >= --min-iou",
+    )
+    parser.add_argument(
+        "--appearance",
+        choices=APPEARANCE_INPUTS,
+        default=d.appearance,
+        help="what the tracker's colour appearance sees: 'image' = the frame (default), 'none' = nothing, "
+        "'oracle' = each detection painted in its object's own colour (bounds what appearance can add), "
+        "'oracle-pixels' = each pixel painted in the colour of the object it shows",
     )
     parser.add_argument(
         "--confirm-hits", type=int, default=None,
@@ -207,6 +268,7 @@ def main(args: argparse.Namespace) -> int:
         fp_rate=args.fp_rate,
         min_iou=args.min_iou,
         match=args.match,
+        appearance=args.appearance,
     )
     tracker_kwargs = {} if args.confirm_hits is None else {"confirm_hits": args.confirm_hits}
     t0 = time.perf_counter()
@@ -235,7 +297,7 @@ def main(args: argparse.Namespace) -> int:
     print(
         f"eval-tracking: {args.seeds} sequence(s) x {settings.frames} frames, {settings.width}x{settings.height} "
         f"@ {settings.fps:g} fps, miss {settings.miss_rate:.0%}, false positives {settings.fp_rate:.0%}, "
-        f"match = {how}"
+        f"match = {how}" + ("" if settings.appearance == "image" else f", appearance = {settings.appearance}")
     )
     print(
         f"{'seed':>6} {'HOTA':>7} {'IDF1':>7} {'MOTA':>7} {'IDsw':>5} {'track-frames':>12} {'GT':>7} "
