@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 from perception.errors import PerceptionError, StageError
@@ -57,7 +58,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+        return code
+    except BrokenPipeError:
+        # the reader went away (`perception eval-tracking | head`): stop quietly, as shell tools do;
+        # stdout goes to /dev/null so that the interpreter's final flush does not fail again
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 128 + 13  # killed by SIGPIPE, by the shell's convention
     except StageError as exc:
         print(f"perception: error: stage {exc.stage!r} failed: {exc}", file=sys.stderr)
         return exc.exit_code

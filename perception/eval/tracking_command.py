@@ -42,7 +42,12 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = ["APPEARANCE_INPUTS", "SimSettings", "add_arguments", "evaluate_seed", "identity_image", "main"]
 
@@ -72,7 +77,7 @@ class SimSettings:
             raise ConfigError(f"appearance must be one of {APPEARANCE_INPUTS}, got {self.appearance!r}")
 
 
-def identity_image(instance_map, gt_ids):
+def identity_image(instance_map: np.ndarray, gt_ids: Sequence[int] | np.ndarray) -> np.ndarray:
     """An image in which every detection has one colour that names its source object.
 
     Object ``g`` gets the cell centre of colour cell ``1 + (97 g) mod 215`` of a 6-level-per-channel

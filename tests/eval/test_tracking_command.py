@@ -112,3 +112,23 @@ def test_appearance_none_and_oracle_bound_the_colour_cue():
     assert oracle.num_gt == pixels.num_gt == none.num_gt  # the same detections and ground truth
     with pytest.raises(ConfigError, match="appearance"):
         SimSettings(appearance="magic")
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly():
+    import os
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # like `perception eval-tracking | head` after head has exited
+    try:
+        p = subprocess.run(
+            [sys.executable, "-m", "perception.cli", "eval-tracking", "--frames", "5", "--width", "320",
+             "--height", "180"],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        os.close(write_end)
+    assert p.returncode == 141, p.stderr
+    assert "Traceback" not in p.stderr and "BrokenPipe" not in p.stderr, p.stderr
