@@ -91,6 +91,9 @@ class TrackingConfig(_Section):
     """Weight of colour appearance (1 - Bhattacharyya coefficient of colour histograms) in the cost."""
     appearance_gate: float = Field(default=0.25, ge=0, le=1)
     """Pairs whose colours agree less than this never match (0 = no veto)."""
+    appearance_context: float = Field(default=0.0, ge=0, le=1)
+    """Colours filling more than this share of a detection's surroundings are played down in its
+    histogram (0 = off, plain histograms; 0.01 is what was measured)."""
 
 
 class PublishConfig(_Section):

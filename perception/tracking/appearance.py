@@ -14,6 +14,11 @@ M detections are one ``[N, B] @ [B, M]`` product.
 A colour histogram ignores where in the mask each colour lies, so it survives the changes of shape
 that partial occlusion, mask jitter and a turning pedestrian cause; it is blind to objects of the same
 colours. It is a cue to rank and veto candidate pairs, never the only evidence for a match.
+
+A mask a few pixels off takes in its surroundings (road, wall, a neighbour), which for thin objects
+can outnumber the object's own pixels. :func:`context_weights` gives each instance's histogram cells
+weights that play down the colours around it (a background-weighted histogram), so that what two
+objects stand on or next to does not make them look alike.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import numpy as np
 
 from perception.errors import DataError
 
-__all__ = ["blend_embeddings", "colour_embeddings", "similarity"]
+__all__ = ["blend_embeddings", "colour_embeddings", "context_weights", "similarity"]
 
 
 def colour_embeddings(
@@ -36,6 +41,7 @@ def colour_embeddings(
     bins: int = 6,
     min_samples: int = 8,
     nonzero: np.ndarray | None = None,
+    cell_weights: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Colour embeddings of the instances ``ids`` of a sampled instance map.
 
@@ -58,6 +64,9 @@ def colour_embeddings(
             handful of pixels gives a histogram that is mostly noise.
         nonzero: optional ``int[K]`` flat indices of the non-zero samples of ``grid_ids`` in
             increasing order, when the caller has them already (saves a scan of the grid).
+        cell_weights: optional ``float[M, bins**3]`` weights of each instance's histogram cells,
+            applied before normalisation (:func:`context_weights`). Whether an instance has enough
+            samples (``valid``) is decided on the unweighted counts.
 
     Returns:
         ``(emb float32[M, bins**3], valid bool[M])``: ``emb[k]`` is the square root of instance
@@ -113,7 +122,13 @@ def colour_embeddings(
     counts = hist.sum(axis=1)
     valid = counts >= need
     emb = hist.astype(np.float32)
-    emb /= np.maximum(counts, 1).astype(np.float32)[:, None]
+    if cell_weights is not None:
+        emb *= cell_weights
+        total = emb.sum(axis=1)
+        valid &= total > 0
+    else:
+        total = counts.astype(np.float32)
+    emb /= np.maximum(total, 1e-30)[:, None]
     np.sqrt(emb, out=emb)
     if not valid.all():
         emb[~valid] = 0.0
@@ -141,6 +156,95 @@ def _inside_samples(grid_ids: np.ndarray) -> np.ndarray:
     border[:, 0] = False
     border[:, -1] = False
     return inside
+
+
+def context_weights(
+    grid_ids: np.ndarray,
+    image: np.ndarray,
+    ids: np.ndarray,
+    boxes: np.ndarray,
+    *,
+    stride: int,
+    bins: int = 6,
+    floor: float = 0.01,
+    grow: float = 0.5,
+    step: int = 2,
+) -> np.ndarray:
+    """Histogram cell weights that play down, for each instance, the colours of its surroundings.
+
+    A detector's mask is never exact: it takes in road, wall or a neighbour around the object, and for
+    thin objects (a bicycle's frame and wheels) such pixels can outnumber the object's own. Those
+    colours then make two different objects in one place look alike, and make one object look
+    different as it moves over another background. This is the corrected background-weighted
+    histogram of mean-shift tracking (Comaniciu, Ramesh and Meer 2003; Ning et al. 2012): the
+    context ``o`` of an instance is the normalised colour histogram of the samples in its box grown
+    by ``grow`` times its size per side that are not its own; each cell gets the weight
+    ``min(1, floor / o[cell])``. A colour that fills ``floor`` of the surroundings or less keeps its
+    full weight, one that fills half of them keeps ``2 * floor``. An instance's own samples are never
+    its context, so an isolated object keeps all its colours; two neighbours each play down the
+    other's colours, which is what tells them apart.
+
+    Vectorised over instances: the context is sampled every ``stride * step`` pixels, the samples of
+    all windows are gathered at once and one ``bincount`` over ``instance x colour cell`` gives every
+    context histogram.
+
+    Args:
+        grid_ids: ``uint16[h, w]`` instance ids on the sample grid (``instance_map[::stride, ::stride]``).
+        image: ``uint8[H, W, 3]`` the full-resolution frame.
+        ids: ``int[M]`` instance ids (rows of the result, in this order).
+        boxes: ``float[M, 4]`` their boxes ``(x0, y0, x1, y1)`` in full-resolution pixels.
+        stride: the sample grid's step in pixels.
+        bins: levels per channel, as for :func:`colour_embeddings`.
+        floor: the share of the context up to which a colour keeps weight 1 (> 0).
+        grow: how far the context reaches beyond the box, in box sizes per side.
+        step: the context is sampled on every ``step``-th grid sample.
+
+    Returns:
+        ``float32[M, bins**3]`` weights in ``(0, 1]``, for :func:`colour_embeddings` ``cell_weights``.
+    """
+    if floor <= 0 or grow < 0 or step < 1:
+        raise DataError(f"context_weights: need floor > 0, grow >= 0 and step >= 1, got {floor}, {grow}, {step}")
+    ids = np.asarray(ids, np.int64).ravel()
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    m, cells = ids.size, bins**3
+    if boxes.shape[0] != m:
+        raise DataError(f"context_weights: {m} ids but {boxes.shape[0]} boxes")
+    if m == 0:
+        return np.ones((0, cells), np.float32)
+    g = grid_ids[::step, ::step]
+    h, w = g.shape
+    s = stride * step
+    sub = image[::s, ::s]
+    if sub.shape[:2] != (h, w):
+        raise DataError(f"context_weights: image {image.shape[:2]} sampled every {s} px does not give {g.shape}")
+    lut_0, lut_1, lut_2 = _cell_tables(bins)
+    cell = lut_0.take(sub[..., 0])
+    cell += lut_1.take(sub[..., 1])
+    cell += lut_2.take(sub[..., 2])
+    # each grown box as a range of context samples [lo, hi) per axis
+    size = boxes[:, 2:] - boxes[:, :2]
+    lo = np.ceil((boxes[:, :2] - grow * size) / s).astype(np.int64)
+    hi = np.ceil((boxes[:, 2:] + grow * size) / s).astype(np.int64)
+    np.clip(lo, 0, (w, h), out=lo)
+    np.clip(hi, lo, (w, h), out=hi)
+    nx, ny = hi[:, 0] - lo[:, 0], hi[:, 1] - lo[:, 1]
+    count = nx * ny
+    # every sample of every window: its instance k and its flat index in the context grid
+    k = np.repeat(np.arange(m), count)
+    first = np.cumsum(count) - count
+    local = np.arange(k.size) - first.take(k)
+    dy, dx = np.divmod(local, nx.take(k))
+    dy += lo[:, 1].take(k)
+    dy *= w
+    dy += dx
+    dy += lo[:, 0].take(k)  # now the flat index of each sample
+    key = k * cells
+    key += cell.ravel().take(dy)
+    key[g.ravel().take(dy) == ids.take(k)] = m * cells  # an instance's own samples: a row dropped below
+    context = np.bincount(key, minlength=(m + 1) * cells)[: m * cells].reshape(m, cells).astype(np.float32)
+    context /= np.maximum(context.sum(axis=1, keepdims=True), 1.0)
+    np.maximum(context, floor, out=context)
+    return np.divide(np.float32(floor), context, out=context)
 
 
 @functools.lru_cache(maxsize=16)

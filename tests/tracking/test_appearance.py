@@ -10,11 +10,12 @@ from perception.tracking import Tracker
 from perception.tracking.appearance import (
     blend_embeddings,
     colour_embeddings,
+    context_weights,
     similarity,
 )
 from perception.types import FrameMeta, Instance
 
-RED, BLUE, GREY = (0, 0, 220), (220, 0, 0), (100, 100, 100)
+RED, BLUE, GREY, GREEN = (0, 0, 220), (220, 0, 0), (100, 100, 100), (0, 200, 0)
 
 
 def _scene(rects, size=(480, 640)):
@@ -82,20 +83,75 @@ def test_blend_averages_histograms_and_keeps_them_normalised():
     assert emb[0].max() > 0  # inputs untouched
 
 
+def _cell(colour) -> int:
+    b, g, r = (v * 6 // 256 for v in colour)
+    return (b * 6 + g) * 6 + r
+
+
+def test_context_weights_play_down_the_surroundings_but_never_the_instance_itself():
+    # a red square alone on grey, and a blue square with a green one beside it (within its reach)
+    rects = [(1, (40, 40, 120, 120), RED), (2, (300, 200, 380, 280), BLUE), (3, (380, 200, 460, 280), GREEN)]
+    imap, img = _scene(rects)
+    boxes = np.array([box for _, box, _ in rects], float)
+    wgt = context_weights(imap[::4, ::4], img, [1, 2, 3], boxes, stride=4, floor=0.01, grow=0.25)
+    assert wgt.shape == (3, 216) and wgt.dtype == np.float32 and (wgt > 0).all() and (wgt <= 1).all()
+    red, blue, green, grey = (_cell(c) for c in (RED, BLUE, GREEN, GREY))
+    # its own colour, which fills its box, is not its context: full weight
+    assert wgt[0, red] == 1 and wgt[1, blue] == 1 and wgt[2, green] == 1
+    # the grey all around is played down to about floor / its share of the context
+    assert wgt[0, grey] < 0.02
+    # each neighbour plays down the other's colour; the lone square's context has no green
+    assert wgt[1, green] < 0.1 and wgt[2, blue] < 0.1 and wgt[0, green] == 1
+    # colours absent from every context keep weight 1
+    assert wgt[:, _cell((255, 255, 255))].tolist() == [1, 1, 1]
+    with pytest.raises(DataError, match="floor"):
+        context_weights(imap[::4, ::4], img, [1], boxes[:1], stride=4, floor=0.0)
+    with pytest.raises(DataError, match="boxes"):
+        context_weights(imap[::4, ::4], img, [1, 2], boxes[:1], stride=4)
+    assert context_weights(imap[::4, ::4], img, [], np.zeros((0, 4)), stride=4).shape == (0, 216)
+
+
+def test_weighted_embeddings_of_objects_in_the_same_surroundings_differ():
+    # two thin objects whose masks a detector drew a few pixels too wide: most of each mask is the
+    # grey road, so their plain histograms look alike; with the road played down they do not
+    imap = np.zeros((240, 320), np.uint16)
+    img = np.full((240, 320, 3), GREY, np.uint8)
+    imap[40:200, 60:100] = 1
+    imap[40:200, 200:240] = 2
+    img[40:200, 76:84] = RED  # a red pole inside mask 1
+    img[40:200, 216:224] = BLUE
+    boxes = np.array([(60, 40, 100, 200), (200, 40, 240, 200)], float)
+    grid = imap[::4, ::4]
+    plain, _ = colour_embeddings(grid, img, [1, 2], stride=4)
+    wgt = context_weights(grid, img, [1, 2], boxes, stride=4)
+    weighted, ok = colour_embeddings(grid, img, [1, 2], stride=4, cell_weights=wgt)
+    assert ok.all()
+    np.testing.assert_allclose((weighted**2).sum(axis=1), 1.0, rtol=1e-5)
+    assert similarity(plain[:1], plain[1:])[0, 0] > 0.7
+    assert similarity(weighted[:1], weighted[1:])[0, 0] < 0.2
+
+
 def _inst(k: int, box) -> Instance:
     x0, y0, x1, y1 = box
     return Instance(index=k, class_id=9, score=0.9, box=tuple(map(float, box)), area=(x1 - x0) * (y1 - y0),
                     centroid=((x0 + x1) / 2, (y0 + y1) / 2))
 
 
-def _swap_ids(**kwargs) -> tuple[int, int, int, int]:
+def _swap_ids(*, thin: bool = False, **kwargs) -> tuple[int, int, int, int]:
     """Two people of one class stand side by side for 5 frames, then take each other's places (as a
-    crossing seen at a low frame rate does). Returns the red and blue ids before and after."""
+    crossing seen at a low frame rate does). Returns the red and blue ids before and after.
+
+    ``thin``: each person is a vertical stripe a fifth of its mask's width, the rest of the mask
+    grey road (a thin object under a mask a detector drew too wide)."""
     left, right = (100, 100, 180, 160), (140, 100, 220, 160)  # box IoU 1/3: both pairs admissible
     tr = Tracker(**kwargs)
     for i in range(6):
         red_box, blue_box = (left, right) if i < 5 else (right, left)
         imap, img = _scene([(1, red_box, RED), (2, blue_box, BLUE)])
+        if thin:
+            for x0, _, x1, _ in (red_box, blue_box):
+                img[:, x0 : x0 + 32] = GREY
+                img[:, x1 - 32 : x1] = GREY
         t = round(i / 15 * 1e9)
         meta = FrameMeta(seq=i, camera_id="t", frame_index=i, t_mono_ns=t, t_wall_ns=t, pts_ns=t, width=640, height=480)
         tracks = tr.update([_inst(1, red_box), _inst(2, blue_box)], meta, imap, img)
@@ -117,6 +173,15 @@ def test_without_appearance_ids_follow_positions():
     assert (red1, blue1) == (blue0, red0)
 
 
+def test_surroundings_in_the_masks_do_not_make_two_people_look_alike():
+    # four fifths of each mask is the same grey: plain histograms find the two alike and the boxes
+    # hand each id to the other; with the grey played down the colours keep them
+    red0, blue0, red1, blue1 = _swap_ids(thin=True, appearance_context=0.01)
+    assert (red1, blue1) == (red0, blue0)
+    red0, blue0, red1, blue1 = _swap_ids(thin=True)  # the default: plain histograms
+    assert (red1, blue1) == (blue0, red0)
+
+
 def test_tracker_rejects_an_image_of_another_size():
     imap, img = _scene([(1, (40, 40, 120, 120), RED)])
     meta = FrameMeta(seq=0, camera_id="t", frame_index=0, t_mono_ns=0, t_wall_ns=0, pts_ns=0, width=640, height=480)
@@ -126,7 +191,14 @@ def test_tracker_rejects_an_image_of_another_size():
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"appearance_weight": -1}, {"appearance_gate": 1.5}, {"appearance_bins": 1}, {"appearance_momentum": 1.0}],
+    [
+        {"appearance_weight": -1},
+        {"appearance_gate": 1.5},
+        {"appearance_bins": 1},
+        {"appearance_momentum": 1.0},
+        {"appearance_context": -0.1},
+        {"appearance_context_grow": -1},
+    ],
 )
 def test_bad_appearance_settings_raise_config_error(kwargs):
     from perception.errors import ConfigError
