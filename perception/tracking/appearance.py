@@ -111,13 +111,10 @@ def colour_embeddings(
         pix = image.reshape(-1, 3).take(at * stride + gy * (stride * (image.shape[1] - w)), axis=0)
     else:
         pix = image[gy * stride, (at - gy * w) * stride]
-    # histogram cell of each sample (one lookup per channel), then one bincount over row x cell
-    lut_0, lut_1, lut_2 = _cell_tables(bins)
+    # histogram cell of each sample, then one bincount over row x cell
     key = row.take(used)
     key *= cells
-    key += lut_0.take(pix[:, 0])
-    key += lut_1.take(pix[:, 1])
-    key += lut_2.take(pix[:, 2])
+    _add_cells(key, pix, bins)
     hist = np.bincount(key, minlength=(m + 1) * cells)[: m * cells].reshape(m, cells)
     counts = hist.sum(axis=1)
     valid = counts >= need
@@ -217,10 +214,8 @@ def context_weights(
     sub = image[::s, ::s]
     if sub.shape[:2] != (h, w):
         raise DataError(f"context_weights: image {image.shape[:2]} sampled every {s} px does not give {g.shape}")
-    lut_0, lut_1, lut_2 = _cell_tables(bins)
-    cell = lut_0.take(sub[..., 0])
-    cell += lut_1.take(sub[..., 1])
-    cell += lut_2.take(sub[..., 2])
+    cell = np.zeros((h, w), np.int64)
+    _add_cells(cell, sub, bins)
     # each grown box as a range of context samples [lo, hi) per axis
     size = boxes[:, 2:] - boxes[:, :2]
     lo = np.ceil((boxes[:, :2] - grow * size) / s).astype(np.int64)
@@ -245,6 +240,13 @@ def context_weights(
     context /= np.maximum(context.sum(axis=1, keepdims=True), 1.0)
     np.maximum(context, floor, out=context)
     return np.divide(np.float32(floor), context, out=context)
+
+
+def _add_cells(out: np.ndarray, pix: np.ndarray, bins: int) -> None:
+    """Add to ``int64 out[...]`` the histogram cell of each pixel of ``uint8 pix[..., 3]`` (one table
+    lookup per channel, :func:`_cell_tables`)."""
+    for channel, table in enumerate(_cell_tables(bins)):
+        out += table.take(pix[..., channel])
 
 
 @functools.lru_cache(maxsize=16)

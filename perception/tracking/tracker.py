@@ -17,8 +17,8 @@ Association, per frame, after every track's Kalman prediction to this frame's ti
 
 Every stage is a thresholded minimum-cost assignment and only pairs of the same class can match.
 When the frame's image is given, each track also keeps a colour embedding (a running average of its
-detections' colour histograms, with the colours of each detection's surroundings played down,
-:mod:`perception.tracking.appearance`): pairs whose colours disagree
+detections' colour histograms, optionally with the colours of each detection's surroundings played
+down, :mod:`perception.tracking.appearance`): pairs whose colours disagree
 (Bhattacharyya coefficient below ``appearance_gate``) are vetoed in every stage, and colour
 disagreement adds to the cost, so that two overlapping objects of one class keep their ids.
 Boxes cut by the frame border update the filter with the predicted size completed on the cut side,
