@@ -49,7 +49,15 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = ["APPEARANCE_INPUTS", "SimSettings", "add_arguments", "evaluate_seed", "identity_image", "main"]
+__all__ = [
+    "APPEARANCE_INPUTS",
+    "SimSettings",
+    "add_arguments",
+    "evaluate_seed",
+    "identity_image",
+    "main",
+    "parse_tracker_options",
+]
 
 APPEARANCE_INPUTS = ("image", "none", "oracle", "oracle-pixels")
 """What the tracker's colour appearance is given (module docstring, ``--appearance``)."""
@@ -212,12 +220,63 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--confirm-hits", type=int, default=None,
         help="tracker: matches before a track is reported (default: Tracker's)",
     )
+    parser.add_argument(
+        "--tracker", action="append", default=[], metavar="KEY=VALUE",
+        help="a keyword of perception.tracking.Tracker, value read as YAML (repeatable; e.g. "
+        "--tracker appearance_context=0.01): evaluate the tracker with other settings",
+    )
     parser.add_argument("--min-iou", type=float, default=d.min_iou, help=f"mask IoU for a match (default {d.min_iou})")
     parser.add_argument(
         "--jobs", type=int, default=1,
         help="sequences evaluated in parallel processes (default 1; results are the same)",
     )
     parser.add_argument("--json", action="store_true", help="print exactly one JSON object")
+
+
+def parse_tracker_options(items: Sequence[str]) -> dict:
+    """``["key=value", ...]`` (``--tracker``) -> Tracker keyword arguments, values read as YAML.
+
+    Raises:
+        ConfigError: an item without ``=``, an empty key, a key given twice or a value that is not YAML.
+    """
+    import yaml
+
+    from perception.errors import ConfigError
+
+    out: dict = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"--tracker expects KEY=VALUE (e.g. appearance_context=0.01), got {item!r}")
+        if key in out:
+            raise ConfigError(f"--tracker {key} is given twice")
+        try:
+            out[key] = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--tracker {key}: cannot read value {raw!r}: {exc}") from exc
+    return out
+
+
+def _check_tracker_kwargs(kwargs: dict) -> None:
+    """Build a Tracker once, so that a bad keyword or value fails before any sequence is generated.
+
+    Raises:
+        ConfigError: an unknown keyword (the message lists the known ones) or a value the Tracker refuses.
+    """
+    import inspect
+
+    from perception.errors import ConfigError
+    from perception.tracking import Tracker
+
+    known = [p for p in inspect.signature(Tracker).parameters if p != "kalman_params"]
+    unknown = sorted(set(kwargs) - set(known))
+    if unknown:
+        raise ConfigError(f"--tracker: unknown keyword(s) {', '.join(unknown)}; known: {', '.join(known)}")
+    try:
+        Tracker(**kwargs)
+    except (TypeError, ValueError) as exc:  # a value of the wrong type (ConfigError passes through)
+        raise ConfigError(f"--tracker: {exc}") from exc
 
 
 def _evaluate_all(seeds: range, settings: SimSettings, tracker_kwargs: dict, jobs: int) -> list:
@@ -275,7 +334,10 @@ def main(args: argparse.Namespace) -> int:
         match=args.match,
         appearance=args.appearance,
     )
-    tracker_kwargs = {} if args.confirm_hits is None else {"confirm_hits": args.confirm_hits}
+    tracker_kwargs = parse_tracker_options(args.tracker)
+    if args.confirm_hits is not None:
+        tracker_kwargs["confirm_hits"] = args.confirm_hits
+    _check_tracker_kwargs(tracker_kwargs)
     t0 = time.perf_counter()
     total = TrackingCounts()
     seeds = range(args.seed, args.seed + args.seeds)
@@ -303,6 +365,7 @@ def main(args: argparse.Namespace) -> int:
         f"eval-tracking: {args.seeds} sequence(s) x {settings.frames} frames, {settings.width}x{settings.height} "
         f"@ {settings.fps:g} fps, miss {settings.miss_rate:.0%}, false positives {settings.fp_rate:.0%}, "
         f"match = {how}" + ("" if settings.appearance == "image" else f", appearance = {settings.appearance}")
+        + "".join(f", {k} = {v}" for k, v in tracker_kwargs.items())
     )
     print(
         f"{'seed':>6} {'HOTA':>7} {'IDF1':>7} {'MOTA':>7} {'IDsw':>5} {'track-frames':>12} {'GT':>7} "

@@ -132,3 +132,39 @@ def test_a_reader_that_goes_away_ends_the_command_quietly():
         os.close(write_end)
     assert p.returncode == 141, p.stderr
     assert "Traceback" not in p.stderr and "BrokenPipe" not in p.stderr, p.stderr
+
+
+def test_eval_tracking_takes_tracker_keywords():
+    from perception.eval.tracking_command import SimSettings, evaluate_seed
+
+    args = ("--json", "--seed", "5", "--frames", "40", "--width", "480", "--height", "270")
+    p = _run(*args, "--tracker", "appearance_context=0.01", "--tracker", "max_lost_frames=10")
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    assert out["tracker"] == {"appearance_context": 0.01, "max_lost_frames": 10}
+    settings = SimSettings(frames=40, width=480, height=270)
+    expected = evaluate_seed(5, settings, tracker_kwargs={"appearance_context": 0.01, "max_lost_frames": 10})
+    assert out["id_switches"] == expected.id_switches and out["idf1"] == pytest.approx(expected.idf1, abs=1e-12)
+    # the settings change the result (so the option is not ignored): no colours at all
+    off = json.loads(_run(*args, "--tracker", "appearance_weight=0", "--tracker", "appearance_gate=0").stdout)
+    assert off["tracker"] == {"appearance_weight": 0, "appearance_gate": 0}
+    assert off["idf1"] == pytest.approx(evaluate_seed(5, settings, tracker_kwargs=off["tracker"]).idf1, abs=1e-12)
+    assert off["idf1"] != out["idf1"]
+    table = _run("--frames", "10", "--width", "320", "--height", "180", "--tracker", "match_iou=0.4")
+    assert table.returncode == 0 and "match_iou = 0.4" in table.stdout
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ("no_such_knob=1", "unknown keyword(s) no_such_knob"),
+        ("appearance_gate=2", "appearance_gate"),
+        ("appearance_gate=[1", "cannot read value"),
+        ("appearance_gate=high", "--tracker"),
+        ("=3", "KEY=VALUE"),
+    ],
+)
+def test_eval_tracking_refuses_bad_tracker_keywords(option, message):
+    p = _run("--frames", "5", "--tracker", option)
+    assert p.returncode == 2, p.stdout + p.stderr
+    assert message in p.stderr and "Traceback" not in p.stderr
