@@ -159,3 +159,45 @@ def test_record_stops_at_the_end_of_the_stream_without_waiting_for_the_idle_time
         record(subscriber=sub, recorder=rec, max_frames=None, idle_timeout_s=60, progress=False)
         assert time.monotonic() - t0 < 30  # returned at the end message, not after the 60 s idle timeout
         assert rec.stats.frames == 3
+
+
+def test_foxglove_messages_follow_foxglove_s_own_json_schemas(tmp_path, images):
+    """Every CompressedImage / ImageAnnotations message, and the schemas we register for them, agree
+    with Foxglove's published JSON schemas (tests/drives/data/foxglove, from @foxglove/schemas)."""
+    from pathlib import Path
+
+    import jsonschema
+    from mcap.reader import make_reader
+
+    official = {
+        f"foxglove.{name}": json.loads((Path(__file__).parent / "data" / "foxglove" / f"{name}.json").read_text())
+        for name in ("CompressedImage", "ImageAnnotations")
+    }
+    out, _ = _publish_and_record(tmp_path, images)
+    checked: dict[str, int] = {}
+    with out.open("rb") as f:
+        reader = make_reader(f)
+        for schema, _channel, message in reader.iter_messages():
+            if schema.name in official:
+                jsonschema.validate(json.loads(message.data), official[schema.name])
+                checked[schema.name] = checked.get(schema.name, 0) + 1
+        registered = {s.name: json.loads(s.data) for s in reader.get_summary().schemas.values()}
+    # labels, instances and input previews are CompressedImage; one annotation message per frame
+    assert checked == {"foxglove.CompressedImage": 3 * N, "foxglove.ImageAnnotations": N}
+
+    def types(schema: dict, path: str = "") -> dict[str, str]:
+        """Dotted path -> JSON type of every property, array items included."""
+        found = {}
+        for key, sub in schema.get("properties", {}).items():
+            found[path + key] = sub.get("type")
+            found.update(types(sub.get("items", sub), path + key + "."))
+        return found
+
+    for name, schema in official.items():
+        ours = types(registered[name])
+        assert ours, name
+        theirs = types(schema)
+        assert {k: theirs.get(k) for k in ours} == ours, name  # every field we declare, typed as Foxglove does
+    # the check can fail: a wrong type is refused
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"format": "png", "data": [1, 2]}, official["foxglove.CompressedImage"])
