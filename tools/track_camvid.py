@@ -20,6 +20,7 @@ where one object probably changed id; check them in the video (frame numbers are
 
     python tools/track_camvid.py [--data ../shared/data/camvid/val] [--model engines/camvid_lite0_panoptic.onnx]
                                  [--out out/track_camvid.mp4] [--frames-dir out/track_camvid_frames]
+                                 [--tracker KEY=VALUE ...]
 """
 
 from __future__ import annotations
@@ -56,11 +57,15 @@ def main() -> int:
     ap.add_argument("--high-score", type=float, default=0.15,
                     help="tracker: instances at/above start tracks (this model's scores peak lower than 1)")
     ap.add_argument("--low-score", type=float, default=0.05, help="tracker: second-stage minimum score")
+    ap.add_argument("--tracker", action="append", default=[], metavar="KEY=VALUE",
+                    help="any other Tracker keyword, value read as YAML (repeatable)")
     ap.add_argument("--switch-window", type=int, default=15, help="frames: suspected-switch look-back")
     ap.add_argument("--switch-distance", type=float, default=2.0, help="box sizes: suspected-switch reach")
     a = ap.parse_args()
 
     from perception.backends.factory import open_backend
+    from perception.errors import ConfigError
+    from perception.eval.tracking_command import check_tracker_kwargs, parse_tracker_options
     from perception.inference import Segmenter
     from perception.postprocess.panoptic import PanopticGrouper
     from perception.postprocess.upsample import upsample_bilinear
@@ -69,6 +74,14 @@ def main() -> int:
     from perception.types import FrameMeta
     from perception.viz import draw_hud, draw_tracks, overlay, palette
 
+    try:
+        kwargs = {"high_score": a.high_score, "low_score": min(a.low_score, a.high_score)}
+        kwargs.update(parse_tracker_options(a.tracker))
+        check_tracker_kwargs(kwargs)
+    except ConfigError as exc:
+        print(f"track_camvid: {exc}", file=sys.stderr)
+        return 2
+    tracker = Tracker(**kwargs)
     files = sorted(p for p in a.data.iterdir() if p.suffix.lower() == ".png")
     if not files:
         print(f"no PNG images in {a.data}", file=sys.stderr)
@@ -87,7 +100,6 @@ def main() -> int:
         grouper = PanopticGrouper(
             thing_ids=card.thing_ids(), center_threshold=a.center_threshold, min_area=a.min_area
         )
-        tracker = Tracker(high_score=a.high_score, low_score=min(a.low_score, a.high_score))
         writer = None
         # per track: class, first frame, last frame, hits, first box, last box
         info: dict[int, dict] = {}

@@ -53,6 +53,7 @@ __all__ = [
     "APPEARANCE_INPUTS",
     "SimSettings",
     "add_arguments",
+    "check_tracker_kwargs",
     "evaluate_seed",
     "identity_image",
     "main",
@@ -258,7 +259,7 @@ def parse_tracker_options(items: Sequence[str]) -> dict:
     return out
 
 
-def _check_tracker_kwargs(kwargs: dict) -> None:
+def check_tracker_kwargs(kwargs: dict) -> None:
     """Build a Tracker once, so that a bad keyword or value fails before any sequence is generated.
 
     Raises:
@@ -337,7 +338,7 @@ def main(args: argparse.Namespace) -> int:
     tracker_kwargs = parse_tracker_options(args.tracker)
     if args.confirm_hits is not None:
         tracker_kwargs["confirm_hits"] = args.confirm_hits
-    _check_tracker_kwargs(tracker_kwargs)
+    check_tracker_kwargs(tracker_kwargs)
     t0 = time.perf_counter()
     total = TrackingCounts()
     seeds = range(args.seed, args.seed + args.seeds)
