@@ -253,9 +253,15 @@ def parse_tracker_options(items: Sequence[str]) -> dict:
         if key in out:
             raise ConfigError(f"--tracker {key} is given twice")
         try:
-            out[key] = yaml.safe_load(raw) if raw.strip() else None
+            value = yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError as exc:
             raise ConfigError(f"--tracker {key}: cannot read value {raw!r}: {exc}") from exc
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        out[key] = value
     return out
 
 
@@ -277,7 +283,8 @@ def check_tracker_kwargs(kwargs: dict) -> None:
     try:
         Tracker(**kwargs)
     except (TypeError, ValueError) as exc:  # a value of the wrong type (ConfigError passes through)
-        raise ConfigError(f"--tracker: {exc}") from exc
+        given = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
+        raise ConfigError(f"--tracker: a value of the wrong type among {given} ({exc})") from exc
 
 
 def _evaluate_all(seeds: range, settings: SimSettings, tracker_kwargs: dict, jobs: int) -> list:
@@ -337,6 +344,8 @@ def main(args: argparse.Namespace) -> int:
     )
     tracker_kwargs = parse_tracker_options(args.tracker)
     if args.confirm_hits is not None:
+        if "confirm_hits" in tracker_kwargs:
+            raise ConfigError("give --confirm-hits or --tracker confirm_hits=..., not both")
         tracker_kwargs["confirm_hits"] = args.confirm_hits
     check_tracker_kwargs(tracker_kwargs)
     t0 = time.perf_counter()

@@ -162,9 +162,22 @@ def test_eval_tracking_takes_tracker_keywords():
         ("appearance_gate=[1", "cannot read value"),
         ("appearance_gate=high", "--tracker"),
         ("=3", "KEY=VALUE"),
+        ("appearance_gate=[0.1]", "wrong type"),
     ],
 )
 def test_eval_tracking_refuses_bad_tracker_keywords(option, message):
     p = _run("--frames", "5", "--tracker", option)
     assert p.returncode == 2, p.stdout + p.stderr
     assert message in p.stderr and "Traceback" not in p.stderr
+
+
+def test_tracker_options_are_read_as_yaml_with_plain_numbers():
+    from perception.errors import ConfigError
+    from perception.eval.tracking_command import parse_tracker_options
+
+    got = parse_tracker_options(["max_lost_seconds=1e1", "clock=mono", "report_lost=true", "new_track_score=null"])
+    assert got == {"max_lost_seconds": 10.0, "clock": "mono", "report_lost": True, "new_track_score": None}
+    with pytest.raises(ConfigError, match="twice"):
+        parse_tracker_options(["match_iou=0.2", "match_iou=0.3"])
+    both = _run("--frames", "5", "--confirm-hits", "2", "--tracker", "confirm_hits=3")
+    assert both.returncode == 2 and "not both" in both.stderr
