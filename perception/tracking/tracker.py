@@ -13,7 +13,8 @@ Association, per frame, after every track's Kalman prediction to this frame's ti
 3. tentative tracks vs the remaining high-score detections;
 4. recovery: every still-unmatched track vs the remaining high-score detections of its class by
    size-normalised centre distance (IoU fails when the visible box changed shape behind an occluder
-   or at the frame border).
+   or at the frame border), ranked by that distance plus colour disagreement when the frame's image
+   is given.
 
 Every stage is a thresholded minimum-cost assignment and only pairs of the same class can match.
 When the frame's image is given, each track also keeps a colour embedding (a running average of its
@@ -80,7 +81,9 @@ the cap keeps one absurd prediction from dominating the assignment's total cost.
 class Tracker:
     """Multi-object tracker over per-frame :class:`~perception.types.Instance` lists.
 
-    Keyword arguments (each a trade-off):
+    Keyword arguments (each a trade-off). The figures quoted were measured when each setting was
+    chosen, with the other defaults of that time; ``perception eval-tracking --tracker KEY=VALUE``
+    measures any of them again:
 
     * ``high_score``: detections at or above it are matched first and may start tracks. Higher keeps
       false positives from starting tracks but lets weak true detections only extend tracks.
@@ -167,13 +170,14 @@ class Tracker:
       few pixels off, and a neighbour's colours spilt into it, then count for little, so two
       objects of one class in one place no longer look alike through what surrounds them. Off by
       default (0): on the generated scenes 0.01 / 0.5 lowered ID switches on seeds 0-39 / 40-79 /
-      80-119 from 55 / 104 / 102 to 51 / 82 / 98 and raised IDF1 on each (on seeds 40-79 a reach of
+      80-119 from 55 / 104 / 102 to 51 / 82 / 98 and raised IDF1 on each (with
+      ``recover_appearance_weight`` 4: from 51 / 89 / 93 to 51 / 75 / 79; on seeds 40-79 a reach of
       0.25 gave 93, and playing down the whole frame's background instead gave 89), but on the
       CamVid val drive (``tools/track_camvid.py``) it gave 25 reported tracks and 3 suspected ID
       switches against 22 and 1, and it costs about 0.2 ms per update with 50 objects
       (``tools/bench_tracker.py``: 1.01 ms against 0.83 ms). Lower plays down more.
-    * ``recover_appearance``: with an image, the recovery stage (which pairs by centre distance
-      alone) only takes pairs whose colours agree at least this much (when both have colours).
+    * ``recover_appearance``: with an image, the recovery stage (which pairs by centre distance,
+      not overlap) only takes pairs whose colours agree at least this much (when both have colours).
       Recovery reaches up to ``recover_distance`` box sizes, where a neighbour of the same class is
       often the nearest detection; this keeps a track whose object was missed from taking it. On
       generated seeds 20-39 (not used for tuning) it and ``lost_penalty`` lowered ID switches from
@@ -181,6 +185,16 @@ class Tracker:
       object itself (0.5 and above gave more switches: the vetoed object came back under a new id
       and the two tracks then took turns); 0 = colours do not restrict recovery beyond
       ``appearance_gate``.
+    * ``recover_appearance_weight``: with an image, a recovery pair (within ``recover_distance``)
+      costs its centre distance in box sizes plus this weight times ``1 - BC`` (0.5 where either
+      side has no colours yet), so that of two same-class detections near a track whose own object
+      was missed, the one that looks like it wins over the one merely nearer. The assignment then
+      prefers a farther pair whose colours agree by more than ``distance / weight``. On the
+      generated scenes 4 lowered ID switches on seeds 0-39 / 40-79 / 80-119 from 55 / 104 / 102 to
+      51 / 89 / 93 (2 gave 50 / 92 / 97, 10 gave 94 on seeds 40-79 with one seed at IDF1 0.856), and
+      on seeds 120-159, looked at only after the choice, from 96 to 82; IDF1 rose on seeds 40-79
+      and 120-159 (0.927 to 0.929 on each) and moved by less than 0.001 on the others; 0 = distance
+      alone.
     * ``lost_penalty``: added to the cost of every pair with a lost (coasting) track in the IoU
       stages, so that a track matched in the previous frame keeps its detection when a coasting
       track of the same object competes for it (the two would otherwise take turns, each turn an
@@ -240,6 +254,7 @@ class Tracker:
         appearance_context: float = 0.0,
         appearance_context_grow: float = 0.5,
         recover_appearance: float = 0.45,
+        recover_appearance_weight: float = 4.0,
         lost_penalty: float = 0.2,
         match_cost: float = 1.0,
         block_birth_distance: float = 0.7,
@@ -264,10 +279,10 @@ class Tracker:
                 f"Tracker: need appearance_weight >= 0 and appearance_gate in [0, 1], got {appearance_weight}, "
                 f"{appearance_gate}"
             )
-        if not 0.0 <= recover_appearance <= 1.0 or lost_penalty < 0:
+        if not 0.0 <= recover_appearance <= 1.0 or lost_penalty < 0 or recover_appearance_weight < 0:
             raise ConfigError(
-                f"Tracker: need recover_appearance in [0, 1] and lost_penalty >= 0, got {recover_appearance}, "
-                f"{lost_penalty}"
+                "Tracker: need recover_appearance in [0, 1], recover_appearance_weight >= 0 and lost_penalty >= 0, "
+                f"got {recover_appearance}, {recover_appearance_weight}, {lost_penalty}"
             )
         if not 2 <= appearance_bins <= 16:
             raise ConfigError(f"Tracker: appearance_bins must be in [2, 16], got {appearance_bins}")
@@ -322,6 +337,7 @@ class Tracker:
         self.appearance_context = float(appearance_context)
         self.appearance_context_grow = float(appearance_context_grow)
         self.recover_appearance = float(recover_appearance)
+        self.recover_appearance_weight = float(recover_appearance_weight)
         self.lost_penalty = float(lost_penalty)
         self.match_cost = float(match_cost)
         self.block_birth_distance = float(block_birth_distance)
@@ -548,14 +564,20 @@ class Tracker:
             associate(rows, cols, sub(high_cost, rows, cols), saturate=self.match_cost)
 
         # 4) recovery: all unmatched tracks vs unmatched high-score detections, by
-        #    size-normalised centre distance (survives the shape change of partial occlusion)
+        #    size-normalised centre distance (survives the shape change of partial occlusion) plus
+        #    colour disagreement
         if self.recover_distance > 0:
             rows = ((det_of_track < 0) & ~gone).nonzero()[0]
             cols = (high & (track_of_det < 0)).nonzero()[0]
             if rows.size and cols.size:
-                dist = np.sqrt(sub(cdist2, rows, cols))
-                dist[sub(other_class | recover_veto, rows, cols)] = np.inf
-                associate(rows, cols, dist, self.recover_distance)
+                cost4 = np.sqrt(sub(cdist2, rows, cols))
+                reach = self.recover_distance
+                w = self.recover_appearance_weight
+                if w > 0 and app_cost is not None:
+                    cost4 = np.where(cost4 <= reach, cost4 + w * sub(app_cost, rows, cols), np.inf)
+                    reach += w  # the most a pair within recover_distance can cost now
+                cost4[sub(other_class | recover_veto, rows, cols)] = np.inf
+                associate(rows, cols, cost4, reach)
 
         # the state arrays are private to this tracker (nothing else holds them): matched rows are
         # updated in place

@@ -103,7 +103,7 @@ def test_appearance_none_and_oracle_bound_the_colour_cue():
     )
     assert none == no_colour
     # with colours that name every object the tracker keeps ids far better (seed 7, 150 frames: 10 ID
-    # switches without colours, 6 with the rendered frame's or with every pixel in its object's own
+    # switches without colours, 4 with the rendered frame's or with every pixel in its object's own
     # colour, 2 with every detection in its object's colour)
     oracle = evaluate_seed(7, SimSettings(frames=150, appearance="oracle"))
     pixels = evaluate_seed(7, SimSettings(frames=150, appearance="oracle-pixels"))

@@ -182,6 +182,39 @@ def test_surroundings_in_the_masks_do_not_make_two_people_look_alike():
     assert (red1, blue1) == (blue0, red0)
 
 
+def _recover_after_a_miss(**kwargs) -> tuple[int, int | None, int | None]:
+    """A red person is tracked for 5 frames, missed in the sixth, and in the seventh two people of its
+    class stand near where it was, neither overlapping it enough for the IoU stages: one 0.6 box
+    sizes away, half red and half green, one 1.2 box sizes away, all red. Returns the red person's
+    track id and the ids the near and the far detection got in the seventh frame."""
+    box = (300, 200, 360, 280)  # size sqrt(60 * 80) = 69 px
+    near, far = (341, 200, 401, 280), (217, 200, 277, 280)  # centres 41 px right and 83 px left
+    tr = Tracker(**kwargs)
+    for i in range(7):
+        t = round(i / 15 * 1e9)
+        meta = FrameMeta(seq=i, camera_id="t", frame_index=i, t_mono_ns=t, t_wall_ns=t, pts_ns=t, width=640, height=480)
+        if i < 5:
+            imap, img = _scene([(1, box, RED)])
+            tracks = tr.update([_inst(1, box)], meta, imap, img)
+            first = tracks[0].track_id
+        elif i == 5:
+            tr.update([], meta, *_scene([]))
+        else:
+            imap, img = _scene([(1, near, RED), (2, far, RED)])
+            img[240:280, near[0] : near[2]] = GREEN  # the near one's lower half
+            tracks = tr.update([_inst(1, near), _inst(2, far)], meta, imap, img)
+    ids = {tk.instance_index: tk.track_id for tk in tracks}
+    return first, ids.get(1), ids.get(2)
+
+
+def test_recovery_prefers_the_detection_that_looks_like_the_track_to_the_nearer_one():
+    first, near, far = _recover_after_a_miss()
+    assert far == first and near != first
+    # by distance alone the nearer one, whose colours still pass the recovery gate, takes the id
+    first, near, far = _recover_after_a_miss(recover_appearance_weight=0.0)
+    assert near == first and far != first
+
+
 def test_tracker_rejects_an_image_of_another_size():
     imap, img = _scene([(1, (40, 40, 120, 120), RED)])
     meta = FrameMeta(seq=0, camera_id="t", frame_index=0, t_mono_ns=0, t_wall_ns=0, pts_ns=0, width=640, height=480)
@@ -198,6 +231,7 @@ def test_tracker_rejects_an_image_of_another_size():
         {"appearance_momentum": 1.0},
         {"appearance_context": -0.1},
         {"appearance_context_grow": -1},
+        {"recover_appearance_weight": -1},
     ],
 )
 def test_bad_appearance_settings_raise_config_error(kwargs):
