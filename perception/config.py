@@ -201,22 +201,35 @@ def load_yaml(path: str | Path) -> dict:
     return data or {}
 
 
+def parse_assignment(item: str, *, option: str, example: str) -> tuple[str, Any]:
+    """``"key=value"`` from a command-line option -> ``(key, value)``, the value read as YAML (empty = None).
+
+    Raises:
+        ConfigError: no ``=``, an empty key, or a value that is not YAML; the message names ``option``
+            and shows ``example``.
+    """
+    key, sep, raw = item.partition("=")
+    key = key.strip()
+    if not sep:
+        raise ConfigError(f"{option} expects key=value (e.g. {example}), got {item!r}")
+    if not key:
+        raise ConfigError(f"{option}: empty key in {item!r}")
+    try:
+        return key, (yaml.safe_load(raw) if raw.strip() else None)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{option} {key}: cannot parse value {raw!r}: {exc}") from exc
+
+
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
     """Apply ``key.sub=value`` strings (values parsed as YAML) to a nested dict, returning a copy."""
     import copy
 
     out = copy.deepcopy(data)
     for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"--set expects key=value (e.g. publish.encoding=zstd), got {item!r}")
-        key, raw = item.split("=", 1)
-        parts = [p for p in key.strip().split(".") if p]
+        key, value = parse_assignment(item, option="--set", example="publish.encoding=zstd")
+        parts = [p for p in key.split(".") if p]
         if not parts:
             raise ConfigError(f"--set: empty key in {item!r}")
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"--set {key}: cannot parse value {raw!r}: {exc}") from exc
         cur = out
         for p in parts[:-1]:
             nxt = cur.setdefault(p, {})

@@ -240,22 +240,14 @@ def parse_tracker_options(items: Sequence[str]) -> dict:
     Raises:
         ConfigError: an item without ``=``, an empty key, a key given twice or a value that is not YAML.
     """
-    import yaml
-
+    from perception.config import parse_assignment
     from perception.errors import ConfigError
 
     out: dict = {}
     for item in items:
-        key, sep, raw = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise ConfigError(f"--tracker expects KEY=VALUE (e.g. appearance_context=0.01), got {item!r}")
+        key, value = parse_assignment(item, option="--tracker", example="appearance_context=0.01")
         if key in out:
             raise ConfigError(f"--tracker {key} is given twice")
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"--tracker {key}: cannot read value {raw!r}: {exc}") from exc
         if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
             try:
                 value = float(value)

@@ -159,9 +159,10 @@ def test_eval_tracking_takes_tracker_keywords():
     [
         ("no_such_knob=1", "unknown keyword(s) no_such_knob"),
         ("appearance_gate=2", "appearance_gate"),
-        ("appearance_gate=[1", "cannot read value"),
+        ("appearance_gate=[1", "cannot parse value"),
         ("appearance_gate=high", "--tracker"),
-        ("=3", "KEY=VALUE"),
+        ("=3", "empty key"),
+        ("appearance_gate", "expects key=value"),
         ("appearance_gate=[0.1]", "wrong type"),
     ],
 )
