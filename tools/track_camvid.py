@@ -65,11 +65,11 @@ def main() -> int:
 
     from perception.backends.factory import open_backend
     from perception.errors import ConfigError
-    from perception.eval.tracking_command import check_tracker_kwargs, parse_tracker_options
+    from perception.eval.tracking_command import build_tracker, parse_tracker_options
     from perception.inference import Segmenter
     from perception.postprocess.panoptic import PanopticGrouper
     from perception.postprocess.upsample import upsample_bilinear
-    from perception.tracking import Tracker, relabel_instance_map
+    from perception.tracking import relabel_instance_map
     from perception.tracking.matching import normalized_center_distance
     from perception.types import FrameMeta
     from perception.viz import draw_hud, draw_tracks, overlay, palette
@@ -77,11 +77,10 @@ def main() -> int:
     try:
         kwargs = {"high_score": a.high_score, "low_score": min(a.low_score, a.high_score)}
         kwargs.update(parse_tracker_options(a.tracker))
-        check_tracker_kwargs(kwargs)
+        tracker = build_tracker(kwargs)
     except ConfigError as exc:
         print(f"track_camvid: {exc}", file=sys.stderr)
         return 2
-    tracker = Tracker(**kwargs)
     files = sorted(p for p in a.data.iterdir() if p.suffix.lower() == ".png")
     if not files:
         print(f"no PNG images in {a.data}", file=sys.stderr)

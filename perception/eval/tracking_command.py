@@ -49,11 +49,13 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import numpy as np
 
+    from perception.tracking import Tracker
+
 __all__ = [
     "APPEARANCE_INPUTS",
     "SimSettings",
     "add_arguments",
-    "check_tracker_kwargs",
+    "build_tracker",
     "evaluate_seed",
     "identity_image",
     "main",
@@ -257,8 +259,11 @@ def parse_tracker_options(items: Sequence[str]) -> dict:
     return out
 
 
-def check_tracker_kwargs(kwargs: dict) -> None:
-    """Build a Tracker once, so that a bad keyword or value fails before any sequence is generated.
+def build_tracker(kwargs: dict) -> Tracker:
+    """A :class:`~perception.tracking.Tracker` from keywords given on the command line.
+
+    ``eval-tracking`` builds one before generating anything, so that a bad keyword or value fails
+    first; ``tools/track_camvid.py`` tracks with the one returned.
 
     Raises:
         ConfigError: an unknown keyword (the message lists the known ones) or a value the Tracker refuses.
@@ -273,7 +278,7 @@ def check_tracker_kwargs(kwargs: dict) -> None:
     if unknown:
         raise ConfigError(f"--tracker: unknown keyword(s) {', '.join(unknown)}; known: {', '.join(known)}")
     try:
-        Tracker(**kwargs)
+        return Tracker(**kwargs)
     except (TypeError, ValueError) as exc:  # a value of the wrong type (ConfigError passes through)
         given = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
         raise ConfigError(f"--tracker: a value of the wrong type among {given} ({exc})") from exc
@@ -339,7 +344,7 @@ def main(args: argparse.Namespace) -> int:
         if "confirm_hits" in tracker_kwargs:
             raise ConfigError("give --confirm-hits or --tracker confirm_hits=..., not both")
         tracker_kwargs["confirm_hits"] = args.confirm_hits
-    check_tracker_kwargs(tracker_kwargs)
+    build_tracker(tracker_kwargs)  # each sequence builds its own; this one only checks the keywords
     t0 = time.perf_counter()
     total = TrackingCounts()
     seeds = range(args.seed, args.seed + args.seeds)
