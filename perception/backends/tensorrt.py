@@ -205,6 +205,47 @@ def frame_to_input(frame, *, out, work, order, ry, rx, scale, offset) -> None:
     out.copy_(x)
 
 
+class TorchPreprocessor:
+    """:func:`frame_to_input` with its constants and scratch kept on one torch device: the device twin
+    of :class:`~perception.backends.preprocess.Preprocessor` (``cuda:N`` in the backend; any device
+    works, ``cpu`` in the tests).
+
+    :meth:`prepare` allocates the scratch buffer and resize weights for a frame size (only when it
+    changes), so that ``__call__`` allocates nothing of its own and can be captured in a CUDA graph
+    once prepared.
+    """
+
+    def __init__(self, *, card: ModelCard, input_size: tuple[int, int] | None = None, device: str = "cuda:0") -> None:
+        import torch
+
+        self._torch = torch
+        self.device = device
+        self.width, self.height = resolve_input_size(card, input_size)
+        self._order, scale, offset = normalisation(card)
+        self._scale = torch.from_numpy(scale).to(device)
+        self._offset = torch.from_numpy(offset).to(device)
+        self._frame_hw: tuple[int, int] | None = None
+
+    def prepare(self, frame_hw: tuple[int, int]) -> None:
+        """Allocate the scratch buffer and resize weights for ``(height, width)`` frames."""
+        if frame_hw == self._frame_hw:
+            return
+        torch = self._torch
+        fh, fw = frame_hw
+        mode = resize_mode((fw, fh), (self.width, self.height)) or "bilinear"
+        ry, rx = resize_matrix(fh, self.height, mode), resize_matrix(fw, self.width, mode)
+        self._ry, self._rx = (None if m is None else torch.from_numpy(m).to(self.device) for m in (ry, rx))
+        self._work = torch.empty((3, fh, fw), dtype=torch.float32, device=self.device)
+        self._frame_hw = frame_hw
+
+    def __call__(self, frame, out) -> None:
+        """Write the network input for ``frame`` (``uint8[H, W, 3]`` BGR tensor on this device) into
+        ``out`` (``float32|float16[1, 3, h, w]``)."""
+        self.prepare((int(frame.shape[0]), int(frame.shape[1])))
+        frame_to_input(frame, out=out, work=self._work, order=self._order, ry=self._ry, rx=self._rx,
+                       scale=self._scale, offset=self._offset)
+
+
 def options_summary(request) -> str:
     """``"fp16, image[1, 3, 352, 480], TensorRT 10.8.0, NVIDIA H100"``: a request in one line."""
     shapes = ", ".join(p.describe() for p in request.profiles)
@@ -274,7 +315,7 @@ class TensorRTBackend:
 
         logger = trt_logger(trt)
         logger.take_errors()
-        self._runtime = self._engine = self._context = self._stream = None
+        self._runtime = self._engine = self._context = self._stream = self._prep = None
         try:
             self._open(blob, logger)
         except BaseException:
@@ -305,9 +346,7 @@ class TensorRTBackend:
         self._read_tensors()
         where = f"engine {self.engine_path.name} vs card {card.name!r}"
         check_engine_tensors(card, self.inputs, self.outputs, where=where)
-        self._order, scale, offset = normalisation(card)
-        self._scale = torch.from_numpy(scale).to(f"cuda:{self._device}")
-        self._offset = torch.from_numpy(offset).to(f"cuda:{self._device}")
+        self._prep = TorchPreprocessor(card=card, input_size=self.input_size, device=f"cuda:{self._device}")
         self._closed = False
         w, h = self.input_size
         self._ensure_shape((1, 3, h, w))
@@ -524,11 +563,7 @@ class TensorRTBackend:
                 self._h_frame = torch.empty((fh, fw, 3), dtype=torch.uint8, pin_memory=True)
                 self._h_frame_np = self._h_frame.numpy()
                 self._d_frame = torch.empty((fh, fw, 3), dtype=torch.uint8, device=dev)
-                self._d_frame_f = torch.empty((3, fh, fw), dtype=torch.float32, device=dev)
-                mode = resize_mode((fw, fh), self.input_size)
-                w, h = self.input_size
-                mats = (resize_matrix(fh, h, mode or "bilinear"), resize_matrix(fw, w, mode or "bilinear"))
-                self._ry, self._rx = (None if m is None else torch.from_numpy(m).to(dev) for m in mats)
+                self._prep.prepare((fh, fw))
                 self._d_labels = torch.empty((oh, ow), dtype=torch.uint8, device=dev)
                 self._h_labels = torch.empty((oh, ow), dtype=torch.uint8, pin_memory=True)
                 self._frame_results = {"labels": self._h_labels.numpy()}
@@ -548,8 +583,7 @@ class TensorRTBackend:
         card = self.card
         with torch.cuda.stream(self._stream):
             self._d_frame.copy_(self._h_frame, non_blocking=True)
-            frame_to_input(self._d_frame, out=self._d_in, work=self._d_frame_f, order=self._order,
-                           ry=self._ry, rx=self._rx, scale=self._scale, offset=self._offset)
+            self._prep(self._d_frame, self._d_in)
             self._execute()
             logits = self._d_out[card.output("semantic_logits").name]
             self._d_labels.copy_(torch.argmax(logits[0], dim=0))  # first maximum on ties, as numpy
@@ -587,7 +621,7 @@ class TensorRTBackend:
         self._runtime = None
         self._d_in = self._h_in = self._h_in_np = None
         self._d_out = self._h_out = self._h_out_np = {}
-        self._h_frame = self._h_frame_np = self._d_frame = self._d_frame_f = self._ry = self._rx = None
+        self._h_frame = self._h_frame_np = self._d_frame = self._prep = None
         self._d_labels = self._h_labels = self._h_heat = self._h_off = None
         self._frame_results = {}
         self._shape = self._frame_shape = None
@@ -602,6 +636,7 @@ class TensorRTBackend:
 __all__ = [
     "AREA_SHRINK",
     "TensorRTBackend",
+    "TorchPreprocessor",
     "available",
     "check_engine_tensors",
     "check_shape_in_profile",

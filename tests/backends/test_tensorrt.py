@@ -237,6 +237,22 @@ def test_dynamic_shapes_and_close(tiny, tmp_path):
 # --- the GPU preprocessing maths, run with CPU torch tensors -------------------------------------------
 
 
+def _cuda_or_skip():
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU here (torch.cuda.is_available() is False)")
+    return torch
+
+
+def _textured_frame(frame_hw: tuple[int, int], seed: int = 5) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    noise = rng.integers(-40, 41, (*frame_hw, 3))
+    frame = np.clip(np.cumsum(noise, axis=1) // 4 + 128, 0, 255).astype(np.uint8)  # textured, not flat
+    frame[..., 0] //= 3  # make the channels differ so that a colour-order mix-up shows
+    return frame
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
 @pytest.mark.parametrize(
     "frame_hw, expect_mode",
     [
@@ -248,33 +264,66 @@ def test_dynamic_shapes_and_close(tiny, tmp_path):
         ((40, 72), "bilinear"),  # taller than wide: enlarge one axis, shrink the other
     ],
 )
-def test_frame_to_input_matches_the_cpu_preprocessor(tiny, frame_hw, expect_mode):
-    torch = pytest.importorskip("torch")
+def test_torch_preprocessor_matches_the_cpu_preprocessor(tiny, frame_hw, expect_mode, device):
+    torch = _cuda_or_skip() if device == "cuda" else pytest.importorskip("torch")
     from perception.backends.preprocess import Preprocessor
-    from perception.backends.tensorrt import frame_to_input, normalisation, resize_matrix, resize_mode
+    from perception.backends.tensorrt import TorchPreprocessor, normalisation, resize_mode
 
     card = load_card(tiny)
-    rng = np.random.default_rng(5)
-    noise = rng.integers(-40, 41, (*frame_hw, 3))
-    frame = np.clip(np.cumsum(noise, axis=1) // 4 + 128, 0, 255).astype(np.uint8)  # textured, not flat
-    frame[..., 0] //= 3  # make the channels differ so that a colour-order mix-up shows
+    frame = _textured_frame(frame_hw)
     want = Preprocessor(card=card)(frame)
-    mode = resize_mode((frame_hw[1], frame_hw[0]), card.input_size)
-    assert mode == expect_mode
-    h, w = card.input.height, card.input.width
-    ry, rx = (None if m is None else torch.from_numpy(m)
-              for m in (resize_matrix(frame_hw[0], h, mode or "bilinear"),
-                        resize_matrix(frame_hw[1], w, mode or "bilinear")))
-    order, scale, offset = normalisation(card)
-    out = torch.empty((1, 3, h, w), dtype=torch.float32)
-    work = torch.empty((3, *frame_hw), dtype=torch.float32)
-    before = frame.copy()
-    frame_to_input(torch.from_numpy(frame), out=out, work=work, order=order, ry=ry, rx=rx,
-                   scale=torch.from_numpy(scale), offset=torch.from_numpy(offset))
-    np.testing.assert_array_equal(frame, before)  # the input is not modified
+    assert resize_mode((frame_hw[1], frame_hw[0]), card.input_size) == expect_mode
+    prep = TorchPreprocessor(card=card, device=device)
+    out = torch.empty((1, 3, card.input.height, card.input.width), dtype=torch.float32, device=device)
+    d_frame = torch.from_numpy(frame).to(device)
+    prep(d_frame, out)
+    np.testing.assert_array_equal(d_frame.cpu().numpy(), frame)  # the input is not modified
     # The CPU path rounds the resized image to uint8: allow one grey level, 1/(255*std) ~ 0.0175
-    one_level = float(scale.max())
-    np.testing.assert_allclose(out.numpy(), want, rtol=0, atol=one_level * 1.01)
+    one_level = float(normalisation(card)[1].max())
+    np.testing.assert_allclose(out.cpu().numpy(), want, rtol=0, atol=one_level * 1.01)
+
+
+@pytest.mark.gpu
+def test_cuda_graph_replays_preprocessing_and_argmax_on_new_frames(tiny):
+    """The non-TensorRT half of ``infer_frame`` under CUDA-graph capture: a graph captured on one
+    frame, replayed after the next frame is copied into the same buffer, gives that frame's result."""
+    torch = _cuda_or_skip()
+    from perception.backends.tensorrt import TorchPreprocessor
+
+    card = load_card(tiny)
+    h, w = card.input.height, card.input.width
+    frames = [_textured_frame((360, 480), seed) for seed in (1, 2, 3)]
+    prep = TorchPreprocessor(card=card, device="cuda:0")
+    prep.prepare((360, 480))
+    d_frame = torch.empty((360, 480, 3), dtype=torch.uint8, device="cuda:0")
+    d_in = torch.empty((1, 3, h, w), dtype=torch.float32, device="cuda:0")
+    d_labels = torch.empty((h, w), dtype=torch.uint8, device="cuda:0")
+    weights = torch.linspace(-1.0, 1.0, 5 * 3, device="cuda:0").reshape(5, 3, 1, 1)
+
+    def body():  # stands in for the engine: a 1x1 convolution to 5 "classes", then the argmax
+        prep(d_frame, d_in)
+        d_labels.copy_(torch.argmax(torch.nn.functional.conv2d(d_in, weights)[0], dim=0))
+
+    def eager(frame):
+        d_frame.copy_(torch.from_numpy(frame))
+        body()
+        torch.cuda.synchronize()
+        return d_in.cpu().numpy().copy(), d_labels.cpu().numpy().copy()
+
+    expected = [eager(f) for f in frames]
+    stream = torch.cuda.Stream()
+    d_frame.copy_(torch.from_numpy(frames[0]))
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph, stream=stream):
+        body()
+    for frame, (want_in, want_labels) in zip(frames, expected):
+        d_frame.copy_(torch.from_numpy(frame))
+        graph.replay()
+        torch.cuda.synchronize()
+        np.testing.assert_array_equal(d_in.cpu().numpy(), want_in)
+        np.testing.assert_array_equal(d_labels.cpu().numpy(), want_labels)
+    assert len({lab.tobytes() for _, lab in expected}) == 3  # the frames really give different labels
 
 
 def test_resize_matrix_rows_sum_to_one():
