@@ -234,7 +234,7 @@ def test_dynamic_shapes_and_close(tiny, tmp_path):
         backend.infer({"image": np.zeros((1, 3, 48, 64), np.float32)})
 
 
-# --- the GPU preprocessing maths, run with CPU torch tensors -------------------------------------------
+# --- the GPU preprocessing maths, with CPU torch tensors and (marked gpu) on a CUDA GPU ----------------
 
 
 def _cuda_or_skip():
