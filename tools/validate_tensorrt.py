@@ -85,7 +85,7 @@ def _cuda() -> tuple[bool, str]:
     return True, f"{torch.cuda.get_device_name(0)} (PyTorch {torch.__version__}, CUDA {torch.version.cuda})"
 
 
-def _cuda_preprocessing_row(ort, card, data, inputs, ref_labels, *, warmup: int) -> tuple[dict, dict]:
+def _cuda_preprocessing_row(ort, card, data, inputs, ref_labels, *, ignore: int, warmup: int) -> tuple[dict, dict]:
     """The ``ort + cuda prep`` row (see the module docstring) and the per-frame preprocessing times
     of the CPU :class:`Preprocessor` and of :class:`TorchPreprocessor` (upload + preprocess, synchronised)."""
     import torch
@@ -96,7 +96,6 @@ def _cuda_preprocessing_row(ort, card, data, inputs, ref_labels, *, warmup: int)
     from perception.postprocess.labels import argmax_labels
 
     c = card.num_classes
-    ignore = card.ignore_index if card.ignore_index is not None else 11
     sem_name = card.output("semantic_logits").name
     prep = TorchPreprocessor(card=card, device="cuda:0")
     cpu_prep = Preprocessor(card=card)
@@ -191,7 +190,8 @@ def main(argv: list[str] | None = None) -> int:
                  "frame": None, "build_s": None, "pass": True}]
         prep_times = {}
         if cuda:
-            row, prep_times = _cuda_preprocessing_row(ort, card, data, inputs, ref_labels, warmup=args.warmup)
+            row, prep_times = _cuda_preprocessing_row(ort, card, data, inputs, ref_labels, ignore=ignore,
+                                                       warmup=args.warmup)
             cm = row.pop("cm")
             row["miou"] = _miou(cm)
             row["dmiou"] = row["miou"] - ort_miou
