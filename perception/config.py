@@ -94,6 +94,12 @@ class TrackingConfig(_Section):
     appearance_context: float = Field(default=0.0, ge=0, le=1)
     """Colours filling more than this share of a detection's surroundings are played down in its
     histogram (0 = off, plain histograms; 0.01 is what was measured)."""
+    reid_model: str | None = None
+    """ONNX re-id model (:mod:`perception.tracking.reid`) whose embeddings of every instance join the
+    colour appearance; None = off. The bundled ``engines/sim_reid.onnx`` knows generated scenes only
+    (``source.kind: synthetic``); a camera needs a model trained on its own kind of scene."""
+    embedding_weight: float = Field(default=0.5, ge=0, le=1)
+    """Share of the re-id embeddings' similarity in the appearance similarity (with ``reid_model``)."""
 
 
 class PublishConfig(_Section):

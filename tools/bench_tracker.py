@@ -6,9 +6,11 @@ frame (with 10 % of detections missed and small jitter, so every association sta
 ``Tracker.update`` only (detections, instance maps and images are prepared before timing). Three runs
 in the same process: boxes only; with the instance map (mask IoU + mask memory); and with the instance
 map and the image (the default in the pipeline: mask IoU plus colour appearance). Every object has its
-own colour, drawn over a noisy grey background.
+own colour, drawn over a noisy grey background. A fourth run adds learned re-id embeddings
+(computed before timing), and the re-id embedder itself (:class:`perception.tracking.reid.ReIdEmbedder`,
+bundled model, crops + ONNX Runtime on ``--reid-threads`` threads) is timed on the same frames.
 
-    python tools/bench_tracker.py [--objects 50] [--frames 600] [--width 960] [--height 540]
+    python tools/bench_tracker.py [--objects 50] [--frames 600] [--width 960] [--height 540] [--reid-threads 1]
 
 Prints median and p99 milliseconds per update for each, and their ratios to the boxes-only update.
 """
@@ -63,13 +65,14 @@ def make_frames(n_obj: int, n_frames: int, width: int, height: int, seed: int = 
 
 
 
-def run(frames, use_masks: bool, use_image: bool) -> np.ndarray:
+def run(frames, use_masks: bool, use_image: bool, embeddings=None) -> np.ndarray:
     tr = Tracker(use_mask_iou=use_masks)
     times = []
     n_tracks = []
-    for insts, meta, imap, image in frames:
+    for k, (insts, meta, imap, image) in enumerate(frames):
+        emb = None if embeddings is None else embeddings[k]
         t0 = time.perf_counter()
-        out = tr.update(insts, meta, imap if use_masks else None, image if use_image else None)
+        out = tr.update(insts, meta, imap if use_masks else None, image if use_image else None, embeddings=emb)
         times.append(time.perf_counter() - t0)
         n_tracks.append(len(out))
     return np.array(times[20:]) * 1e3, float(np.mean(n_tracks[20:]))
@@ -81,6 +84,7 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=600)
     ap.add_argument("--width", type=int, default=960)
     ap.add_argument("--height", type=int, default=540)
+    ap.add_argument("--reid-threads", type=int, default=1, help="ONNX Runtime threads of the re-id embedder")
     a = ap.parse_args()
     frames = make_frames(a.objects, a.frames, a.width, a.height)
     print(f"tracker update, {a.objects} objects (10 % missed per frame), {a.frames} frames, {a.width}x{a.height}")
@@ -93,10 +97,30 @@ def main() -> None:
             f"  {name:18s} median {np.median(ms):6.3f} ms   p99 {np.percentile(ms, 99):6.3f} ms   "
             f"max {ms.max():6.3f} ms   ({reported:.1f} tracks reported per frame)"
         )
+    from perception.tracking.reid import ReIdEmbedder
+
+    embedder = ReIdEmbedder(threads=a.reid_threads)
+    embeddings, reid_ms = [], []
+    for insts, _, imap, image in frames:
+        t0 = time.perf_counter()
+        embeddings.append(embedder(image, imap, insts))
+        reid_ms.append((time.perf_counter() - t0) * 1e3)
+    ms, reported = run(frames, True, True, embeddings)
+    res["+ re-id embeddings"] = ms
+    print(
+        f"  {'+ re-id embeddings':18s} median {np.median(ms):6.3f} ms   p99 {np.percentile(ms, 99):6.3f} ms   "
+        f"max {ms.max():6.3f} ms   ({reported:.1f} tracks reported per frame)"
+    )
+    rm = np.array(reid_ms[20:])
+    print(
+        f"  re-id embedder ({embedder.model.name}, {a.reid_threads} thread(s), not part of the update): "
+        f"median {np.median(rm):6.3f} ms   p99 {np.percentile(rm, 99):6.3f} ms per frame"
+    )
     base = np.median(res["boxes only"])
     print(
         f"  ratios to boxes only (same frames, same run): mask IoU {np.median(res['boxes + mask IoU']) / base:.2f}x, "
-        f"mask IoU + appearance {np.median(res['+ colour appearance']) / base:.2f}x"
+        f"mask IoU + appearance {np.median(res['+ colour appearance']) / base:.2f}x, "
+        f"+ re-id embeddings {np.median(res['+ re-id embeddings']) / base:.2f}x"
     )
 
 

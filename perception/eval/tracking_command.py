@@ -28,6 +28,9 @@ Scoring conventions (stated in the output too):
   appearance can contribute; where ``image`` lies between them shows how much of the gap today's
   colour histograms close, and ``oracle-pixels`` how much a more discriminative colour or
   appearance descriptor alone could still gain.
+* ``--reid [MODEL]`` also gives the tracker learned re-id embeddings of every detection
+  (:mod:`perception.tracking.reid`; default model ``engines/sim_reid.onnx``, trained on seeds
+  1000-1059 by ``tools/train_reid.py``), computed from the rendered frame whatever ``--appearance`` is.
 * HOTA uses similarity ``1 - distance``: 1 for every allowed pair with ``--match source`` (so LocA
   is 1 and HOTA is the same at every threshold), the mask IoU (>= ``--min-iou``, else 0) with
   ``--match iou``.
@@ -80,6 +83,9 @@ class SimSettings:
     min_iou: float = 0.5
     match: str = "source"
     appearance: str = "image"
+    reid: str = ""
+    """Path of a re-id model (:class:`~perception.tracking.reid.ReIdEmbedder`) whose embeddings the
+    tracker also gets; empty = none."""
 
     def __post_init__(self) -> None:
         from perception.errors import ConfigError
@@ -145,6 +151,11 @@ def evaluate_seed(
     )
     detector = DetectorSimulator(miss_rate=settings.miss_rate, fp_rate=settings.fp_rate, seed=seed)
     tracker = Tracker(**(tracker_kwargs or {}))
+    embedder = None
+    if settings.reid:
+        from perception.tracking.reid import ReIdEmbedder
+
+        embedder = ReIdEmbedder(model=settings.reid, threads=1)
 
     def frames():
         for i in range(len(scene)):
@@ -168,7 +179,8 @@ def evaluate_seed(
                 image = identity_image(frame.instances, np.arange(1, int(frame.instances.max()) + 1))
             else:
                 image = None
-            tracks = tracker.update(det.instances, meta, det.instance_map, image)
+            emb = None if embedder is None else embedder(frame.image, det.instance_map, det.instances)
+            tracks = tracker.update(det.instances, meta, det.instance_map, image, embeddings=emb)
             hyp_map = relabel_instance_map(det.instance_map, tracks)
             gt_ids = np.asarray(det.eligible_ids, np.int64)
             shown = [t for t in tracks if t.instance_index > 0]
@@ -218,6 +230,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="what the tracker's colour appearance sees: 'image' = the frame (default), 'none' = nothing, "
         "'oracle' = each detection painted in its object's own colour (bounds what appearance can add), "
         "'oracle-pixels' = each pixel painted in the colour of the object it shows",
+    )
+    parser.add_argument(
+        "--reid", nargs="?", const="default", default="", metavar="MODEL",
+        help="also give the tracker learned re-id embeddings from this ONNX model "
+        "(no value: engines/sim_reid.onnx, trained on generated seeds 1000-1059)",
     )
     parser.add_argument(
         "--confirm-hits", type=int, default=None,
@@ -338,6 +355,7 @@ def main(args: argparse.Namespace) -> int:
         min_iou=args.min_iou,
         match=args.match,
         appearance=args.appearance,
+        reid=_reid_model(args.reid),
     )
     tracker_kwargs = parse_tracker_options(args.tracker)
     if args.confirm_hits is not None:
@@ -372,6 +390,7 @@ def main(args: argparse.Namespace) -> int:
         f"eval-tracking: {args.seeds} sequence(s) x {settings.frames} frames, {settings.width}x{settings.height} "
         f"@ {settings.fps:g} fps, miss {settings.miss_rate:.0%}, false positives {settings.fp_rate:.0%}, "
         f"match = {how}" + ("" if settings.appearance == "image" else f", appearance = {settings.appearance}")
+        + (f", re-id = {settings.reid}" if settings.reid else "")
         + "".join(f", {k} = {v}" for k, v in tracker_kwargs.items())
     )
     print(
@@ -389,6 +408,17 @@ def main(args: argparse.Namespace) -> int:
         f"(HOTA's, means over its 19 thresholds); {elapsed:.1f} s"
     )
     return 0
+
+
+def _reid_model(value: str) -> str:
+    """``--reid`` -> the model's path ('' = none); a missing or unusable model fails here, before any work."""
+    if not value:
+        return ""
+    from perception.tracking.reid import DEFAULT_REID_MODEL, ReIdEmbedder
+
+    path = DEFAULT_REID_MODEL if value == "default" else value
+    ReIdEmbedder(model=path)  # raises BackendError naming the problem
+    return str(path)
 
 
 def _nan_to_none(d):

@@ -76,6 +76,7 @@ class PostProcessor:
         fps: float,
         wait_for_subscribers: int = 0,
         wait_timeout_s: float = 10.0,
+        reid_model: str | None = None,
     ) -> None:
         from perception.transport.publisher import Publisher
 
@@ -93,6 +94,11 @@ class PostProcessor:
         elif panoptic:
             log.info("model %s has no instance outputs: publishing semantic labels only", card.name)
         self._trackers: dict[str, object] = {}
+        self.reid = None
+        if reid_model and self._tracker_kwargs is not None:
+            from perception.tracking.reid import ReIdEmbedder
+
+            self.reid = ReIdEmbedder(model=reid_model)  # a bad model fails here, before the first frame
         self.output_keys = tuple(
             k for k in ("semantic_logits", "center_heatmap", "center_offsets") if self.grouper or k == "semantic_logits"
         )
@@ -117,7 +123,8 @@ class PostProcessor:
             refine_classes=tuple(config["postprocess"]["refine_classes"]),
             panoptic=config["postprocess"]["panoptic"],
             # every tracking setting but the switch itself is a Tracker keyword
-            tracker_kwargs={k: v for k, v in t.items() if k != "enabled"} if t["enabled"] else None,
+            tracker_kwargs={k: v for k, v in t.items() if k not in ("enabled", "reid_model")} if t["enabled"] else None,
+            reid_model=t.get("reid_model"),
             publisher_kwargs={
                 "address": p["address"],
                 "topic": p["topic"],
@@ -194,7 +201,12 @@ class PostProcessor:
                 from perception.tracking.tracker import relabel_instance_map
 
                 # the frame gives the tracker colour appearance (images are BGR uint8[H, W, 3])
-                tracks = tracker.update(instances, meta, instance_map, frame if frame.ndim == 3 else None)
+                image = frame if frame.ndim == 3 else None
+                emb = None
+                if self.reid is not None and image is not None:
+                    emb = self.reid(image, instance_map, instances)
+                    timings_ms["reid"] = (time.perf_counter() - t2) * 1e3
+                tracks = tracker.update(instances, meta, instance_map, image, embeddings=emb)
                 instance_map = relabel_instance_map(instance_map, tracks)
                 timings_ms["tracking"] = (time.perf_counter() - t2) * 1e3
         timings_ms["post"] = (time.perf_counter() - t0) * 1e3

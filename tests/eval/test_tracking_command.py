@@ -182,3 +182,13 @@ def test_tracker_options_are_read_as_yaml_with_plain_numbers():
         parse_tracker_options(["match_iou=0.2", "match_iou=0.3"])
     both = _run("--frames", "5", "--confirm-hits", "2", "--tracker", "confirm_hits=3")
     assert both.returncode == 2 and "not both" in both.stderr
+
+
+def test_eval_tracking_with_reid_embeddings():
+    args = ("--json", "--seed", "2", "--frames", "40", "--width", "480", "--height", "270")
+    p = _run(*args, "--reid")
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    assert out["settings"]["reid"].endswith("sim_reid.onnx") and out["track_frames"] > 0
+    bad = _run(*args, "--reid", "/nonexistent/model.onnx")
+    assert bad.returncode == 2 and "does not exist" in bad.stderr

@@ -182,6 +182,7 @@ def test_crashed_stage_stops_the_others_and_names_itself(tmp_path, model):
         (["--source", "/nonexistent/clip.mp4"], "no such file or folder"),
         (["--set", "model.path=/nonexistent/model.onnx"], "model"),
         (["--set", "publish.encoding=gzip"], "'publish.encoding'"),
+        (["--set", "tracking.reid_model=/nonexistent/reid.onnx"], "re-id model /nonexistent/reid.onnx does not exist"),
     ],
 )
 def test_bad_input_is_one_clear_line(tmp_path, model, args, needle):
@@ -242,3 +243,22 @@ def test_sigkill_of_the_whole_process_group_leaks_no_shared_memory(tmp_path, mod
     pids, before = _run_then_kill(tmp_path, model, lambda proc: os.killpg(proc.pid, signal.SIGKILL))
     assert not any(alive(p) for p in pids.values())
     assert shm_segments() <= before
+
+
+def test_reid_embeddings_run_in_the_post_stage(tmp_path, model):
+    from perception.tracking.reid import DEFAULT_REID_MODEL
+
+    video = write_video(tmp_path / "clip.mp4", frames=12, size=(160, 120))
+    port = free_port()
+    cfg = write_config(tmp_path / "c.yaml", model=model, source=str(video), port=port, replay={"speed": 0},
+                       publish={"wait_for_subscribers": 1}, tracking={"reid_model": str(DEFAULT_REID_MODEL)})
+    with Subscriber(address=f"tcp://127.0.0.1:{port}") as sub:
+        proc = start_pipeline(cfg, "--json")
+        try:
+            msgs = receive_all(sub, proc, limit=12, timeout_s=60)
+            _, err = proc.communicate(timeout=60)
+        finally:
+            kill_tree(proc)
+    assert proc.returncode == 0, err
+    assert len(msgs) == 12 and all("reid" in m.latencies_ms for m in msgs)
+    assert all(m.instances is not None for m in msgs)
