@@ -88,15 +88,6 @@ def main() -> None:
     a = ap.parse_args()
     frames = make_frames(a.objects, a.frames, a.width, a.height)
     print(f"tracker update, {a.objects} objects (10 % missed per frame), {a.frames} frames, {a.width}x{a.height}")
-    res = {}
-    runs = (("boxes only", False, False), ("boxes + mask IoU", True, False), ("+ colour appearance", True, True))
-    for name, masks, image in runs:
-        ms, reported = run(frames, masks, image)
-        res[name] = ms
-        print(
-            f"  {name:18s} median {np.median(ms):6.3f} ms   p99 {np.percentile(ms, 99):6.3f} ms   "
-            f"max {ms.max():6.3f} ms   ({reported:.1f} tracks reported per frame)"
-        )
     from perception.tracking.reid import ReIdEmbedder
 
     embedder = ReIdEmbedder(threads=a.reid_threads)
@@ -105,12 +96,20 @@ def main() -> None:
         t0 = time.perf_counter()
         embeddings.append(embedder(image, imap, insts))
         reid_ms.append((time.perf_counter() - t0) * 1e3)
-    ms, reported = run(frames, True, True, embeddings)
-    res["+ re-id embeddings"] = ms
-    print(
-        f"  {'+ re-id embeddings':18s} median {np.median(ms):6.3f} ms   p99 {np.percentile(ms, 99):6.3f} ms   "
-        f"max {ms.max():6.3f} ms   ({reported:.1f} tracks reported per frame)"
+    res = {}
+    runs = (
+        ("boxes only", False, False, None),
+        ("boxes + mask IoU", True, False, None),
+        ("+ colour appearance", True, True, None),
+        ("+ re-id embeddings", True, True, embeddings),
     )
+    for name, masks, image, emb in runs:
+        ms, reported = run(frames, masks, image, emb)
+        res[name] = ms
+        print(
+            f"  {name:18s} median {np.median(ms):6.3f} ms   p99 {np.percentile(ms, 99):6.3f} ms   "
+            f"max {ms.max():6.3f} ms   ({reported:.1f} tracks reported per frame)"
+        )
     rm = np.array(reid_ms[20:])
     print(
         f"  re-id embedder ({embedder.model.name}, {a.reid_threads} thread(s), not part of the update): "

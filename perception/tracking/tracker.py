@@ -656,17 +656,9 @@ class Tracker:
             self._score[mt] = det_score[d]
             seen = det_ok[d]
             if seen.any():
-                rows_seen, d_seen = mt[seen], d[seen]
-                keep_old = np.where(self._app_ok[rows_seen], self.appearance_momentum, 0.0)
-                self._app[rows_seen] = appearance.blend_embeddings(
-                    self._app.take(rows_seen, 0), det_emb.take(d_seen, 0), keep_old
-                )
-                self._app_ok[rows_seen] = True
-        if embeddings is not None and mt.size:
-            keep_old = np.where(self._emb_ok[mt], self.appearance_momentum, 0.0)
-            new = embeddings.take(det_of_track[mt], 0)
-            self._emb[mt] = appearance.blend_embeddings(self._emb.take(mt, 0), new, keep_old)
-            self._emb_ok[mt] = True
+                self._blend_into(self._app, self._app_ok, mt[seen], det_emb.take(d[seen], 0))
+            if embeddings is not None:
+                self._blend_into(self._emb, self._emb_ok, mt, embeddings.take(d, 0))
         self._t_hit[mt] = t
         self._lost += 1
         self._lost[mt] = 0
@@ -750,6 +742,13 @@ class Tracker:
         return self._report(matched_det, det_box, det_idx)
 
     # ---------------------------------------------------------------- helpers
+    def _blend_into(self, store: np.ndarray, ok: np.ndarray, rows: np.ndarray, new: np.ndarray) -> None:
+        """Blend ``new`` embeddings into rows ``rows`` of a track store (colours or re-id, in place):
+        a running average with ``appearance_momentum``, or ``new`` itself where a row had none."""
+        keep_old = np.where(ok[rows], self.appearance_momentum, 0.0)
+        store[rows] = appearance.blend_embeddings(store.take(rows, 0), new, keep_old)
+        ok[rows] = True
+
     def _sample_grid(self, instance_map: np.ndarray) -> np.ndarray:
         """Every ``mask_stride``-th row and column of the map, copied into a reused contiguous buffer.
 
