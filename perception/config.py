@@ -14,10 +14,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from perception.errors import ConfigError
+from perception.paths import DATA_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_MODEL = REPO_ROOT / "engines" / "camvid_lite0_panoptic.onnx"
-DEFAULT_CONFIG = REPO_ROOT / "configs" / "default.yaml"
+DEFAULT_MODEL = DATA_ROOT / "engines" / "camvid_lite0_panoptic.onnx"
+DEFAULT_CONFIG = DATA_ROOT / "configs" / "default.yaml"
 
 
 def default_model_path() -> Path:
@@ -54,9 +54,10 @@ class ReplayConfig(_Section):
 
 
 class ModelConfig(_Section):
-    path: str = str(DEFAULT_MODEL.relative_to(REPO_ROOT))
-    """ONNX model with its .card.json beside it; relative paths are taken from the repository root
-    when they do not exist relative to the working directory."""
+    path: str = str(DEFAULT_MODEL.relative_to(DATA_ROOT))
+    """ONNX model with its .card.json beside it; relative paths are taken from the folder holding the
+    bundled ``engines/`` (:mod:`perception.paths`: the checkout, or a wheel's installed copy) when they
+    do not exist relative to the working directory."""
     backend: Literal["onnxruntime", "tensorrt", "auto"] = "onnxruntime"
     threads: int | None = Field(default=None, gt=0)
     """Intra-op threads of the backend (None = one per core)."""
@@ -69,7 +70,7 @@ class ModelConfig(_Section):
         p = Path(self.path)
         if p.is_absolute() or p.exists():
             return p
-        return REPO_ROOT / p
+        return DATA_ROOT / p
 
 
 class PostprocessConfig(_Section):

@@ -23,12 +23,13 @@ import cv2
 import numpy as np
 
 from perception.errors import BackendError, DataError
+from perception.paths import DATA_ROOT
 from perception.types import Instance
 
 __all__ = ["DEFAULT_REID_MODEL", "INPUT_NAME", "ReIdEmbedder", "crop_instances"]
 
 INPUT_NAME = "crops"
-DEFAULT_REID_MODEL = Path(__file__).resolve().parents[2] / "engines" / "sim_reid.onnx"
+DEFAULT_REID_MODEL = DATA_ROOT / "engines" / "sim_reid.onnx"
 
 
 def crop_instances(

@@ -1,0 +1,42 @@
+"""Where the bundled models (``engines/``) and configurations (``configs/``) are found.
+
+In a source checkout (and an editable install) they sit beside the ``perception`` package. A wheel
+(``pip install .``) installs copies under ``<prefix>/share/perception`` (``[tool.setuptools.data-files]``
+in ``pyproject.toml``), since a package folder in ``site-packages`` has no repository beside it.
+``$PERCEPTION_DATA`` overrides both: a folder with ``engines/`` and ``configs/`` of your own.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+__all__ = ["DATA_ROOT", "data_root"]
+
+_ENV = "PERCEPTION_DATA"
+
+
+def data_root(
+    *, environ: dict[str, str] | None = None, package_dir: Path | None = None, prefix: str | None = None
+) -> Path:
+    """The folder holding ``engines/`` and ``configs/``.
+
+    Order: ``$PERCEPTION_DATA`` (when set and non-empty); the checkout the package runs from (the
+    parent of ``package_dir``, when it has an ``engines`` folder); ``<prefix>/share/perception`` when a
+    wheel installed it there; else the checkout path, so that a missing model's error names where it
+    was looked for. The keywords exist for tests (defaults: ``os.environ``, this package, ``sys.prefix``).
+    """
+    env = os.environ if environ is None else environ
+    if env.get(_ENV):
+        return Path(env[_ENV]).expanduser()
+    checkout = (package_dir or Path(__file__).resolve().parent).parent
+    if (checkout / "engines").is_dir():
+        return checkout
+    installed = Path(sys.prefix if prefix is None else prefix) / "share" / "perception"
+    if (installed / "engines").is_dir():
+        return installed
+    return checkout
+
+
+DATA_ROOT = data_root()
