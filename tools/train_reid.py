@@ -41,6 +41,7 @@ def main() -> int:
     ap.add_argument("--epochs", type=int, default=d.epochs, help=f"default {d.epochs}")
     ap.add_argument("--dim", type=int, default=d.dim, help=f"embedding size (default {d.dim})")
     ap.add_argument("--threads", type=int, default=d.threads, help=f"PyTorch threads (default {d.threads})")
+    ap.add_argument("--jobs", type=int, default=d.threads, help="processes rendering sequences (default: --threads)")
     ap.add_argument("--out", type=Path, default=REPO / "engines" / "sim_reid.onnx")
     args = ap.parse_args()
     if min(args.seeds) < 160:
@@ -52,7 +53,7 @@ def main() -> int:
     )
     t0 = time.perf_counter()
     with tqdm(total=len(cfg.seeds), unit="seq", desc="crops", file=sys.stderr, disable=None) as bar:
-        crops, labels = generate_crops(cfg, progress=bar.update)
+        crops, labels = generate_crops(cfg, jobs=args.jobs, progress=bar.update)
     print(f"{len(labels)} crops of {len(set(labels.tolist()))} identities in {time.perf_counter() - t0:.0f} s")
     t0 = time.perf_counter()
     steps = cfg.epochs * (len(labels) // min(cfg.batch, len(labels)))

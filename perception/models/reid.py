@@ -94,17 +94,34 @@ def _sequence_crops(seed: int, frames: int, step: int, size: int) -> tuple[np.nd
 
 
 def generate_crops(
-    config: ReIdTrainConfig, *, progress: Callable[[int], None] | None = None
+    config: ReIdTrainConfig, *, jobs: int = 1, progress: Callable[[int], None] | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Crops ``uint8[N, S, S, 4]`` and identity labels ``int64[N]`` of ``config.seeds``."""
+    """Crops ``uint8[N, S, S, 4]`` and identity labels ``int64[N]`` of ``config.seeds``.
+
+    ``jobs`` > 1 renders that many sequences at once in worker processes (each sequence is
+    independent); the result is the same, in seed order.
+    """
+    work = [(seed, config.frames, config.step, config.size) for seed in config.seeds]
     xs, ys = [], []
-    for seed in config.seeds:
-        x, y = _sequence_crops(seed, config.frames, config.step, config.size)
-        xs.append(x)
-        ys.append(y)
-        if progress is not None:
-            progress(1)
-    return np.concatenate(xs), np.concatenate(ys)
+
+    def collect(results) -> tuple[np.ndarray, np.ndarray]:
+        for x, y in results:
+            xs.append(x)
+            ys.append(y)
+            if progress is not None:
+                progress(1)
+        return np.concatenate(xs), np.concatenate(ys)
+
+    if jobs <= 1 or len(work) < 2:
+        return collect(_sequence_crops(*w) for w in work)
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(min(jobs, len(work))) as pool:
+        return collect(pool.imap(_sequence_crops_of, work))
+
+
+def _sequence_crops_of(args: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+    return _sequence_crops(*args)
 
 
 def train_reid(

@@ -29,6 +29,9 @@ def test_crops_are_labelled_by_sequence_and_object():
     assert crops.dtype == np.uint8 and crops.shape[1:] == (32, 32, 4) and len(crops) == len(labels) > 10
     assert {int(v) // 1000 for v in labels} == {1000, 1001}  # seed * 1000 + object id
     assert (crops[..., 3].reshape(len(crops), -1).max(1) == 255).all()  # every crop holds its mask
+    done = []
+    crops2, labels2 = generate_crops(cfg, jobs=2, progress=done.append)  # worker processes: same crops, same order
+    assert np.array_equal(crops2, crops) and np.array_equal(labels2, labels) and done == [1, 1]
 
 
 def test_training_lowers_the_loss_and_the_export_agrees_with_pytorch(tmp_path):
