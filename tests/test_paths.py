@@ -3,6 +3,7 @@ installed copy (a real wheel, installed without the checkout beside it)."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -35,8 +36,13 @@ def test_resolution_order(tmp_path):
 
 
 def test_a_wheel_install_finds_the_bundled_model_and_config(tmp_path):
+    src = tmp_path / "src"  # a copy: building in the checkout would leave build/ there
+    for name in ("perception", "engines", "configs"):
+        shutil.copytree(REPO / name, src / name, ignore=shutil.ignore_patterns("__pycache__", "cache"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, src / name)
     r = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", str(REPO), "-w",
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", str(src), "-w",
          str(tmp_path / "dist")],
         capture_output=True, text=True, timeout=240,
     )
@@ -46,15 +52,17 @@ def test_a_wheel_install_finds_the_bundled_model_and_config(tmp_path):
     for rel in ("engines/camvid_lite0_panoptic.onnx", "engines/camvid_lite0_panoptic.card.json",
                 "engines/sim_reid.onnx", "configs/default.yaml"):
         assert any(n.endswith(".data/data/share/perception/" + rel) for n in names), rel
-    # a bare environment with the wheel installed in it; the dependencies come from this one
+    # a fresh environment with the wheel installed by its own pip (which sees only that
+    # environment: a pip of this one given --prefix would uninstall this checkout's install first);
+    # the dependencies then come from this environment through a .pth file
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=60)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     py = venv / "bin" / "python"
-    site = Path(subprocess.run([py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                               capture_output=True, text=True, check=True).stdout.strip())
-    r = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--prefix", str(venv), str(wheel)],
+    r = subprocess.run([py, "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)],
                        capture_output=True, text=True, timeout=240)
     assert r.returncode == 0, r.stderr[-2000:]
+    site = Path(subprocess.run([py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                               capture_output=True, text=True, check=True).stdout.strip())
     (site / "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     code = (
         "import perception, perception.config as c, perception.tracking.reid as r;"
