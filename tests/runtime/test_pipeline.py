@@ -44,7 +44,9 @@ def test_replay_delivers_every_frame_in_order(tmp_path, model):
     video = write_video(tmp_path / "clip.mp4", frames=24, size=(160, 120))
     port = free_port()
     cfg = write_config(tmp_path / "c.yaml", model=model, source=str(video), port=port,
-                       publish={"wait_for_subscribers": 1, "encoding": "zstd"}, replay={"speed": 0},
+                       # hwm above the clip's length: an unpaced replay may outrun this Python reader, and
+                       # the publisher then drops (and counts) rather than blocks (test_slow_subscriber_...)
+                       publish={"wait_for_subscribers": 1, "encoding": "zstd", "hwm": 64}, replay={"speed": 0},
                        output={"overlay": str(tmp_path / "overlay.mp4")})
     before = shm_segments()
     with Subscriber(address=f"tcp://127.0.0.1:{port}") as sub:
@@ -251,7 +253,7 @@ def test_reid_embeddings_run_in_the_post_stage(tmp_path, model):
     video = write_video(tmp_path / "clip.mp4", frames=12, size=(160, 120))
     port = free_port()
     cfg = write_config(tmp_path / "c.yaml", model=model, source=str(video), port=port, replay={"speed": 0},
-                       publish={"wait_for_subscribers": 1}, tracking={"reid_model": str(DEFAULT_REID_MODEL)})
+                       publish={"wait_for_subscribers": 1, "hwm": 64}, tracking={"reid_model": str(DEFAULT_REID_MODEL)})
     with Subscriber(address=f"tcp://127.0.0.1:{port}") as sub:
         proc = start_pipeline(cfg, "--json")
         try:
