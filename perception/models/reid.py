@@ -11,6 +11,8 @@ never turn round, and which way one faces is part of what tells it apart.
 
 from __future__ import annotations
 
+import contextlib
+import multiprocessing
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -102,22 +104,16 @@ def generate_crops(
     independent); the result is the same, in seed order.
     """
     work = [(seed, config.frames, config.step, config.size) for seed in config.seeds]
+    parallel = jobs > 1 and len(work) > 1
+    pool = multiprocessing.get_context("spawn").Pool(min(jobs, len(work))) if parallel else None
     xs, ys = [], []
-
-    def collect(results) -> tuple[np.ndarray, np.ndarray]:
-        for x, y in results:
+    with pool or contextlib.nullcontext():
+        for x, y in pool.imap(_sequence_crops_of, work) if pool else map(_sequence_crops_of, work):
             xs.append(x)
             ys.append(y)
             if progress is not None:
                 progress(1)
-        return np.concatenate(xs), np.concatenate(ys)
-
-    if jobs <= 1 or len(work) < 2:
-        return collect(_sequence_crops(*w) for w in work)
-    import multiprocessing
-
-    with multiprocessing.get_context("spawn").Pool(min(jobs, len(work))) as pool:
-        return collect(pool.imap(_sequence_crops_of, work))
+    return np.concatenate(xs), np.concatenate(ys)
 
 
 def _sequence_crops_of(args: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
