@@ -23,7 +23,7 @@ def data_root(
     """The folder holding ``engines/`` and ``configs/``.
 
     Order: ``$PERCEPTION_DATA`` (when set and non-empty); the checkout the package runs from (the
-    parent of ``package_dir``, when it has an ``engines`` folder); ``<prefix>/share/perception`` when a
+    parent of ``package_dir``, when it has ``engines/`` and ``pyproject.toml``); ``<prefix>/share/perception`` when a
     wheel installed it there; else the checkout path, so that a missing model's error names where it
     was looked for. The keywords exist for tests (defaults: ``os.environ``, this package, ``sys.prefix``).
     """
@@ -31,7 +31,7 @@ def data_root(
     if env.get(_ENV):
         return Path(env[_ENV]).expanduser()
     checkout = (package_dir or Path(__file__).resolve().parent).parent
-    if (checkout / "engines").is_dir():
+    if (checkout / "engines").is_dir() and (checkout / "pyproject.toml").is_file():  # not site-packages
         return checkout
     installed = Path(sys.prefix if prefix is None else prefix) / "share" / "perception"
     if (installed / "engines").is_dir():

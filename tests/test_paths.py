@@ -28,7 +28,9 @@ def test_resolution_order(tmp_path):
     assert data_root(environ={}, package_dir=site, prefix=str(prefix)) == site.parent  # nothing anywhere
     (prefix / "share" / "perception" / "engines").mkdir(parents=True)
     assert data_root(environ={}, package_dir=site, prefix=str(prefix)) == prefix / "share" / "perception"
-    (site.parent / "engines").mkdir()  # a checkout wins over an installed copy
+    (site.parent / "engines").mkdir()  # a folder named engines in site-packages is no checkout
+    assert data_root(environ={}, package_dir=site, prefix=str(prefix)) == prefix / "share" / "perception"
+    (site.parent / "pyproject.toml").touch()  # a checkout wins over an installed copy
     assert data_root(environ={}, package_dir=site, prefix=str(prefix)) == site.parent
     env = {"PERCEPTION_DATA": str(own)}
     assert data_root(environ=env, package_dir=site, prefix=str(prefix)) == own  # the override wins
