@@ -13,7 +13,8 @@ from perception.tracking.appearance import (
     context_weights,
     similarity,
 )
-from perception.types import FrameMeta, Instance
+from perception.types import FrameMeta
+from tests.tracking.helpers import inst
 
 RED, BLUE, GREY, GREEN = (0, 0, 220), (220, 0, 0), (100, 100, 100), (0, 200, 0)
 
@@ -131,12 +132,6 @@ def test_weighted_embeddings_of_objects_in_the_same_surroundings_differ():
     assert similarity(weighted[:1], weighted[1:])[0, 0] < 0.2
 
 
-def _inst(k: int, box) -> Instance:
-    x0, y0, x1, y1 = box
-    return Instance(index=k, class_id=9, score=0.9, box=tuple(map(float, box)), area=(x1 - x0) * (y1 - y0),
-                    centroid=((x0 + x1) / 2, (y0 + y1) / 2))
-
-
 def _swap_ids(*, thin: bool = False, **kwargs) -> tuple[int, int, int, int]:
     """Two people of one class stand side by side for 5 frames, then take each other's places (as a
     crossing seen at a low frame rate does). Returns the red and blue ids before and after.
@@ -154,7 +149,7 @@ def _swap_ids(*, thin: bool = False, **kwargs) -> tuple[int, int, int, int]:
                 img[:, x1 - 32 : x1] = GREY
         t = round(i / 15 * 1e9)
         meta = FrameMeta(seq=i, camera_id="t", frame_index=i, t_mono_ns=t, t_wall_ns=t, pts_ns=t, width=640, height=480)
-        tracks = tr.update([_inst(1, red_box), _inst(2, blue_box)], meta, imap, img)
+        tracks = tr.update([inst(1, red_box, cls=9), inst(2, blue_box, cls=9)], meta, imap, img)
         ids = {tk.instance_index: tk.track_id for tk in tracks}
         if i == 4:
             before = ids[1], ids[2]
@@ -195,14 +190,14 @@ def _recover_after_a_miss(**kwargs) -> tuple[int, int | None, int | None]:
         meta = FrameMeta(seq=i, camera_id="t", frame_index=i, t_mono_ns=t, t_wall_ns=t, pts_ns=t, width=640, height=480)
         if i < 5:
             imap, img = _scene([(1, box, RED)])
-            tracks = tr.update([_inst(1, box)], meta, imap, img)
+            tracks = tr.update([inst(1, box, cls=9)], meta, imap, img)
             first = tracks[0].track_id
         elif i == 5:
             tr.update([], meta, *_scene([]))
         else:
             imap, img = _scene([(1, near, RED), (2, far, RED)])
             img[240:280, near[0] : near[2]] = GREEN  # the near one's lower half
-            tracks = tr.update([_inst(1, near), _inst(2, far)], meta, imap, img)
+            tracks = tr.update([inst(1, near, cls=9), inst(2, far, cls=9)], meta, imap, img)
     ids = {tk.instance_index: tk.track_id for tk in tracks}
     return first, ids.get(1), ids.get(2)
 
@@ -219,7 +214,7 @@ def test_tracker_rejects_an_image_of_another_size():
     imap, img = _scene([(1, (40, 40, 120, 120), RED)])
     meta = FrameMeta(seq=0, camera_id="t", frame_index=0, t_mono_ns=0, t_wall_ns=0, pts_ns=0, width=640, height=480)
     with pytest.raises(DataError, match="differ in size"):
-        Tracker().update([_inst(1, (40, 40, 120, 120))], meta, imap, img[:240])
+        Tracker().update([inst(1, (40, 40, 120, 120), cls=9)], meta, imap, img[:240])
 
 
 @pytest.mark.parametrize(

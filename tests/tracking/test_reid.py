@@ -9,18 +9,7 @@ import pytest
 from perception.errors import BackendError, ConfigError, DataError
 from perception.tracking import Tracker
 from perception.tracking.reid import DEFAULT_REID_MODEL, ReIdEmbedder, crop_instances
-from perception.types import FrameMeta, Instance
-
-
-def _inst(k: int, box, cls: int = 9) -> Instance:
-    x0, y0, x1, y1 = box
-    return Instance(index=k, class_id=cls, score=0.9, box=tuple(map(float, box)), area=(x1 - x0) * (y1 - y0),
-                    centroid=((x0 + x1) / 2, (y0 + y1) / 2))
-
-
-def _meta(i: int) -> FrameMeta:
-    t = round(i / 15 * 1e9)
-    return FrameMeta(seq=i, camera_id="t", frame_index=i, t_mono_ns=t, t_wall_ns=t, pts_ns=t, width=640, height=480)
+from tests.tracking.helpers import inst, meta
 
 
 def _linear_model(path, *, side: int = 8, dim: int = 16, channels: int = 4, seed: int = 0):
@@ -54,7 +43,8 @@ def test_crops_hold_the_box_resized_and_the_instance_mask():
     imap[10:30, 40:60] = 2  # a neighbour covers the right half of instance 1's box
     img[10:30, 40:60] = (255, 0, 0)
     out = np.zeros((4, 8, 8, 4), np.uint8)
-    crops = crop_instances(img, imap, [_inst(1, (20, 10, 60, 30)), _inst(2, (300, 300, 320, 320))], size=8, out=out)
+    boxes = [inst(1, (20, 10, 60, 30), cls=9), inst(2, (300, 300, 320, 320), cls=9)]
+    crops = crop_instances(img, imap, boxes, size=8, out=out)
     assert crops.shape == (2, 8, 8, 4)
     left, right = crops[0, :, :4], crops[0, :, 4:]
     assert (left[..., 3] == 255).all() and (right[..., 3] == 0).all()  # the mask channel is the instance's own
@@ -79,7 +69,7 @@ def test_embedder_gives_unit_non_negative_rows_in_instance_order(tmp_path):
     img = np.random.default_rng(1).integers(0, 256, (48, 64, 3), dtype=np.uint8)
     imap[5:20, 5:30] = 1
     imap[25:45, 30:60] = 2
-    a, b = _inst(1, (5, 5, 30, 20)), _inst(2, (30, 25, 60, 45))
+    a, b = inst(1, (5, 5, 30, 20), cls=9), inst(2, (30, 25, 60, 45), cls=9)
     e = emb(img, imap, [a, b])  # more instances than the buffer: it grows
     assert e.shape == (2, 16) and e.dtype == np.float32
     assert (e >= 0).all() and np.allclose(np.linalg.norm(e, axis=1), 1.0, atol=1e-5)
@@ -126,7 +116,8 @@ def _swap(embeddings: bool, **kwargs) -> tuple[int, int, int, int]:
         imap = np.zeros((480, 640), np.uint16)
         imap[b1[1] : b1[3], b1[0] : b1[2]] = 1
         imap[b2[1] : b2[3], b2[0] : b2[2]] = 2
-        tracks = tr.update([_inst(1, b1), _inst(2, b2)], _meta(i), imap, embeddings=codes if embeddings else None)
+        people = [inst(1, b1, cls=9), inst(2, b2, cls=9)]
+        tracks = tr.update(people, meta(i), imap, embeddings=codes if embeddings else None)
         ids = {t.instance_index: t.track_id for t in tracks}
         if i == 4:
             before = ids[1], ids[2]
@@ -145,9 +136,9 @@ def test_tracker_checks_embeddings_and_their_weight():
     imap = np.zeros((480, 640), np.uint16)
     imap[10:40, 10:40] = 1
     with pytest.raises(DataError, match=r"\[1, D\]"):
-        tr.update([_inst(1, (10, 10, 40, 40))], _meta(0), imap, embeddings=np.ones((2, 4), np.float32))
-    tr.update([_inst(1, (10, 10, 40, 40))], _meta(0), imap, embeddings=np.ones((1, 4), np.float32) / 2)
+        tr.update([inst(1, (10, 10, 40, 40), cls=9)], meta(0), imap, embeddings=np.ones((2, 4), np.float32))
+    tr.update([inst(1, (10, 10, 40, 40), cls=9)], meta(0), imap, embeddings=np.ones((1, 4), np.float32) / 2)
     with pytest.raises(DataError, match="changed size"):
-        tr.update([_inst(1, (10, 10, 40, 40))], _meta(1), imap, embeddings=np.ones((1, 8), np.float32))
+        tr.update([inst(1, (10, 10, 40, 40), cls=9)], meta(1), imap, embeddings=np.ones((1, 8), np.float32))
     with pytest.raises(ConfigError, match="embedding_weight"):
         Tracker(embedding_weight=1.5)

@@ -7,26 +7,8 @@ import pytest
 
 from perception.errors import ConfigError, DataError
 from perception.tracking import Tracker, relabel_instance_map
-from perception.types import FrameMeta, Instance, TrackState
-
-FPS = 15.0
-
-
-def meta(i: int, t_s: float | None = None) -> FrameMeta:
-    t = round((i / FPS if t_s is None else t_s) * 1e9)
-    return FrameMeta(seq=i, camera_id="test", frame_index=i, t_mono_ns=t, t_wall_ns=t, pts_ns=t, width=640, height=480)
-
-
-def inst(index: int, box, *, cls: int = 8, score: float = 0.9) -> Instance:
-    x0, y0, x1, y1 = box
-    return Instance(
-        index=index,
-        class_id=cls,
-        score=score,
-        box=(float(x0), float(y0), float(x1), float(y1)),
-        area=int((x1 - x0) * (y1 - y0)),
-        centroid=((x0 + x1) / 2, (y0 + y1) / 2),
-    )
+from perception.types import FrameMeta, TrackState
+from tests.tracking.helpers import FPS, inst, meta
 
 
 def moving_box(t_s: float, x0: float = 50.0, y0: float = 200.0, vx: float = 90.0, vy: float = 0.0, w=40, h=30):
