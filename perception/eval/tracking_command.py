@@ -28,9 +28,11 @@ Scoring conventions (stated in the output too):
   appearance can contribute; where ``image`` lies between them shows how much of the gap today's
   colour histograms close, and ``oracle-pixels`` how much a more discriminative colour or
   appearance descriptor alone could still gain.
-* ``--reid [MODEL]`` also gives the tracker learned re-id embeddings of every detection
-  (:mod:`perception.tracking.reid`; default model ``engines/sim_reid.onnx``, trained on seeds
-  1000-1059 by ``tools/train_reid.py``), computed from the rendered frame whatever ``--appearance`` is.
+* ``--reid MODEL`` sets the learned re-id embeddings of every detection the tracker also gets
+  (:mod:`perception.tracking.reid`), computed from the rendered frame whatever ``--appearance`` is.
+  By default (and with ``--reid`` alone) the bundled ``engines/sim_reid.onnx``, trained on seeds
+  1000-1059 by ``tools/train_reid.py``: the generated scenes are what it was made for, and the
+  tracker is at its best with it. ``--reid none``: colours alone, as the pipeline tracks real video.
 * HOTA uses similarity ``1 - distance``: 1 for every allowed pair with ``--match source`` (so LocA
   is 1 and HOTA is the same at every threshold), the mask IoU (>= ``--min-iou``, else 0) with
   ``--match iou``.
@@ -47,6 +49,7 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -232,9 +235,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "'oracle-pixels' = each pixel painted in the colour of the object it shows",
     )
     parser.add_argument(
-        "--reid", nargs="?", const="default", default="", metavar="MODEL",
-        help="also give the tracker learned re-id embeddings from this ONNX model "
-        "(no value: engines/sim_reid.onnx, trained on generated seeds 1000-1059)",
+        "--reid", nargs="?", const="default", default="default", metavar="MODEL",
+        help="the ONNX model whose learned re-id embeddings the tracker also gets (default: the bundled "
+        "engines/sim_reid.onnx, trained on generated seeds 1000-1059); 'none' = colours alone",
     )
     parser.add_argument(
         "--confirm-hits", type=int, default=None,
@@ -390,7 +393,7 @@ def main(args: argparse.Namespace) -> int:
         f"eval-tracking: {args.seeds} sequence(s) x {settings.frames} frames, {settings.width}x{settings.height} "
         f"@ {settings.fps:g} fps, miss {settings.miss_rate:.0%}, false positives {settings.fp_rate:.0%}, "
         f"match = {how}" + ("" if settings.appearance == "image" else f", appearance = {settings.appearance}")
-        + (f", re-id = {settings.reid}" if settings.reid else "")
+        + (f", re-id = {Path(settings.reid).name}" if settings.reid else ", re-id = none")
         + "".join(f", {k} = {v}" for k, v in tracker_kwargs.items())
     )
     print(
@@ -412,7 +415,7 @@ def main(args: argparse.Namespace) -> int:
 
 def _reid_model(value: str) -> str:
     """``--reid`` -> the model's path ('' = none); a missing or unusable model fails here, before any work."""
-    if not value:
+    if not value or value == "none":
         return ""
     from perception.tracking.reid import DEFAULT_REID_MODEL, ReIdEmbedder
 

@@ -103,8 +103,8 @@ def test_appearance_none_and_oracle_bound_the_colour_cue():
     )
     assert none == no_colour
     # with colours that name every object the tracker keeps ids far better (seed 7, 150 frames: 10 ID
-    # switches without colours, 4 with the rendered frame's or with every pixel in its object's own
-    # colour, 2 with every detection in its object's colour)
+    # switches without colours, 6 with the rendered frame's, 2 with every pixel in its object's own
+    # colour, 0 with every detection in its object's colour)
     oracle = evaluate_seed(7, SimSettings(frames=150, appearance="oracle"))
     pixels = evaluate_seed(7, SimSettings(frames=150, appearance="oracle-pixels"))
     assert oracle.id_switches < pixels.id_switches < none.id_switches
@@ -137,7 +137,7 @@ def test_a_reader_that_goes_away_ends_the_command_quietly():
 def test_eval_tracking_takes_tracker_keywords():
     from perception.eval.tracking_command import SimSettings, evaluate_seed
 
-    args = ("--json", "--seed", "5", "--frames", "40", "--width", "480", "--height", "270")
+    args = ("--json", "--seed", "5", "--frames", "40", "--width", "480", "--height", "270", "--reid", "none")
     p = _run(*args, "--tracker", "appearance_context=0.01", "--tracker", "max_lost_frames=10")
     assert p.returncode == 0, p.stderr
     out = json.loads(p.stdout)
@@ -184,11 +184,22 @@ def test_tracker_options_are_read_as_yaml_with_plain_numbers():
     assert both.returncode == 2 and "not both" in both.stderr
 
 
-def test_eval_tracking_with_reid_embeddings():
+def test_eval_tracking_uses_the_bundled_reid_model_unless_told_otherwise():
+    from perception.eval.tracking_command import SimSettings, evaluate_seed
+    from perception.tracking.reid import DEFAULT_REID_MODEL
+
     args = ("--json", "--seed", "2", "--frames", "40", "--width", "480", "--height", "270")
-    p = _run(*args, "--reid")
-    assert p.returncode == 0, p.stderr
-    out = json.loads(p.stdout)
-    assert out["settings"]["reid"].endswith("sim_reid.onnx") and out["track_frames"] > 0
+    options = {"default": (), "bare": ("--reid",), "none": ("--reid", "none")}
+    runs = {how: _run(*args, *extra) for how, extra in options.items()}
+    assert all(p.returncode == 0 for p in runs.values()), [p.stderr for p in runs.values()]
+    out = {how: json.loads(p.stdout) for how, p in runs.items()}
+    for d in out.values():
+        d.pop("seconds")
+    assert out["default"] == out["bare"] and out["default"]["settings"]["reid"] == str(DEFAULT_REID_MODEL)
+    assert out["none"]["settings"]["reid"] == "" and out["default"]["track_frames"] > 0
+    for how, model in (("default", str(DEFAULT_REID_MODEL)), ("none", "")):
+        expected = evaluate_seed(2, SimSettings(frames=40, width=480, height=270, reid=model))
+        assert out[how]["idf1"] == pytest.approx(expected.idf1, abs=1e-12)
+        assert out[how]["id_switches"] == expected.id_switches
     bad = _run(*args, "--reid", "/nonexistent/model.onnx")
     assert bad.returncode == 2 and "does not exist" in bad.stderr
