@@ -607,6 +607,17 @@ class Tracker:
         det_of_track = np.full(n, -1, np.int64)
         allowed = ~veto
 
+        def assign(
+            rows: np.ndarray,
+            cols: np.ndarray,
+            sub_cost: np.ndarray,
+            max_cost: float = np.inf,
+            saturate: float | None = None,
+        ) -> tuple[np.ndarray, np.ndarray]:
+            """Pairs (track rows, detection columns) of the assignment of ``rows`` to ``cols`` by their costs."""
+            mr, mc = linear_assignment_pairs(sub_cost, max_cost, saturate=saturate)
+            return rows[mr], cols[mc]
+
         def associate(
             rows: np.ndarray,
             cols: np.ndarray,
@@ -615,8 +626,7 @@ class Tracker:
             saturate: float | None = None,
         ) -> None:
             """Assign tracks ``rows`` to detections ``cols`` by their ``[rows, cols]`` costs and record it."""
-            mr, mc = linear_assignment_pairs(sub_cost, max_cost, saturate=saturate)
-            r, c = rows[mr], cols[mc]
+            r, c = assign(rows, cols, sub_cost, max_cost, saturate)
             det_of_track[r] = c
             track_of_det[c] = r
 
@@ -656,14 +666,12 @@ class Tracker:
                     cost4 = np.where(cost4 <= reach, cost4 + w * sub(app_cost, rows, cols), np.inf)
                     reach += w  # the most a pair within recover_distance can cost now
                 cost4[sub(other_class | recover_veto, rows, cols)] = np.inf
+                r, c = assign(rows, cols, cost4, reach)
                 if self.recover_margin > 0 and app_cost is not None:
-                    mr, mc = linear_assignment_pairs(cost4, reach)
-                    r, c = rows[mr], cols[mc]
                     sure = self._unambiguous(r, c, det_of_track < 0, app_cost, cdist2, other_class | gone[:, None])
-                    det_of_track[r[sure]] = c[sure]
-                    track_of_det[c[sure]] = r[sure]
-                else:
-                    associate(rows, cols, cost4, reach)
+                    r, c = r[sure], c[sure]
+                det_of_track[r] = c
+                track_of_det[c] = r
 
         # the state arrays are private to this tracker (nothing else holds them): matched rows are
         # updated in place
