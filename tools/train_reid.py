@@ -6,9 +6,9 @@
 Generates the crops of every detection of seeds ``--seeds`` (the detector simulator's masks: partial
 and jittered views), trains :class:`perception.models.reid.ReIdNet` on their identities, exports it
 and prints the largest difference between the PyTorch and ONNX Runtime embeddings. The evaluation
-(``perception eval-tracking``) uses seeds 0-159: keep the training seeds clear of them. The bundled
-``engines/sim_reid.onnx`` was made by the defaults (about 1 min of generation and 7 min of training on
-2 CPU cores).
+(``perception eval-tracking``) uses seeds 0-319 (0-159 for tuning, 160-319 held out): keep the training
+seeds clear of them. The bundled ``engines/sim_reid.onnx`` was made by the defaults (about 1 min of
+generation and 7 min of training on 2 CPU cores).
 """
 
 from __future__ import annotations

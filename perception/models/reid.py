@@ -54,7 +54,7 @@ class ReIdNet(nn.Module):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ReIdTrainConfig:
     seeds: tuple[int, ...] = tuple(range(1000, 1060))
-    """Generated sequences to learn from (the evaluation's seeds are 0-159: keep clear of them)."""
+    """Generated sequences to learn from (the evaluation's seeds are 0-319: keep clear of them)."""
     frames: int = 300
     step: int = 2
     """Every ``step``-th frame gives crops (neighbouring frames look almost alike)."""
