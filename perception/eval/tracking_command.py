@@ -32,7 +32,8 @@ Scoring conventions (stated in the output too):
   (:mod:`perception.tracking.reid`), computed from the rendered frame whatever ``--appearance`` is.
   By default (and with ``--reid`` alone) the bundled ``engines/sim_reid.onnx``, trained on seeds
   1000-1059 by ``tools/train_reid.py``: the generated scenes are what it was made for, and the
-  tracker is at its best with it. ``--reid none``: colours alone, as the pipeline tracks real video.
+  tracker is at its best with it. ``--reid none``: colours alone, as the pipeline tracks real video
+  (and what ``--appearance`` bounds are about: the embeddings would otherwise blur them).
 * HOTA uses similarity ``1 - distance``: 1 for every allowed pair with ``--match source`` (so LocA
   is 1 and HOTA is the same at every threshold), the mask IoU (>= ``--min-iou``, else 0) with
   ``--match iou``.
