@@ -618,15 +618,8 @@ class Tracker:
             mr, mc = linear_assignment_pairs(sub_cost, max_cost, saturate=saturate)
             return rows[mr], cols[mc]
 
-        def associate(
-            rows: np.ndarray,
-            cols: np.ndarray,
-            sub_cost: np.ndarray,
-            max_cost: float = np.inf,
-            saturate: float | None = None,
-        ) -> None:
-            """Assign tracks ``rows`` to detections ``cols`` by their ``[rows, cols]`` costs and record it."""
-            r, c = assign(rows, cols, sub_cost, max_cost, saturate)
+        def record(r: np.ndarray, c: np.ndarray) -> None:
+            """Record the matches of tracks ``r`` to detections ``c``."""
             det_of_track[r] = c
             track_of_det[c] = r
 
@@ -640,17 +633,17 @@ class Tracker:
         # 1) confirmed and lost tracks vs high-score detections
         rows, cols = (~tentative).nonzero()[0], high.nonzero()[0]
         if rows.size and cols.size:
-            associate(rows, cols, sub(high_cost, rows, cols), saturate=self.match_cost)
+            record(*assign(rows, cols, sub(high_cost, rows, cols), saturate=self.match_cost))
         # 2) still unmatched confirmed (not lost) tracks vs low-score detections
         rows = ((self._state == _CONF) & (det_of_track < 0)).nonzero()[0]
         cols = low.nonzero()[0]
         if rows.size and cols.size:
             low_cost = np.where((sim >= self.match_iou_low) & allowed, cost, np.inf)
-            associate(rows, cols, sub(low_cost, rows, cols), saturate=self.match_cost)
+            record(*assign(rows, cols, sub(low_cost, rows, cols), saturate=self.match_cost))
         # 3) tentative tracks vs remaining high-score detections
         rows, cols = tentative.nonzero()[0], (high & (track_of_det < 0)).nonzero()[0]
         if rows.size and cols.size:
-            associate(rows, cols, sub(high_cost, rows, cols), saturate=self.match_cost)
+            record(*assign(rows, cols, sub(high_cost, rows, cols), saturate=self.match_cost))
 
         # 4) recovery: all unmatched tracks vs unmatched high-score detections, by
         #    size-normalised centre distance (survives the shape change of partial occlusion) plus
@@ -670,8 +663,7 @@ class Tracker:
                 if self.recover_margin > 0 and app_cost is not None:
                     sure = self._unambiguous(r, c, det_of_track < 0, app_cost, cdist2, other_class | gone[:, None])
                     r, c = r[sure], c[sure]
-                det_of_track[r] = c
-                track_of_det[c] = r
+                record(r, c)
 
         # the state arrays are private to this tracker (nothing else holds them): matched rows are
         # updated in place
