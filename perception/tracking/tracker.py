@@ -714,7 +714,7 @@ class Tracker:
         if self.link_distance > 0 and app_cost is not None and self.confirm_hits > 1:
             confirmed_now = (tentative & (state == _CONF)).nonzero()[0]
             if confirmed_now.size:
-                linked = self._link(confirmed_now, det_of_track, app_cost, cdist2, gone)
+                linked = self._link(confirmed_now, det_of_track, app_cost, cdist2, other_class | gone[:, None])
 
         # an unmatched detection close to where a recently lost track of its class is predicted is
         # most likely a view of that track's object that failed the match (a sliver, a partial view
@@ -821,29 +821,29 @@ class Tracker:
         det_of_track: np.ndarray,
         app_cost: np.ndarray,
         cdist2: np.ndarray,
-        gone: np.ndarray,
+        excluded: np.ndarray,
     ) -> np.ndarray:
         """Give tracks confirmed in this frame the id of a lost track of their object (``link_distance``).
 
-        A pair (lost track, newly confirmed track) qualifies when both have the class, the lost
-        track's prediction is within ``link_distance`` box sizes of the new track's detection and
-        their appearance similarity is at least ``link_appearance``; pairs are chosen by distance
-        plus ``recover_appearance_weight`` times appearance cost (one lost track per new track).
-        The new track takes the lost track's id and age.
+        A pair (lost track, newly confirmed track) qualifies when the lost track is not ``excluded``
+        from the new track's detection (``bool[N, M]``: other class, gone), its prediction is within
+        ``link_distance`` box sizes of that detection and their appearance similarity is at least
+        ``link_appearance``; pairs are chosen by distance plus ``recover_appearance_weight`` times
+        appearance cost (one lost track per new track). The new track takes the lost track's id and
+        age.
 
         Returns:
             ``bool[N]``: the lost tracks whose id was taken over (to be removed).
         """
         n = det_of_track.size
-        lost = ((self._state == _LOST) & ~gone).nonzero()[0]
+        lost = (self._state == _LOST).nonzero()[0]
         linked = np.zeros(n, bool)
         if lost.size == 0:
             return linked
         d = det_of_track[confirmed_now]
         dist = np.sqrt(cdist2[np.ix_(lost, d)])
         acost = app_cost[np.ix_(lost, d)]
-        ok = (dist <= self.link_distance) & (acost <= 1.0 - self.link_appearance)
-        ok &= self._cls[lost][:, None] == self._cls[confirmed_now][None, :]
+        ok = (dist <= self.link_distance) & (acost <= 1.0 - self.link_appearance) & ~excluded[np.ix_(lost, d)]
         if not ok.any():
             return linked
         pair_cost = np.where(ok, dist + self.recover_appearance_weight * acost, np.inf)
