@@ -64,8 +64,8 @@ def main() -> int:
     a = ap.parse_args()
 
     from perception.backends.factory import open_backend
+    from perception.cli.eval_tracking import build_tracker, parse_tracker_options
     from perception.errors import ConfigError
-    from perception.eval.tracking_command import build_tracker, parse_tracker_options
     from perception.inference import Segmenter
     from perception.postprocess.panoptic import PanopticGrouper
     from perception.postprocess.upsample import upsample_bilinear

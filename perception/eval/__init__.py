@@ -3,7 +3,7 @@
 Segmentation: :func:`evaluate` over an :func:`open_dataset` (CamVid or Cityscapes layout), with the
 pure metric functions of :mod:`perception.eval.metrics`. Tracking: :func:`evaluate_sequence` over
 per-frame :class:`FrameMatch`. The ``perception eval`` and ``perception eval-tracking`` commands are in
-:mod:`perception.eval.command`.
+:mod:`perception.cli.eval`.
 
 Names are imported on first use, so that the command line (which imports this package to register
 its commands) does not pay for OpenCV and SciPy at start-up.

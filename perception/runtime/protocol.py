@@ -1,6 +1,6 @@
 """What crosses process boundaries in the pipeline, and the slot protocol.
 
-Frames live in :class:`~perception.transport.shm.SharedSlots`; queues carry only small
+Frames live in :class:`~perception.runtime.shm.SharedSlots`; queues carry only small
 :class:`WorkItem` records (slot index, :class:`FrameMeta`, timings). A slot is owned by exactly one
 stage at a time and travels capture → inference → post-processing → back to the free queue.
 

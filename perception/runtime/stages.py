@@ -137,9 +137,9 @@ def capture_main(ctx: StageContext) -> None:
     code = 0
     slots = source = None
     try:
+        from perception.runtime.shm import SharedSlots
         from perception.sources.factory import open_source
         from perception.sources.pacing import Pacer
-        from perception.transport.shm import SharedSlots
 
         cfg = ctx.config["source"]
         source = open_source(
@@ -235,7 +235,7 @@ def inference_main(ctx: StageContext) -> None:
     try:
         from perception.backends.factory import open_backend
         from perception.inference import Segmenter
-        from perception.transport.shm import SharedSlots
+        from perception.runtime.shm import SharedSlots
 
         m = ctx.config["model"]
         backend = open_backend(
@@ -288,7 +288,7 @@ def postprocess_main(ctx: StageContext) -> None:
     closers: list = []
     try:
         from perception.runtime.post import PostProcessor
-        from perception.transport.shm import SharedSlots
+        from perception.runtime.shm import SharedSlots
 
         slots = SharedSlots.attach(ctx.descriptor)
         post = PostProcessor.from_config(ctx.config)

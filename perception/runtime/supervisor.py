@@ -85,7 +85,7 @@ class Pipeline:
 
     # -------------------------------------------------------------------------------------- run
     def run(self) -> RunSummary:
-        from perception.transport.shm import SharedSlots
+        from perception.runtime.shm import SharedSlots
 
         ctx = mp.get_context("spawn")
         rt = self.config.runtime

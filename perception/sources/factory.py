@@ -174,7 +174,7 @@ def open_source(
 
     if path.suffix.lower() in DRIVE_SUFFIXES or (path.is_dir() and (path / "metadata.yaml").is_file()):
         try:
-            from perception.drives.source import open_drive_source
+            from perception.sources.drives.source import open_drive_source
         except ImportError as exc:
             raise SourceError(
                 f"cannot replay recorded drive {spec}: drive support is not installed "

@@ -1,7 +1,6 @@
-"""Transport: shared-memory slots between stages, the wire schema, ZeroMQ publisher and subscriber."""
+"""Transport: the wire schema, ZeroMQ publisher and subscriber (the contract with consumers)."""
 
 from perception.transport.publisher import Publisher, PublisherStats
-from perception.transport.shm import SharedSlots, SlotsDescriptor
 from perception.transport.subscriber import Subscriber
 from perception.transport.wire import (
     SCHEMA_MAJOR,
@@ -24,8 +23,6 @@ __all__ = [
     "MessageEncoder",
     "Publisher",
     "PublisherStats",
-    "SharedSlots",
-    "SlotsDescriptor",
     "StreamEnd",
     "Subscriber",
     "TrackRecord",

@@ -12,7 +12,6 @@ import cv2
 import numpy as np
 import pytest
 
-from perception.backends.build_command import options_from_args, parse_size, register
 from perception.backends.engine_build import (
     TENSORRT_MISSING,
     BuildOptions,
@@ -26,6 +25,7 @@ from perception.backends.engine_build import (
     shape_profiles,
 )
 from perception.backends.engine_cache import file_sha256
+from perception.cli.build_engine import options_from_args, parse_size, register
 from perception.errors import BackendError, ConfigError, EngineError
 from perception.modelcard import load_card
 from tests.tinymodel import make_tiny_model

@@ -42,7 +42,7 @@ def test_available_gives_a_reason():
 
 def test_importing_the_backend_loads_neither_torch_nor_tensorrt():
     code = (
-        "import sys, perception.backends.tensorrt, perception.backends.build_command, "
+        "import sys, perception.backends.tensorrt, perception.cli.build_engine, "
         "perception.backends.engine_build, perception.backends.engine_cache\n"
         "print(sorted(m for m in ('torch', 'tensorrt') if m in sys.modules))"
     )

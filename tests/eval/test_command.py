@@ -108,5 +108,5 @@ def test_both_subcommands_are_registered():
     assert "eval" in sub.choices
     args = parser.parse_args(["eval", "--data", "somewhere", "--input-size", "480x352", "--limit", "3"])
     assert args.input_size == (480, 352) and args.limit == 3 and args.upsample == "bilinear"
-    has_tracking = importlib.util.find_spec("perception.eval.tracking_command") is not None
+    has_tracking = importlib.util.find_spec("perception.cli.eval_tracking") is not None
     assert ("eval-tracking" in sub.choices) == has_tracking

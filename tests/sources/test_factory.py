@@ -80,7 +80,7 @@ def test_parse_settings():
         parse_settings("3x=1")
 
 
-@pytest.mark.skipif(not _missing("perception.drives.source"), reason="drive support is present")
+@pytest.mark.skipif(not _missing("perception.sources.drives.source"), reason="drive support is present")
 def test_drive_without_drive_support(tmp_path):
     for name in ("run.mcap", "run.bag", "run.db3"):
         (tmp_path / name).write_bytes(b"\0")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from perception.errors import TransportError
-from perception.transport.shm import SharedSlots
+from perception.runtime.shm import SharedSlots
 
 
 def _child(desc, slot, value, done):

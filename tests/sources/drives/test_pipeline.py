@@ -8,10 +8,10 @@ import sys
 
 import pytest
 
-from perception.drives.source import DriveSource
+from perception.sources.drives.source import DriveSource
 from perception.transport.subscriber import Subscriber
-from tests.drives.bags import make_frames, write_ros2_mcap
 from tests.runtime.helpers import REPO, free_port, kill_tree, receive_all, start_pipeline, write_config
+from tests.sources.drives.bags import make_frames, write_ros2_mcap
 from tests.tinymodel import make_tiny_model
 
 N = 8

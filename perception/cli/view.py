@@ -47,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="weight of the label colours over the preview image, 0..1 (default: %(default)s)")
     p.add_argument("--max-width", type=int, default=DEFAULT_MAX_WIDTH, metavar="PX",
                    help="downscale renders wider than this (default: %(default)s)")
-    from perception.viewers.rerun_sink import add_rerun_arguments
+    from perception.outputs.rerun import add_rerun_arguments
 
     add_rerun_arguments(p)
     p.set_defaults(func=run_view)
@@ -112,7 +112,7 @@ def run_view(args: argparse.Namespace) -> int:
     hud: list[str] = []
     canvas: np.ndarray | None = None
 
-    from perception.viewers.rerun_sink import rerun_sink_from_args
+    from perception.outputs.rerun import rerun_sink_from_args
 
     sink = rerun_sink_from_args(args)  # None unless --rerun / --rerun-save was given
     with Subscriber(address=args.connect, topic=args.topic, latest_only=args.latest_only) as sub:

@@ -20,10 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from perception.drives.decode import ImageMessage, decode_image
-from perception.drives.reader import DriveReader, open_reader
 from perception.errors import ConfigError, DataError, SourceError
 from perception.sources.base import Source, make_meta
+from perception.sources.drives.decode import ImageMessage, decode_image
+from perception.sources.drives.opener import open_reader
+from perception.sources.drives.reader import DriveReader
 from perception.types import FrameMeta
 
 log = logging.getLogger(__name__)

@@ -9,9 +9,9 @@ import time
 import numpy as np
 import pytest
 
-from perception.drives.record import McapRecorder, camera_topic, record
-from perception.drives.source import DriveSource
 from perception.errors import ConfigError, SourceError
+from perception.outputs.recorder import McapRecorder, camera_topic, record
+from perception.sources.drives.source import DriveSource
 from perception.transport.publisher import Publisher
 from perception.transport.subscriber import Subscriber
 from perception.types import FrameMeta
@@ -105,7 +105,7 @@ def test_recording_holds_tracks_latencies_and_classes(tmp_path, images):
 
 def test_rerun_sink_writes_an_rrd_file(tmp_path, images):
     pytest.importorskip("rerun")
-    from perception.viewers.rerun_sink import open_rerun_sink
+    from perception.outputs.rerun import open_rerun_sink
 
     rrd = tmp_path / "live.rrd"
     sink = open_rerun_sink(save=rrd)
@@ -116,7 +116,7 @@ def test_rerun_sink_writes_an_rrd_file(tmp_path, images):
 
 
 def test_rerun_missing_is_a_clear_error(monkeypatch):
-    from perception.viewers.rerun_sink import RerunSink
+    from perception.outputs.rerun import RerunSink
 
     monkeypatch.setitem(sys.modules, "rerun", None)  # as if rerun-sdk were not installed
     with pytest.raises(ConfigError, match="pip install rerun-sdk"):
@@ -163,7 +163,7 @@ def test_record_stops_at_the_end_of_the_stream_without_waiting_for_the_idle_time
 
 def test_foxglove_messages_follow_foxglove_s_own_json_schemas(tmp_path, images):
     """Every CompressedImage / ImageAnnotations message, and the schemas we register for them, agree
-    with Foxglove's published JSON schemas (tests/drives/data/foxglove, from @foxglove/schemas)."""
+    with Foxglove's published JSON schemas (tests/sources/drives/data/foxglove, from @foxglove/schemas)."""
     from pathlib import Path
 
     import jsonschema

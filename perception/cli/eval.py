@@ -1,4 +1,4 @@
-"""``perception eval`` (segmentation scores on labelled data) and ``perception eval-tracking``.
+"""``perception eval``: segmentation scores on labelled data.
 
 Heavy imports (cv2, onnxruntime, tqdm) stay inside the handlers so that ``perception --help`` is fast.
 """
@@ -6,14 +6,11 @@ Heavy imports (cv2, onnxruntime, tqdm) stay inside the handlers so that ``percep
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import sys
 from pathlib import Path
 
 from perception.errors import ConfigError
-
-_TRACKING_MODULE = "perception.eval.tracking_command"
 
 
 def default_model_path() -> Path:
@@ -98,24 +95,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_arguments(p)
     p.set_defaults(func=main)
-
-    try:
-        tracking = importlib.import_module(_TRACKING_MODULE)
-    except ModuleNotFoundError as exc:
-        if exc.name != _TRACKING_MODULE:
-            raise
-        return
-    t = subparsers.add_parser(
-        "eval-tracking",
-        help="score the tracker on a labelled sequence (MOTA, IDF1, ...)",
-        description="Score multi-object tracking against ground-truth tracks.",
-    )
-    tracking.add_arguments(t)
-    t.set_defaults(func=_eval_tracking)
-
-
-def _eval_tracking(args: argparse.Namespace) -> int:
-    return importlib.import_module(_TRACKING_MODULE).main(args)
 
 
 def main(args: argparse.Namespace) -> int:

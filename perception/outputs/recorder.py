@@ -329,7 +329,7 @@ def record(
             Ctrl-C).
         idle_timeout_s: stop when no message arrives for this long (None: wait forever).
         progress: show a tqdm bar on stderr (frames, frames/s, and an ETA when ``max_frames`` is given).
-        sinks: objects with ``log(msg, classes)`` (e.g. :class:`perception.viewers.rerun_sink.RerunSink`).
+        sinks: objects with ``log(msg, classes)`` (e.g. :class:`perception.outputs.rerun.RerunSink`).
 
     Returns:
         The recorder's stats (frames written), or a fresh count when there is no recorder.

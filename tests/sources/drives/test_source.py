@@ -9,10 +9,10 @@ import logging
 import numpy as np
 import pytest
 
-from perception.drives.source import DriveSource, open_drive_source
 from perception.errors import ConfigError, SourceError
+from perception.sources.drives.source import DriveSource, open_drive_source
 from perception.sources.factory import open_source
-from tests.drives.bags import (
+from tests.sources.drives.bags import (
     Frame,
     make_frames,
     write_foxglove_mcap,
@@ -180,7 +180,7 @@ def test_a_bad_topic_does_not_stop_the_others(tmp_path, images, small_images, ca
                           data=data)
         w.finish()
 
-    with caplog.at_level(logging.WARNING, logger="perception.drives.source"):
+    with caplog.at_level(logging.WARNING, logger="perception.sources.drives.source"):
         with DriveSource(path) as src:
             metas = [meta for meta, _ in src]
             stats = src.stats

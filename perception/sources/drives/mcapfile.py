@@ -16,10 +16,10 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from perception.drives.decode import ImageMessage
-from perception.drives.reader import TopicInfo, optional_errors
-from perception.drives.schemas import image_kind, to_image_message
 from perception.errors import DataError, SourceError
+from perception.sources.drives.decode import ImageMessage
+from perception.sources.drives.reader import TopicInfo, optional_errors
+from perception.sources.drives.schemas import image_kind, to_image_message
 
 try:
     from mcap.exceptions import McapError
@@ -49,7 +49,7 @@ def _ros_type_name(name: str) -> str:
 
 
 class McapFileReader:
-    """An MCAP file opened for reading (see :class:`~perception.drives.reader.DriveReader`)."""
+    """An MCAP file opened for reading (see :class:`.reader.DriveReader`)."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)

@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from perception.drives.decode import ImageMessage, decode_image
 from perception.errors import DataError
+from perception.sources.drives.decode import ImageMessage, decode_image
 
 
 def _image(h: int = 6, w: int = 8) -> np.ndarray:

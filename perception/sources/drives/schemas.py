@@ -11,8 +11,8 @@ from __future__ import annotations
 import base64
 from typing import Any, Literal
 
-from perception.drives.decode import ImageMessage
 from perception.errors import DataError
+from perception.sources.drives.decode import ImageMessage
 
 ImageKind = Literal["raw", "compressed"]
 

@@ -42,15 +42,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--compression", choices=("zstd", "lz4", "none"), default="zstd",
                    help="MCAP chunk compression (default: %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
-    from perception.viewers.rerun_sink import add_rerun_arguments
+    from perception.outputs.rerun import add_rerun_arguments
 
     add_rerun_arguments(p)
     p.set_defaults(func=run_record)
 
 
 def run_record(args: argparse.Namespace) -> int:
-    from perception.drives.record import McapRecorder, record
     from perception.errors import PerceptionError
+    from perception.outputs.recorder import McapRecorder, record
     from perception.transport.subscriber import Subscriber
 
     want_rerun = bool(args.rerun or args.rerun_connect or args.rerun_save)
@@ -64,7 +64,7 @@ def run_record(args: argparse.Namespace) -> int:
     recorder = None
     try:
         if want_rerun:
-            from perception.viewers.rerun_sink import rerun_sink_from_args
+            from perception.outputs.rerun import rerun_sink_from_args
 
             sinks.append(rerun_sink_from_args(args))
         if args.out is not None:

@@ -38,8 +38,6 @@ Scoring conventions (stated in the output too):
   is 1 and HOTA is the same at every threshold), the mask IoU (>= ``--min-iou``, else 0) with
   ``--match iou``.
 
-``perception eval-tracking`` is registered by :mod:`perception.eval.command`, which calls
-:func:`add_arguments` and :func:`main`.
 """
 
 from __future__ import annotations
@@ -67,6 +65,7 @@ __all__ = [
     "identity_image",
     "main",
     "parse_tracker_options",
+    "register",
 ]
 
 APPEARANCE_INPUTS = ("image", "none", "oracle", "oracle-pixels")
@@ -434,3 +433,13 @@ def _nan_to_none(d):
     if isinstance(d, float) and not math.isfinite(d):
         return None
     return d
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    t = subparsers.add_parser(
+        "eval-tracking",
+        help="score the tracker on a labelled sequence (MOTA, IDF1, ...)",
+        description="Score multi-object tracking against ground-truth tracks.",
+    )
+    add_arguments(t)
+    t.set_defaults(func=main)

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import CAMVID
-from tests.drives.bags import test_frames
+from tests.sources.drives.bags import test_frames
 
 
 @pytest.fixture(scope="session")

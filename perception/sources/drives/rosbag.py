@@ -10,10 +10,10 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from perception.drives.decode import ImageMessage
-from perception.drives.reader import TopicInfo, optional_errors
-from perception.drives.schemas import image_kind, to_image_message
 from perception.errors import DataError, SourceError
+from perception.sources.drives.decode import ImageMessage
+from perception.sources.drives.reader import TopicInfo, optional_errors
+from perception.sources.drives.schemas import image_kind, to_image_message
 
 try:
     from rosbags.highlevel import AnyReader, AnyReaderError
@@ -40,7 +40,7 @@ DEFAULT_TYPESTORE = Stores.ROS2_HUMBLE
 
 
 class RosbagReader:
-    """A ROS 1 bag file or ROS 2 bag folder, opened for reading (see :class:`~perception.drives.reader.DriveReader`)."""
+    """A ROS 1 bag file or ROS 2 bag folder, opened for reading (see :class:`.reader.DriveReader`)."""
 
     def __init__(self, path: Path, *, shown_as: Path | None = None) -> None:
         self.path = Path(shown_as or path)

@@ -20,11 +20,12 @@ from perception.errors import PerceptionError, StageError
 
 # module path -> registers one or more sub-commands
 _COMMAND_MODULES = (
-    "perception.runtime.command",  # run
-    "perception.transport.view",  # view
-    "perception.eval.command",  # eval, eval-tracking
-    "perception.backends.build_command",  # build-engine
-    "perception.drives.command",  # record
+    "perception.cli.run",  # run
+    "perception.cli.view",  # view
+    "perception.cli.eval",  # eval
+    "perception.cli.eval_tracking",  # eval-tracking
+    "perception.cli.build_engine",  # build-engine
+    "perception.cli.record",  # record
 )
 
 

@@ -1,1 +1,0 @@
-"""Live viewers for the pipeline's published outputs (optional third-party tools, imported lazily)."""
