@@ -129,6 +129,9 @@ class OutputConfig(_Section):
     overlay: str | None = None
     """Write the label colours blended over the frames to this .mp4 file."""
     overlay_alpha: float = Field(default=0.5, ge=0, le=1)
+    plugins: tuple[str, ...] = ()
+    """Extra sinks from outside the package, each ``module:factory`` (a callable taking the
+    :class:`~perception.outputs.base.SinkConfig` and returning a sink or None); see ``docs/architecture.md``."""
 
 
 class RuntimeConfig(_Section):

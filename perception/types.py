@@ -6,13 +6,17 @@ Conventions used everywhere in the package:
 * label maps are ``uint8[H, W]`` of class ids; instance maps are ``uint16[H, W]`` (0 = no instance);
 * boxes are ``(x0, y0, x1, y1)`` in pixels of the full-resolution frame, ``x1``/``y1`` exclusive;
 * times are integer nanoseconds: ``t_mono_ns`` from ``time.monotonic_ns()`` on this host,
-  ``t_wall_ns`` from ``time.time_ns()`` (or the recorded stamp for recorded drives).
+  ``t_wall_ns`` from ``time.time_ns()``, both taken at the same moment (see :class:`FrameMeta`);
+  ``t_rec_ns`` is a recorded drive's own stamp.
 """
 
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+
+import numpy as np
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -27,13 +31,18 @@ class FrameMeta:
     """Index of the frame within its source: the file's frame number (restarting when a file loops),
     or for live sources the count of frames grabbed, so ``frame_index - seq`` = frames dropped at capture."""
     t_mono_ns: int
-    """Monotonic capture time on this host (``time.monotonic_ns()``): use for latency."""
+    """When the frame entered the pipeline, on this host's monotonic clock (``time.monotonic_ns()``):
+    when a live frame was grabbed; when a paced replay frame was due (its place in the schedule, even
+    if capture released it later); when an unpaced replay frame got its slot. Latency counts from here."""
     t_wall_ns: int
-    """Wall-clock capture time (``time.time_ns()``), or the recorded stamp of a recorded drive."""
+    """The same moment as ``t_mono_ns`` on the wall clock (``time.time_ns()``)."""
     pts_ns: int
     """Presentation time since the start of the stream, for pacing replays at the recorded rate."""
     width: int
     height: int
+    t_rec_ns: int = 0
+    """A recorded drive's own stamp of the frame (header stamp, else log time), ns since the epoch;
+    0 for inputs that carry none (cameras, files, folders, synthetic scenes)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -100,3 +109,33 @@ class Track:
     """Frames in which the track was matched to a detection."""
     state: TrackState
     extra: dict = field(default_factory=dict, compare=False, hash=False)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False)
+class FrameResult:
+    """Everything the pipeline produced for one frame: what post-processing hands to every sink.
+
+    The arrays are **borrowed**: ``frame`` is a view of a shared-memory slot and ``labels`` /
+    ``instance_map`` may be reused buffers, all valid only while a sink's ``write(result)`` runs. A sink
+    that keeps anything past that call copies it.
+    """
+
+    meta: FrameMeta
+    labels: np.ndarray
+    """``uint8[H, W]`` class ids at the frame's full resolution (``meta.height`` × ``meta.width``)."""
+    instance_map: np.ndarray | None = None
+    """``uint16[H, W]``: each pixel the ``Instance.index`` (1..K) of the instance it belongs to, 0 for
+    none; None when the model has no instance outputs or grouping is off."""
+    instances: tuple[Instance, ...] = ()
+    """This frame's instances, ``instances[k].index == k + 1``."""
+    tracks: tuple[Track, ...] = ()
+    """The tracker's report for this frame; ``Track.instance_index`` points into ``instance_map``
+    (0 for a track not matched this frame)."""
+    latencies_ms: Mapping[str, float] = field(default_factory=dict)
+    """Per-stage times in milliseconds (``capture``, ``inference``, ``upsample``, ``post``, ...)."""
+    frame: np.ndarray | None = None
+    """The captured frame, BGR ``uint8[H, W, 3]``, for previews and overlays."""
+
+    @property
+    def camera_id(self) -> str:
+        return self.meta.camera_id

@@ -31,6 +31,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from perception.types import FrameResult
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
@@ -99,7 +101,7 @@ def bench_baseline(model: Path, video: Path, n: int, threads: int) -> dict:
             labels = cv2.resize(low, (frame.shape[1], frame.shape[0]), interpolation=cv2.INTER_NEAREST)
             meta = FrameMeta(seq=count, camera_id="cam0", frame_index=count, t_mono_ns=t_cap, t_wall_ns=time.time_ns(),
                              pts_ns=0, width=frame.shape[1], height=frame.shape[0])
-            pub.publish(meta=meta, labels=labels)
+            pub.publish(FrameResult(meta=meta, labels=labels))
             count += 1
             if count == 5:
                 t0 = time.perf_counter()

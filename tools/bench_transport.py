@@ -24,6 +24,8 @@ import time
 
 import numpy as np
 
+from perception.types import FrameResult
+
 
 def street_labels(width: int, height: int, variant: int, seed: int = 0) -> np.ndarray:
     """A synthetic street-scene label map ``uint8[height, width]`` (CamVid ids); ``variant`` moves things."""
@@ -111,10 +113,10 @@ def _decode_ms(encoding: str, labels: np.ndarray, reps: int) -> tuple[float, flo
     h, w = labels.shape
     meta = FrameMeta(seq=0, camera_id="bench", frame_index=0, t_mono_ns=0, t_wall_ns=0, pts_ns=0, width=w, height=h)
     enc, dec = MessageEncoder(encoding=encoding), MessageDecoder()
-    frames = enc.encode_labels(seq=0, meta=meta, labels=labels, t_publish_wall_ns=0)
+    frames = enc.encode_labels(FrameResult(meta=meta, labels=labels), seq=0, t_publish_wall_ns=0)
     t0 = time.perf_counter()
     for i in range(reps):
-        frames = enc.encode_labels(seq=i, meta=meta, labels=labels, t_publish_wall_ns=0)
+        frames = enc.encode_labels(FrameResult(meta=meta, labels=labels), seq=i, t_publish_wall_ns=0)
     t1 = time.perf_counter()
     for _ in range(reps):
         dec.decode_labels(frames)
@@ -151,7 +153,7 @@ def bench(encoding: str, maps: list[np.ndarray], seconds: float) -> dict:
                 meta = FrameMeta(seq=i, camera_id="bench", frame_index=i, t_mono_ns=time.monotonic_ns(),
                                  t_wall_ns=now, pts_ns=0, width=w, height=h)
                 # the maps are never modified, so reusing them with zero-copy raw sends is safe
-                if not pub.publish(meta=meta, labels=maps[i % len(maps)]):
+                if not pub.publish(FrameResult(meta=meta, labels=maps[i % len(maps)])):
                     time.sleep(0.0005)  # the subscriber is behind: back off briefly instead of spinning
                 i += 1
             stats = pub.stats

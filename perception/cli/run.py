@@ -67,8 +67,7 @@ def main(args: argparse.Namespace) -> int:
 
     config = build_config(args)
     pipeline = Pipeline(config=config)
-    logging.getLogger(__name__).info("mode %s, source %s, model %s", pipeline.mode, config.source.uri,
-                                     config.model.path)
+    logging.getLogger(__name__).info("source %s, model %s", config.source.uri, config.model.path)
     summary = pipeline.run()
     if args.json:
         print(json.dumps(summary.__dict__))

@@ -15,8 +15,9 @@ topic                         schema (JSON encoding)         content
 ``PREFIX/classes``            ``perception.Classes``         the class table (once, when known)
 ============================  =============================  =========================================
 
-Every message's log and publish time is the input frame's capture stamp (``t_capture_wall_ns``; for a
-replayed drive that is the recorded header stamp), so a recording lines up with the drive it came from.
+Every message's log and publish time is the input frame's stamp (``LabelMessage.stamp_ns``: for a
+replayed drive the recorded header stamp, else the capture time), so a recording lines up with the drive
+it came from.
 Bytes fields are base64 in JSON, as Foxglove expects.
 """
 
@@ -231,7 +232,7 @@ class McapRecorder:
         if self._closed:
             raise DataError(f"recording {self.path} is closed")
         self.set_classes(classes)
-        t_ns = msg.t_capture_wall_ns or msg.t_receive_wall_ns or time.time_ns()
+        t_ns = msg.stamp_ns or msg.t_receive_wall_ns or time.time_ns()
         cam = msg.camera_id or "camera"
         self._cameras.add(cam)
         self.stats.cameras = len(self._cameras)

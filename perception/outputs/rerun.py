@@ -97,7 +97,7 @@ class RerunSink:
         rec = self._rec
         cam = (msg.camera_id or "camera").strip("/") or "camera"
         self._set_classes(classes, cam)
-        rec.set_time("capture", timestamp=np.datetime64(int(msg.t_capture_wall_ns), "ns"))
+        rec.set_time("capture", timestamp=np.datetime64(int(msg.stamp_ns), "ns"))
         rec.set_time("frame", sequence=int(msg.frame_seq))
         if msg.preview is not None:
             rec.log(f"{cam}/image", rr.Image(msg.preview, color_model="BGR"))

@@ -1,144 +1,88 @@
-"""Post-processing and publishing of one frame: the body of the post-processing stage.
+"""The post-processing stage: one :class:`FrameResult` per frame, handed to every sink.
 
-Maps the configuration to component arguments (the one place that does so for these components),
-then per frame: semantic labels at full resolution (nearest / bilinear / refine) → panoptic grouping
-→ tracking → ZeroMQ publish → optional overlay video.
+:class:`PostProcessor` maps the configuration to component arguments (the one place that does so for
+these components), then per frame: semantic labels at full resolution (nearest / bilinear / refine) →
+panoptic grouping → tracking → a :class:`~perception.types.FrameResult`. The stage loop
+(:func:`postprocess_main`) takes inferred slots, builds the result and writes it to the sinks
+(:mod:`perception.outputs.registry`).
 
-State is kept per camera: each camera (topic of a multi-camera drive) has its own tracker (IDs never
-jump between cameras) and overlay video, and each frame size its own upsampler (preallocated buffers).
+State is kept per camera: each camera (topic of a multi-camera drive) has its own tracker (ids never
+jump between cameras), and each frame size its own upsampler (preallocated buffers).
 """
 
 from __future__ import annotations
 
 import logging
+import queue
+import sys
 import time
+from collections import deque
 from collections.abc import Mapping
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 
-from perception.errors import ConfigError
+from perception.config import PostprocessConfig, TrackingConfig
 from perception.modelcard import ModelCard, load_card
-from perception.types import FrameMeta
+from perception.outputs.base import Ending, RunContext, Sink, SinkConfig
+from perception.runtime import stagekit
+from perception.runtime.protocol import EOS, FRAME_KEY, OUTPUT_KEYS, Counter, Mode, Policy, StageReport, WorkItem
+from perception.runtime.stagekit import StageHandles
+from perception.types import FrameMeta, FrameResult
 
 log = logging.getLogger(__name__)
 
 
-class OverlayWriter:
-    """Writes label colours blended over the frames (and tracked IDs) to an .mp4 (OpenCV, mp4v)."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PostSettings:
+    """The configuration the post-processing stage reads."""
 
-    def __init__(self, *, path: str | Path, size: tuple[int, int], fps: float, card: ModelCard, alpha: float) -> None:
-        import cv2
+    model_path: str
+    postprocess: PostprocessConfig
+    tracking: TrackingConfig
+    sinks: SinkConfig
+    fps: float
+    """Nominal frame rate of the input (15 when it has none), for video sinks."""
+    mode: Mode
 
-        from perception import viz
 
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), float(fps), size)
-        if not self._writer.isOpened():
-            raise ConfigError(f"output.overlay: cannot write a video to {self.path}")
-        self.size = size
-        self._lut = viz.palette(card.class_infos())
-        self._classes = card.class_infos()
-        self._alpha = alpha
-        self._buf = np.empty((size[1], size[0], 3), dtype=np.uint8)
-        self.frames = 0
-
-    def write(self, frame: np.ndarray, labels: np.ndarray, tracks=()) -> None:
-        from perception import viz
-
-        img = viz.overlay(frame, labels, self._lut, alpha=self._alpha, out=self._buf)
-        if tracks:
-            img = viz.draw_tracks(img, tracks, self._classes)
-        self._writer.write(img)
-        self.frames += 1
-
-    def close(self) -> None:
-        if self._writer is not None:
-            self._writer.release()
-            self._writer = None
+def tracker_params(tracking: TrackingConfig) -> dict:
+    """The :class:`~perception.tracking.Tracker` keywords of a ``tracking`` section."""
+    return tracking.model_dump(exclude={"enabled", "reid_model"})
 
 
 class PostProcessor:
-    """Full-resolution labels, instances, tracks; publishes and optionally records an overlay."""
+    """Full-resolution labels, instances and tracks of one frame, as a :class:`FrameResult`."""
 
-    def __init__(
-        self,
-        *,
-        card: ModelCard,
-        upsample: str,
-        refine_classes: tuple[str, ...],
-        panoptic: bool,
-        tracker_kwargs: Mapping | None,
-        publisher_kwargs: Mapping,
-        overlay_path: str | None,
-        overlay_alpha: float,
-        fps: float,
-        wait_for_subscribers: int = 0,
-        wait_timeout_s: float = 10.0,
-        reid_model: str | None = None,
-    ) -> None:
-        from perception.transport.publisher import Publisher
-
+    def __init__(self, *, card: ModelCard, postprocess: PostprocessConfig, tracking: TrackingConfig) -> None:
         self.card = card
-        self._method = upsample
-        self._refine_names = tuple(refine_classes)
+        self._method = postprocess.upsample
+        self._refine_names = tuple(postprocess.refine_classes)
         self._upsamplers: dict[tuple[int, int], object] = {}
         self.grouper = None
-        self._tracker_kwargs = None
-        if panoptic and card.has_output("center_heatmap") and card.has_output("center_offsets") and card.thing_ids():
+        self._tracking = tracking if tracking.enabled else None
+        if postprocess.panoptic and self._has_instances(card):
             from perception.postprocess.panoptic import PanopticGrouper
 
             self.grouper = PanopticGrouper(thing_ids=card.thing_ids(), heatmap_is_logit=False)
-            self._tracker_kwargs = dict(tracker_kwargs) if tracker_kwargs is not None else None
-        elif panoptic:
+        elif postprocess.panoptic:
             log.info("model %s has no instance outputs: publishing semantic labels only", card.name)
         self._trackers: dict[str, object] = {}
         self.reid = None
-        if reid_model and self._tracker_kwargs is not None:
+        if tracking.reid_model and self._tracks():
             from perception.tracking.reid import ReIdEmbedder
 
-            self.reid = ReIdEmbedder(model=reid_model)  # a bad model fails here, before the first frame
-        self.output_keys = tuple(
-            k for k in ("semantic_logits", "center_heatmap", "center_offsets") if self.grouper or k == "semantic_logits"
-        )
-        self.publisher = Publisher(classes=card.class_infos(), **publisher_kwargs)
-        self._overlay_path = Path(overlay_path) if overlay_path else None
-        self._overlay_alpha = overlay_alpha
-        self._fps = fps
-        self._overlays: dict[str, OverlayWriter] = {}
-        self._wait_n = wait_for_subscribers
-        self._wait_timeout = wait_timeout_s
+            self.reid = ReIdEmbedder(model=tracking.reid_model)  # a bad model fails here, before the first frame
+        self.output_keys = tuple(k for k in OUTPUT_KEYS if self.grouper or k == "semantic_logits")
         self._sums: dict[str, float] = {}
         self._n = 0
 
-    @classmethod
-    def from_config(cls, config: Mapping) -> PostProcessor:
-        card = load_card(config["model"]["path"])
-        t = config["tracking"]
-        p = config["publish"]
-        return cls(
-            card=card,
-            upsample=config["postprocess"]["upsample"],
-            refine_classes=tuple(config["postprocess"]["refine_classes"]),
-            panoptic=config["postprocess"]["panoptic"],
-            # every tracking setting but the switch itself is a Tracker keyword
-            tracker_kwargs={k: v for k, v in t.items() if k not in ("enabled", "reid_model")} if t["enabled"] else None,
-            reid_model=t.get("reid_model"),
-            publisher_kwargs={
-                "address": p["address"],
-                "topic": p["topic"],
-                "encoding": p["encoding"],
-                "level": p["level"],
-                "hwm": p["hwm"],
-                "preview": p["preview"],
-            },
-            overlay_path=config["output"]["overlay"],
-            overlay_alpha=config["output"]["overlay_alpha"],
-            fps=float(config.get("_fps") or 15.0),
-            wait_for_subscribers=p["wait_for_subscribers"],
-            wait_timeout_s=p["wait_timeout_s"],
-        )
+    @staticmethod
+    def _has_instances(card: ModelCard) -> bool:
+        return card.has_output("center_heatmap") and card.has_output("center_offsets") and bool(card.thing_ids())
+
+    def _tracks(self) -> bool:
+        return self.grouper is not None and self._tracking is not None
 
     # ------------------------------------------------------------------------- per-camera state
     def _upsampler(self, size: tuple[int, int]):
@@ -151,85 +95,173 @@ class PostProcessor:
         return up
 
     def _tracker(self, camera_id: str):
-        if self._tracker_kwargs is None:
-            return None
         tr = self._trackers.get(camera_id)
         if tr is None:
             from perception.tracking.tracker import Tracker
 
-            tr = self._trackers[camera_id] = Tracker(**self._tracker_kwargs)
+            tr = self._trackers[camera_id] = Tracker(**tracker_params(self._tracking))
         return tr
 
-    def _overlay(self, camera_id: str, size: tuple[int, int]) -> OverlayWriter | None:
-        if self._overlay_path is None:
-            return None
-        ov = self._overlays.get(camera_id)
-        if ov is None:
-            path = self._overlay_path
-            if self._overlays:  # the first camera gets the configured name, others a suffixed one
-                safe = "".join(c if c.isalnum() else "_" for c in camera_id).strip("_")
-                path = path.with_name(f"{path.stem}_{safe}{path.suffix}")
-            ov = self._overlays[camera_id] = OverlayWriter(
-                path=path, size=size, fps=self._fps, card=self.card, alpha=self._overlay_alpha
-            )
-            log.info("overlay of camera %s -> %s", camera_id, path)
-        return ov
-
     # ---------------------------------------------------------------------------------- per frame
-    def wait_for_subscribers(self, stop) -> None:
-        if self._wait_n:
-            self.publisher.wait_for_subscribers(self._wait_n, timeout_s=self._wait_timeout, stop=stop)
-
     def process(self, *, meta: FrameMeta, frame: np.ndarray, outputs: Mapping[str, np.ndarray],
-                timings_ms: dict[str, float]) -> bool:
-        size = (meta.width, meta.height)
+                timings_ms: dict[str, float]) -> FrameResult:
+        """One frame's result. ``frame`` (BGR, full resolution) and ``outputs`` are borrowed slot views."""
         t0 = time.perf_counter()
-        labels = self._upsampler(size)(outputs["semantic_logits"], frame)
+        labels = self._upsampler((meta.width, meta.height))(outputs["semantic_logits"], frame)
         t1 = time.perf_counter()
         timings_ms["upsample"] = (t1 - t0) * 1e3
-        instance_map = None
-        tracks: list = []
-        instances: list = []
+        instance_map, instances, tracks = None, (), ()
         if self.grouper is not None:
-            instance_map, instances = self.grouper(
+            instance_map, found = self.grouper(
                 outputs["semantic_logits"], outputs["center_heatmap"], outputs["center_offsets"], labels
             )
+            instances = tuple(found)
             t2 = time.perf_counter()
             timings_ms["panoptic"] = (t2 - t1) * 1e3
-            tracker = self._tracker(meta.camera_id)
-            if tracker is not None:
-                from perception.tracking.tracker import relabel_instance_map
-
-                # the frame gives the tracker colour appearance (images are BGR uint8[H, W, 3])
-                image = frame if frame.ndim == 3 else None
-                emb = None
-                if self.reid is not None and image is not None:
-                    emb = self.reid(image, instance_map, instances)
-                    timings_ms["reid"] = (time.perf_counter() - t2) * 1e3
-                tracks = tracker.update(instances, meta, instance_map, image, embeddings=emb)
-                instance_map = relabel_instance_map(instance_map, tracks)
-                timings_ms["tracking"] = (time.perf_counter() - t2) * 1e3
+            if self._tracks():
+                tracks = self._track(meta, frame, instance_map, instances, timings_ms, t2)
         timings_ms["post"] = (time.perf_counter() - t0) * 1e3
-        sent = self.publisher.publish(
-            meta=meta, labels=labels, instances=instance_map, image=frame, latencies_ms=timings_ms, tracks=tracks,
-            detections=instances,
-        )
-        overlay = self._overlay(meta.camera_id, size)
-        if overlay is not None:
-            overlay.write(frame, labels, tracks)
         for k, v in timings_ms.items():
             self._sums[k] = self._sums.get(k, 0.0) + v
         self._n += 1
-        return sent
+        return FrameResult(meta=meta, labels=labels, instance_map=instance_map, instances=instances,
+                           tracks=tracks, latencies_ms=timings_ms, frame=frame)
+
+    def _track(self, meta, frame, instance_map, instances, timings_ms, t_start: float) -> tuple:
+        # the frame gives the tracker colour appearance (images are BGR uint8[H, W, 3])
+        image = frame if frame.ndim == 3 else None
+        emb = None
+        if self.reid is not None and image is not None:
+            emb = self.reid(image, instance_map, instances)
+            timings_ms["reid"] = (time.perf_counter() - t_start) * 1e3
+        tracks = self._tracker(meta.camera_id).update(instances, meta, instance_map, image, embeddings=emb)
+        timings_ms["tracking"] = (time.perf_counter() - t_start) * 1e3
+        return tuple(tracks)
 
     def stage_means(self) -> dict[str, float]:
         return {k: v / self._n for k, v in self._sums.items()} if self._n else {}
 
-    def end_stream(self, reason: str, *, timeout_s: float) -> bool:
-        """Send the end-of-stream message (see :meth:`Publisher.end_stream`)."""
-        return self.publisher.end_stream(reason=reason, timeout_s=timeout_s)
 
-    def close(self) -> None:
-        for ov in self._overlays.values():
-            ov.close()
-        self.publisher.close()
+# ------------------------------------------------------------------------------------- the stage
+def open_sinks(settings: PostSettings, card: ModelCard, stop) -> list[Sink]:
+    """Build and open every configured sink; on a failure, close those already open and re-raise."""
+    from perception.outputs.registry import make_sinks
+
+    run = RunContext(classes=tuple(card.class_infos()), fps=settings.fps, mode=settings.mode, stop=stop)
+    opened: list[Sink] = []
+    try:
+        for sink in make_sinks(settings.sinks):
+            sink.open(run)
+            opened.append(sink)
+    except BaseException:
+        close_sinks(opened, "stopped")
+        raise
+    return opened
+
+
+def close_sinks(sinks: list[Sink], reason: Ending) -> None:
+    for sink in sinks:
+        try:
+            sink.close(reason=reason)
+        except Exception:
+            log.exception("closing output %s failed", sink.name)
+
+
+def postprocess_main(handles: StageHandles, settings: PostSettings, descriptor) -> None:
+    stagekit.setup(handles, "postprocess")
+    code = 0
+    slots = None
+    sinks: list[Sink] = []
+    ending: Ending = "stopped"
+    try:
+        from perception.runtime.shm import SharedSlots
+
+        slots = SharedSlots.attach(descriptor)
+        card = load_card(settings.model_path)
+        post = PostProcessor(card=card, postprocess=settings.postprocess, tracking=settings.tracking)
+        sinks = open_sinks(settings, card, handles.stop)
+        handles.ready.set()
+        if stagekit.wait(handles.go, handles.stop):
+            loop = PostLoop(handles=handles, slots=slots, post=post, sinks=sinks,
+                            latest=Policy.for_mode(settings.mode) == Policy.LATEST)
+            ending = loop.run()
+            handles.control.put(loop.report())
+    except BaseException as exc:
+        code = stagekit.fail(handles, "postprocess", exc)
+    finally:
+        close_sinks(sinks, ending)
+        stagekit.close_quietly(slots, "shared memory")
+        stagekit.finish_queues(handles, handles.free)
+    sys.exit(code)
+
+
+class PostLoop:
+    """Takes inferred slots in order (live: skips to the newest), writes each result to every sink."""
+
+    def __init__(self, *, handles: StageHandles, slots, post: PostProcessor, sinks: list[Sink], latest: bool) -> None:
+        self.h = handles
+        self.slots = slots
+        self.post = post
+        self.sinks = sinks
+        self.latest = latest
+        self.latencies: deque[float] = deque(maxlen=100_000)
+        self.t_first: int | None = None
+        self.t_last: int | None = None
+        self._pending: deque = deque()
+
+    def run(self) -> Ending:
+        """Until the end of the stream (``"end"``) or a stop (``"stopped"``)."""
+        while True:
+            item = self._pending.popleft() if self._pending else stagekit.get(self.h.inbox, self.h.stop)
+            if item is None:
+                return "stopped"
+            if item == EOS:
+                return "end"
+            if self.latest:
+                item = self._newest(item)
+            self._process(item)
+
+    def _newest(self, item: WorkItem) -> WorkItem:
+        """Skip to the newest inferred frame; older ones are stale (their slots go back, counted)."""
+        while True:
+            try:
+                nxt = self.h.inbox.get_nowait()
+            except queue.Empty:
+                return item
+            if nxt == EOS:
+                self._pending.append(nxt)
+                return item
+            self.h.free.put(item.slot)
+            self.h.counters[Counter.DROPPED_POST] += 1
+            item = nxt
+
+    def _process(self, item: WorkItem) -> None:
+        t0 = time.monotonic_ns()
+        item.timings_ms["queue_post"] = (t0 - item.t_slot_ns) / 1e6
+        meta = item.meta
+        result = self.post.process(
+            meta=meta,
+            frame=self.slots.array(FRAME_KEY, item.slot)[: meta.height, : meta.width],
+            outputs={k: self.slots.array(k, item.slot) for k in self.post.output_keys},
+            timings_ms=item.timings_ms,
+        )
+        dropped = sum(not sink.write(result) for sink in self.sinks)
+        self.h.free.put(item.slot)
+        done = time.monotonic_ns()
+        self.latencies.append((done - meta.t_mono_ns) / 1e6)
+        self.t_first = self.t_first or done
+        self.t_last = done
+        self.h.counters[Counter.PUBLISHED] += 1
+        if dropped:
+            self.h.counters[Counter.DROPPED_PUBLISH] += 1
+
+    def report(self) -> StageReport:
+        lat = np.asarray(self.latencies) if self.latencies else np.zeros(0)
+        t0, t1 = self.t_first, self.t_last
+        return StageReport(
+            frames=len(self.latencies),
+            seconds=(t1 - t0) / 1e9 if t0 and t1 and t1 > t0 else 0.0,
+            latency_ms_p50=float(np.percentile(lat, 50)) if lat.size else None,
+            latency_ms_p99=float(np.percentile(lat, 99)) if lat.size else None,
+            stage_ms=self.post.stage_means(),
+        )

@@ -1,9 +1,10 @@
 """Starts, watches and stops the pipeline's processes.
 
 The supervisor owns every resource: the shared-memory slots (created here, unlinked here), the
-queues and the child processes. It stops everything on Ctrl-C / SIGTERM, at the end of a replay,
-or when any stage fails — the failing stage's exit code and message become a :class:`StageError`.
-Shutdown is bounded: children get ``stop_timeout_s`` to exit, then SIGTERM, then SIGKILL.
+queues and the child processes. It maps the configuration onto each stage's own frozen settings (the
+one place that does so), stops everything on Ctrl-C / SIGTERM, at the end of a replay, or when any
+stage fails — the failing stage's exit code and message become a :class:`StageError`. Shutdown is
+bounded: children get ``stop_timeout_s`` to exit, then SIGTERM, then SIGKILL.
 """
 
 from __future__ import annotations
@@ -13,181 +14,236 @@ import multiprocessing as mp
 import os
 import queue
 import signal
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from perception.config import PipelineConfig
 from perception.errors import ConfigError, StageError
 from perception.modelcard import load_card
-from perception.runtime.protocol import N_COUNTERS, STAGE_EXIT_CODES, Counter, Policy
-from perception.runtime.stages import StageContext, capture_main, inference_main, postprocess_main
+from perception.outputs.base import SinkConfig
+from perception.runtime.capture import CaptureSettings, capture_main
+from perception.runtime.infer import InferenceSettings, inference_main
+from perception.runtime.post import PostSettings, postprocess_main
+from perception.runtime.protocol import (
+    N_COUNTERS,
+    STAGE_EXIT_CODES,
+    Counter,
+    RunSummary,
+    SourceInfo,
+    SourceOpened,
+    StageFailed,
+    StageReport,
+    slot_layout,
+)
+from perception.runtime.stagekit import StageHandles
 
 log = logging.getLogger(__name__)
 
-_LIVE_PREFIXES = ("camera:", "/dev/video", "rtsp://", "rtsps://", "http://", "https://", "gst:")
-
-
-def default_mode(uri: str) -> str:
-    return "live" if uri.startswith(_LIVE_PREFIXES) else "replay"
+DEFAULT_FPS = 15.0
+"""Frame rate given to video sinks when the input has none (an image folder without ``source.fps``)."""
 
 
 @dataclass
-class RunSummary:
-    frames: int = 0
-    seconds: float = 0.0
-    fps: float = 0.0
-    latency_ms_p50: float | None = None
-    latency_ms_p99: float | None = None
-    stage_ms: dict[str, float] = field(default_factory=dict)
-    counters: dict[str, int] = field(default_factory=dict)
-    interrupted: bool = False
-    mode: str = "replay"
+class _Run:
+    """The inter-process resources of one run (created by :meth:`Pipeline.run`, released by it)."""
+
+    ctx: mp.context.SpawnContext
+    stop: object
+    go: object
+    control: object
+    counters: object
+    free: object
+    q_cap: object
+    q_inf: object
+    desc_box: object
+    ready: dict
+    procs: dict = field(default_factory=dict)
+    errors: dict = field(default_factory=dict)
+    slots: object = None
+
+    @classmethod
+    def create(cls, slots: int) -> _Run:
+        ctx = mp.get_context("spawn")
+        return cls(
+            ctx=ctx, stop=ctx.Event(), go=ctx.Event(), control=ctx.Queue(),
+            counters=ctx.Array("q", N_COUNTERS, lock=False), free=ctx.Queue(),
+            q_cap=ctx.Queue(maxsize=slots + 1), q_inf=ctx.Queue(maxsize=slots + 1), desc_box=ctx.Queue(),
+            ready={s: ctx.Event() for s in STAGE_EXIT_CODES},
+        )
+
+    def handles(self, stage: str, inbox, outbox) -> StageHandles:
+        return StageHandles(
+            stop=self.stop, ready=self.ready[stage], go=self.go, control=self.control, counters=self.counters,
+            free=self.free, inbox=inbox, outbox=outbox, log_level=logging.getLogger().getEffectiveLevel(),
+            parent_pid=os.getpid(),
+        )
+
+    def start(self, stage: str, target, *args) -> None:
+        p = self.ctx.Process(target=target, args=args, name=f"perception-{stage}", daemon=True)
+        p.start()
+        self.procs[stage] = p
+        log.info("started stage %s pid %d", stage, p.pid)
+
+    def close_queues(self) -> None:
+        for q in (self.control, self.free, self.q_cap, self.q_inf, self.desc_box):
+            q.cancel_join_thread()
+            q.close()
 
 
 class Pipeline:
-    """One camera's pipeline: capture → inference → post-processing/publishing, three processes."""
+    """One camera's pipeline: capture → inference → post-processing and outputs, three processes."""
 
     def __init__(self, *, config: PipelineConfig, on_status: Callable[[dict], None] | None = None) -> None:
         self.config = config
-        self.mode = config.mode or default_mode(config.source.uri)
-        self.policy = Policy.EVERY if self.mode == "replay" else Policy.LATEST
         self.on_status = on_status
-        model_path = config.model.resolved_path()
-        self.card = load_card(model_path)  # fail fast, before any process starts
+        self.model_path = config.model.resolved_path()
+        self.card = load_card(self.model_path)  # fail fast, before any process starts
         if self.card.input.dynamic_size is False and config.model.input_size not in (None, self.card.input_size):
             raise ConfigError(
                 f"'model.input_size': {config.model.input_size} but model {self.card.name!r} is fixed at "
                 f"{self.card.input_size}"
             )
-        if config.output.overlay and Path(config.output.overlay).suffix.lower() not in (".mp4", ".avi", ".mkv"):
-            raise ConfigError(f"'output.overlay': expected a .mp4 file name, got {config.output.overlay!r}")
-        self._cfg = config.model_dump(mode="json")
-        self._cfg["model"]["path"] = str(model_path)
+        from perception.outputs.registry import make_sinks
+
+        make_sinks(self.sink_config())  # a bad output configuration fails here, before any process starts
+        self.source_info: SourceInfo | None = None
+        """Known once the capture stage has opened the source."""
         self._interrupted = False
         self.pids: dict[str, int] = {}
 
-    # ---------------------------------------------------------------------------------- helpers
-    def _layout(self, width: int, height: int) -> dict:
+    # ------------------------------------------------------------------------ stage settings
+    def sink_config(self) -> SinkConfig:
+        return SinkConfig(publish=self.config.publish, output=self.config.output)
+
+    def capture_settings(self) -> CaptureSettings:
+        c = self.config
+        return CaptureSettings(source=c.source, replay=c.replay, mode=c.mode)
+
+    def inference_settings(self) -> InferenceSettings:
+        return InferenceSettings(model=self.config.model, model_path=str(self.model_path))
+
+    def post_settings(self, info: SourceInfo) -> PostSettings:
+        c = self.config
+        return PostSettings(model_path=str(self.model_path), postprocess=c.postprocess, tracking=c.tracking,
+                            sinks=self.sink_config(), fps=info.fps or DEFAULT_FPS, mode=info.mode)
+
+    def _layout(self, info: SourceInfo) -> dict:
         from perception.backends.base import resolve_input_size
 
         size = self.config.model.input_size
-        iw, ih = resolve_input_size(self.card, tuple(size) if size else None)
-        layout = {"frame": ((height, width, 3), "uint8")}
-        for o in self.card.outputs:
-            shape = (o.channels, ih // o.stride, iw // o.stride)
-            layout[o.kind] = (shape if o.channels > 1 else shape[1:], "float32")
-        return layout
+        input_size = resolve_input_size(self.card, tuple(size) if size else None)
+        return slot_layout(self.card, input_size=input_size, width=info.width, height=info.height)
 
     def _on_signal(self, signum, frame) -> None:
         self._interrupted = True
 
     # -------------------------------------------------------------------------------------- run
     def run(self) -> RunSummary:
-        from perception.runtime.shm import SharedSlots
-
-        ctx = mp.get_context("spawn")
         rt = self.config.runtime
-        stop, go = ctx.Event(), ctx.Event()
-        control = ctx.Queue()
-        counters = ctx.Array("q", N_COUNTERS, lock=False)
-        free = ctx.Queue()
-        q_cap = ctx.Queue(maxsize=rt.slots + 1)
-        q_inf = ctx.Queue(maxsize=rt.slots + 1)
-        desc_box = ctx.Queue()
-        level = logging.getLogger().getEffectiveLevel()
-        ready = {s: ctx.Event() for s in STAGE_EXIT_CODES}
-        common = dict(policy=self.policy.value, stop=stop, go=go, control=control, counters=counters, free=free,
-                      log_level=level, parent_pid=os.getpid())
-        procs: dict[str, mp.Process] = {}
-        slots = None
-        errors: dict[str, str] = {}
-        summary = RunSummary(mode=self.mode)
+        run = _Run.create(rt.slots)
         old_int = signal.signal(signal.SIGINT, self._on_signal)
         old_term = signal.signal(signal.SIGTERM, self._on_signal)
-        progress = None
         try:
-            cap_ctx = StageContext(config=self._cfg, ready=ready["capture"], inbox=None, outbox=q_cap,
-                                   descriptor_box=desc_box, **common)
-            procs["capture"] = ctx.Process(target=capture_main, args=(cap_ctx,), name="perception-capture", daemon=True)
-            procs["capture"].start()
-            self.pids["capture"] = procs["capture"].pid
-            log.info("started stage capture pid %d", procs["capture"].pid)
-            dims = self._wait_for(control, procs, errors, "dims")
-            if dims is None:
-                return self._finish(summary, procs, stop, errors, control)
-            width, height, fps, _is_live, length = dims
-            self._cfg["_fps"] = fps or 15.0
-            slots = SharedSlots.create(layout=self._layout(width, height), slots=rt.slots)
-            log.info("shared memory %s: %d slots for %dx%d frames", slots.name, rt.slots, width, height)
-            for i in range(rt.slots):
-                free.put(i)
-            desc_box.put(slots.descriptor)
-            for stage, target, inbox, outbox in (
-                ("inference", inference_main, q_cap, q_inf),
-                ("postprocess", postprocess_main, q_inf, None),
-            ):
-                sctx = StageContext(config=self._cfg, ready=ready[stage], inbox=inbox, outbox=outbox,
-                                    descriptor=slots.descriptor, **common)
-                procs[stage] = ctx.Process(target=target, args=(sctx,), name=f"perception-{stage}", daemon=True)
-                procs[stage].start()
-                self.pids[stage] = procs[stage].pid
-                log.info("started stage %s pid %d", stage, procs[stage].pid)
-            # every stage initialised (model loaded, sockets bound) before the first frame flows
-            while not all(e.is_set() for e in ready.values()):
-                if self._interrupted or self._check_children(procs, errors, control):
-                    return self._finish(summary, procs, stop, errors, control)
-                time.sleep(0.02)
-            # every stage has attached: drop the name so that no kill, however hard, can leak it
-            slots.unlink()
-            go.set()
-            t_start = time.monotonic()
-            total = length if (length and not self.config.source.loop) else None
-            if self.config.source.max_frames:
-                total = min(total or self.config.source.max_frames, self.config.source.max_frames)
-            progress = self._progress(total)
-            last_status = time.monotonic()
-            while True:
-                if self._interrupted:
-                    summary.interrupted = True
-                    break
-                self._drain_control(control, errors, summary)
-                if self._check_children(procs, errors, control):
-                    break
-                if procs["postprocess"].exitcode == 0:
-                    break
+            summary = RunSummary(mode=self.config.mode or "replay")
+            if self._start(run):
+                summary.mode = self.source_info.mode
+                self._watch(run, summary)
+            return self._finish(run, summary)
+        finally:
+            signal.signal(signal.SIGINT, old_int)
+            signal.signal(signal.SIGTERM, old_term)
+            self._shutdown(run)
+            if run.slots is not None:
+                run.slots.close()
+            run.close_queues()
+
+    def _start(self, run: _Run) -> bool:
+        """Start every stage and wait until all are ready; False when interrupted or a stage failed."""
+        from perception.runtime.shm import SharedSlots
+
+        rt = self.config.runtime
+        run.start("capture", capture_main, run.handles("capture", None, run.q_cap), self.capture_settings(),
+                  run.desc_box)
+        self.pids["capture"] = run.procs["capture"].pid
+        opened = self._wait_for_source(run)
+        if opened is None:
+            return False
+        info = self.source_info = opened.info
+        run.slots = SharedSlots.create(layout=self._layout(info), slots=rt.slots)
+        log.info("shared memory %s: %d slots for %dx%d frames (%s)", run.slots.name, rt.slots, info.width,
+                 info.height, info.mode)
+        for i in range(rt.slots):
+            run.free.put(i)
+        run.desc_box.put(run.slots.descriptor)
+        desc = run.slots.descriptor
+        run.start("inference", inference_main, run.handles("inference", run.q_cap, run.q_inf),
+                  self.inference_settings(), desc)
+        run.start("postprocess", postprocess_main, run.handles("postprocess", run.q_inf, None),
+                  self.post_settings(info), desc)
+        self.pids.update({s: p.pid for s, p in run.procs.items()})
+        # every stage initialised (model loaded, sockets bound) before the first frame flows
+        while not all(e.is_set() for e in run.ready.values()):
+            if self._interrupted or self._check_children(run):
+                return False
+            time.sleep(0.02)
+        # every stage has attached: drop the name so that no kill, however hard, can leak it
+        run.slots.unlink()
+        run.go.set()
+        return True
+
+    def _wait_for_source(self, run: _Run) -> SourceOpened | None:
+        while not self._interrupted:
+            try:
+                msg = run.control.get(timeout=0.05)
+            except queue.Empty:
+                if self._check_children(run):
+                    return None
+                continue
+            if isinstance(msg, StageFailed):
+                run.errors[msg.stage] = msg.message
+                return None
+            if isinstance(msg, SourceOpened):
+                return msg
+        return None
+
+    def _watch(self, run: _Run, summary: RunSummary) -> None:
+        """Until the end of the stream, an interrupt or a failed stage."""
+        progress = self._progress(self._expected_frames())
+        t_start = last_status = time.monotonic()
+        try:
+            while not self._interrupted:
+                self._drain_control(run, summary)
+                if self._check_children(run) or run.procs["postprocess"].exitcode == 0:
+                    return
+                published = run.counters[Counter.PUBLISHED]
+                if progress is not None and published != progress.n:
+                    progress.update(published - progress.n)
                 now = time.monotonic()
-                if progress is not None and counters[Counter.PUBLISHED] != progress.n:
-                    progress.update(counters[Counter.PUBLISHED] - progress.n)
-                if now - last_status >= rt.status_interval_s:
+                if now - last_status >= self.config.runtime.status_interval_s:
                     last_status = now
-                    self._status(counters, now - t_start)
+                    self._status(run.counters, now - t_start)
                 time.sleep(0.05)
-            return self._finish(summary, procs, stop, errors, control, counters=counters)
         finally:
             if progress is not None:
                 progress.close()
-            signal.signal(signal.SIGINT, old_int)
-            signal.signal(signal.SIGTERM, old_term)
-            self._shutdown(procs, stop)
-            if slots is not None:
-                slots.close()
-            for q in (control, free, q_cap, q_inf, desc_box):
-                q.cancel_join_thread()
-                q.close()
 
     # ---------------------------------------------------------------------------------- internals
+    def _expected_frames(self) -> int | None:
+        src = self.config.source
+        length = self.source_info.length
+        total = length if (length and not src.loop) else None
+        if src.max_frames:
+            total = min(total or src.max_frames, src.max_frames)
+        return total
+
     def _progress(self, total: int | None):
-        if not self.config.runtime.progress or self.mode != "replay":
-            return None
+        if not self.config.runtime.progress or self.source_info.mode != "replay" or not sys.stderr.isatty():
+            return None  # logs and CI get the summary line, not a redrawn bar
         try:
             from tqdm import tqdm
         except ImportError:
-            return None
-        import sys
-
-        if not sys.stderr.isatty():  # logs and CI get the summary line, not a redrawn bar
             return None
         return tqdm(total=total, unit="frame", desc="published", leave=True, dynamic_ncols=True, mininterval=0.5)
 
@@ -198,75 +254,52 @@ class Pipeline:
         if self.on_status:
             self.on_status(c)
 
-    def _wait_for(self, control, procs, errors, kind):
-        while True:
-            if self._interrupted:
-                return None
-            try:
-                k, stage, payload = control.get(timeout=0.05)
-            except queue.Empty:
-                if self._check_children(procs, errors, control):
-                    return None
-                continue
-            if k == "error":
-                errors[stage] = payload
-                return None
-            if k == kind:
-                return payload
-
-    def _drain_control(self, control, errors, summary: RunSummary) -> None:
+    def _drain_control(self, run: _Run, summary: RunSummary) -> None:
         while True:
             try:
-                k, stage, payload = control.get_nowait()
+                msg = run.control.get_nowait()
             except queue.Empty:
                 return
-            if k == "error":
-                errors.setdefault(stage, payload)
-            elif k == "summary":
-                summary.frames = payload["frames"]
-                summary.seconds = payload["seconds"]
-                summary.latency_ms_p50 = payload["latency_ms_p50"]
-                summary.latency_ms_p99 = payload["latency_ms_p99"]
-                summary.stage_ms = payload["stage_ms"]
+            if isinstance(msg, StageFailed):
+                run.errors.setdefault(msg.stage, msg.message)
+            elif isinstance(msg, StageReport):
+                summary.take(msg)
 
-    def _check_children(self, procs, errors, control) -> bool:
+    def _check_children(self, run: _Run) -> bool:
         """True when a stage has failed (exited non-zero or was killed)."""
-        for stage, p in procs.items():
+        for stage, p in run.procs.items():
             code = p.exitcode
             if code is not None and code != 0:
                 deadline = time.monotonic() + 1.0  # its last words may still be in the pipe
-                while stage not in errors and time.monotonic() < deadline:
-                    self._drain_control(control, errors, RunSummary())
-                    if stage not in errors:
+                while stage not in run.errors and time.monotonic() < deadline:
+                    self._drain_control(run, RunSummary())
+                    if stage not in run.errors:
                         time.sleep(0.02)
-                if stage not in errors:
-                    errors[stage] = (f"killed by signal {-code}" if code < 0 else f"exited with code {code}")
+                if stage not in run.errors:
+                    run.errors[stage] = (f"killed by signal {-code}" if code < 0 else f"exited with code {code}")
                 return True
         return False
 
-    def _finish(self, summary, procs, stop, errors, control, counters=None) -> RunSummary:
-        stop.set()
-        self._shutdown(procs, stop)
-        self._drain_control(control, errors, summary)  # the summary a stopped stage sent on its way out
-        if counters is not None:
-            summary.counters = {k.name.lower(): int(counters[k]) for k in Counter}
+    def _finish(self, run: _Run, summary: RunSummary) -> RunSummary:
+        self._shutdown(run)
+        self._drain_control(run, summary)  # the report a stopped stage sent on its way out
+        summary.counters = {k.name.lower(): int(run.counters[k]) for k in Counter}
         if summary.seconds > 0 and summary.frames > 1:
             summary.fps = (summary.frames - 1) / summary.seconds
         if self._interrupted:
             summary.interrupted = True
-        if errors:
+        if run.errors:
             # the first stage that failed on its own, not one that stopped because of it
-            order = [s for s in STAGE_EXIT_CODES if s in errors]
-            stage = order[0]
-            raise StageError(errors[stage], stage=stage, exit_code=STAGE_EXIT_CODES[stage])
+            stage = next(s for s in STAGE_EXIT_CODES if s in run.errors)
+            raise StageError(run.errors[stage], stage=stage, exit_code=STAGE_EXIT_CODES[stage])
         return summary
 
-    def _shutdown(self, procs, stop) -> None:
-        stop.set()
+    def _shutdown(self, run: _Run) -> None:
+        run.stop.set()
         deadline = time.monotonic() + self.config.runtime.stop_timeout_s
-        for p in procs.values():
+        for p in run.procs.values():
             p.join(timeout=max(0.0, deadline - time.monotonic()))
-        for p in procs.values():
+        for p in run.procs.values():
             if p.is_alive():
                 log.warning("stage %s did not stop in time; terminating", p.name)
                 p.terminate()

@@ -87,6 +87,7 @@ def make_meta(
     height: int,
     t_mono_ns: int | None = None,
     t_wall_ns: int | None = None,
+    t_rec_ns: int = 0,
 ) -> FrameMeta:
     """Build a :class:`FrameMeta`, stamping ``t_mono_ns``/``t_wall_ns`` with the current time unless given."""
     return FrameMeta(
@@ -98,6 +99,7 @@ def make_meta(
         pts_ns=pts_ns,
         width=width,
         height=height,
+        t_rec_ns=t_rec_ns,
     )
 
 

@@ -21,9 +21,10 @@ replay were dropped, which a gap in ``seq`` cannot show.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,7 +39,7 @@ from perception.transport.wire import (
     PreviewMode,
     classes_version,
 )
-from perception.types import ClassInfo, FrameMeta, Instance, Track
+from perception.types import ClassInfo, FrameResult
 
 log = logging.getLogger(__name__)
 
@@ -235,27 +236,12 @@ class Publisher:
         if self._classes_due or time.monotonic_ns() - self._last_classes_ns >= self._classes_interval_ns:
             self._send_classes()
 
-    def publish(
-        self,
-        *,
-        meta: FrameMeta,
-        labels: np.ndarray,
-        instances: np.ndarray | None = None,
-        image: np.ndarray | None = None,
-        latencies_ms: Mapping[str, float] | None = None,
-        tracks: Sequence[Track] = (),
-        detections: Sequence[Instance] = (),
-    ) -> bool:
-        """Publish one frame's results. Never blocks.
+    def publish(self, result: FrameResult) -> bool:
+        """Publish one frame's result (:class:`~perception.types.FrameResult`). Never blocks.
 
-        Args:
-            meta: the captured frame's metadata; ``labels`` must be ``meta.height x meta.width``.
-            labels: ``uint8[H, W]`` class ids at full resolution.
-            instances: ``uint16[H, W]`` instance ids (0 = none), or None.
-            image: the BGR ``uint8[H, W, 3]`` frame, used only for the JPEG preview (if enabled).
-            latencies_ms: per-stage latencies in milliseconds, e.g. ``{"infer": 21.3}``.
-            tracks: the tracker's output for this frame.
-            detections: this frame's instances; gives tracks their mask area and centroid.
+        ``result.labels`` must be ``meta.height x meta.width``; ``result.frame`` is used only for the
+        JPEG preview (if enabled). With ``raw`` encoding the label and instance maps are copied into
+        pooled buffers that libzmq sends without a further copy, so the caller may reuse its arrays.
 
         Returns:
             True when the message was queued, False when it was dropped (a subscriber queue is full).
@@ -265,21 +251,14 @@ class Publisher:
         seq = self._seq
         self._seq += 1
         raw = self._encoder.encoding == "raw"
+        labels, instances = result.labels, result.instance_map
         if raw:
             labels = self._pooled_copy(labels)
             if instances is not None:
                 instances = self._pooled_copy(instances)
+            result = dataclasses.replace(result, labels=labels, instance_map=instances)
         frames = self._encoder.encode_labels(
-            seq=seq,
-            meta=meta,
-            labels=labels,
-            instances=instances,
-            image=image,
-            latencies_ms=latencies_ms,
-            tracks=tracks,
-            detections=detections,
-            classes_version=self.classes_version,
-            t_publish_wall_ns=time.time_ns(),
+            result, seq=seq, classes_version=self.classes_version, t_publish_wall_ns=time.time_ns()
         )
         try:
             tracker = self._sock.send_multipart([self._topic_b, *frames], flags=zmq.NOBLOCK, copy=False, track=raw)

@@ -30,11 +30,11 @@ import msgpack
 import numpy as np
 
 from perception.errors import TransportError
-from perception.types import ClassInfo, FrameMeta, Instance, Track, TrackState
+from perception.types import ClassInfo, FrameMeta, FrameResult, Instance, Track, TrackState
 
 SCHEMA_MAJOR = 1
 """Bumped only for changes an old decoder cannot survive; decoders refuse a newer major."""
-SCHEMA_MINOR = 1
+SCHEMA_MINOR = 2
 """Bumped when fields are appended (old decoders ignore them)."""
 
 CLASSES_SUFFIX = "/classes"
@@ -127,6 +127,7 @@ class LabelMessage:
     t_capture_mono_ns: int
     """Monotonic capture time on the *publisher's* host (only comparable there)."""
     t_capture_wall_ns: int
+    """The same moment as ``t_capture_mono_ns`` on the wall clock."""
     t_publish_wall_ns: int
     t_receive_wall_ns: int
     """Wall-clock time this process received the message (set by the subscriber; 0 if unknown)."""
@@ -146,6 +147,13 @@ class LabelMessage:
     tracks: tuple[TrackRecord, ...]
     header: Mapping[str, Any] = field(repr=False, compare=False)
     """The raw decoded header, unknown keys included."""
+    t_record_ns: int = 0
+    """A recorded drive's own stamp of the frame (schema 1.2, ``t_rec``); 0 when the input has none."""
+
+    @property
+    def stamp_ns(self) -> int:
+        """The frame's time for recordings: the drive's stamp when it has one, else the capture time."""
+        return self.t_record_ns or self.t_capture_wall_ns
 
     def frame_meta(self) -> FrameMeta:
         """The capture metadata as a :class:`FrameMeta`."""
@@ -158,6 +166,7 @@ class LabelMessage:
             pts_ns=self.pts_ns,
             width=self.width,
             height=self.height,
+            t_rec_ns=self.t_record_ns,
         )
 
 
@@ -299,28 +308,21 @@ class MessageEncoder:
 
     # --- messages ---------------------------------------------------------------------------
     def encode_labels(
-        self,
-        *,
-        seq: int,
-        meta: FrameMeta,
-        labels: np.ndarray,
-        instances: np.ndarray | None = None,
-        image: np.ndarray | None = None,
-        latencies_ms: Mapping[str, float] | None = None,
-        tracks: Sequence[Track | TrackRecord] = (),
-        detections: Sequence[Instance] = (),
-        classes_version: str = "",
-        t_publish_wall_ns: int,
+        self, result: FrameResult, *, seq: int, classes_version: str = "", t_publish_wall_ns: int
     ) -> list[Any]:
-        """Encode one label message; returns ``[header, labels, instances?, preview?]`` (no topic).
+        """Encode one frame's result as a label message; returns ``[header, labels, instances?, preview?]``
+        (no topic).
 
-        ``labels``: ``uint8[H, W]``; ``instances``: ``uint16[H, W]`` or None; ``image``: BGR
-        ``uint8[H', W', 3]`` (only used when the preview mode is ``jpeg``). ``detections`` supply the
-        mask area/centroid of matched tracks (by ``Instance.index == Track.instance_index``).
+        ``result.labels``: ``uint8[H, W]``; ``result.instance_map``: ``uint16[H, W]`` or None;
+        ``result.frame``: BGR ``uint8[H', W', 3]`` (only used when the preview mode is ``jpeg``).
+        ``result.instances`` supply the mask area/centroid of matched tracks (by ``Instance.index ==
+        Track.instance_index``).
 
         With ``raw`` encoding the returned label/instance entries *are* the given arrays (or
         contiguous copies when they were not contiguous): do not modify them until they are sent.
         """
+        meta, labels, instances, image = result.meta, result.labels, result.instance_map, result.frame
+        latencies_ms, tracks, detections = result.latencies_ms, result.tracks, result.instances
         labels = np.asarray(labels)
         if labels.ndim != 2 or labels.dtype != np.uint8:
             raise TransportError(f"labels must be uint8[H, W], got {labels.dtype}{list(labels.shape)}")
@@ -374,6 +376,7 @@ class MessageEncoder:
             "t_cap_wall": int(meta.t_wall_ns),
             "t_pub_wall": int(t_publish_wall_ns),
             "pts": int(meta.pts_ns),
+            "t_rec": int(meta.t_rec_ns),
             "w": int(w),
             "h": int(h),
             "parts": parts,
@@ -681,6 +684,7 @@ class MessageDecoder:
             preview=decoded.get("preview"),
             tracks=tracks,
             header=header,
+            t_record_ns=_get(header, "t_rec", int, 0),
         )
 
     def decode_end(self, frames: Sequence[Any]) -> StreamEnd:

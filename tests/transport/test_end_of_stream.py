@@ -11,6 +11,7 @@ from perception.errors import TransportError
 from perception.transport.publisher import Publisher
 from perception.transport.subscriber import Subscriber
 from perception.transport.wire import MessageDecoder, MessageEncoder
+from perception.types import FrameResult
 from tests.transport.helpers import CLASSES, make_labels, make_meta, wait_until
 
 
@@ -26,7 +27,7 @@ def test_end_arrives_after_every_message_and_stops_iteration(tcp_address):
     with Publisher(address=tcp_address, classes=CLASSES, hwm=64) as pub, Subscriber(address=pub.endpoint) as sub:
         _subscribed(pub)
         for i in range(5):
-            assert pub.publish(meta=make_meta(i), labels=make_labels(i))
+            assert pub.publish(FrameResult(meta=make_meta(i), labels=make_labels(i)))
         assert pub.end_stream(reason="end")
         got = [m.seq for m in sub]  # iteration ends with the stream
         assert got == [0, 1, 2, 3, 4]
@@ -46,7 +47,7 @@ def test_missing_at_end_counts_the_dropped_tail(tcp_address):
         _subscribed(pub)
         i = 0
         while True:
-            sent = pub.publish(meta=make_meta(i, w, h), labels=np.full((h, w), i % 200, np.uint8))
+            sent = pub.publish(FrameResult(meta=make_meta(i, w, h), labels=np.full((h, w), i % 200, np.uint8)))
             i += 1
             if not sent and pub.stats.dropped >= 3 and pub.stats.sent >= 2:
                 break

@@ -11,6 +11,7 @@ import pytest
 from perception.errors import TransportError
 from perception.transport.publisher import Publisher
 from perception.transport.subscriber import Subscriber
+from perception.types import FrameResult
 from tests.transport.helpers import CLASSES, make_meta
 
 
@@ -22,7 +23,7 @@ def test_reused_caller_buffer_does_not_corrupt_queued_messages(tcp_address):
             buf = np.empty((h, w), np.uint8)  # one buffer, overwritten every frame, like the upsampler's
             for i in range(n):
                 buf.fill(i % 11)
-                assert pub.publish(meta=make_meta(i, w, h), labels=buf)
+                assert pub.publish(FrameResult(meta=make_meta(i, w, h), labels=buf))
             got = []
             while len(got) < n:
                 msg = sub.recv(timeout_s=10)

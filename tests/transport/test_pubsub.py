@@ -13,6 +13,7 @@ from perception.errors import TransportError
 from perception.transport.publisher import Publisher
 from perception.transport.subscriber import Subscriber
 from perception.transport.wire import MessageEncoder, classes_version
+from perception.types import FrameResult
 from tests.transport.helpers import CLASSES, make_instances, make_labels, make_meta, make_tracks, wait_until
 
 W, H = 64, 48
@@ -45,8 +46,9 @@ def test_round_trip_over_tcp(tcp_address, encoding):
             inst = make_instances(labels)
             image = np.full((H, W, 3), 40 * i, np.uint8)
             meta = make_meta(i, W, H)
-            assert pub.publish(meta=meta, labels=labels, instances=inst, image=image,
-                               latencies_ms={"infer": 1.5 * i}, tracks=make_tracks())
+            assert pub.publish(FrameResult(
+                meta=meta, labels=labels, instance_map=inst, frame=image, latencies_ms={"infer": 1.5 * i},
+                tracks=make_tracks()))
             sent.append((meta, labels, inst))
         for i, (meta, labels, inst) in enumerate(sent):
             msg = _recv(sub)
@@ -67,7 +69,7 @@ def test_raw_receive_wraps_the_zmq_buffer(tcp_address):
     w, h = 640, 480  # above pyzmq's copy threshold
     with Publisher(address=tcp_address, classes=CLASSES) as pub, Subscriber(address=pub.endpoint) as sub:
         _subscribed(pub)
-        pub.publish(meta=make_meta(0, w, h), labels=make_labels(0, w, h))
+        pub.publish(FrameResult(meta=make_meta(0, w, h), labels=make_labels(0, w, h)))
         msg = _recv(sub)
         root = msg.labels
         while isinstance(root, np.ndarray):
@@ -79,11 +81,11 @@ def test_raw_receive_wraps_the_zmq_buffer(tcp_address):
 def test_late_joiner_gets_the_class_table(tcp_address):
     with Publisher(address=tcp_address, classes=CLASSES, classes_interval_s=3600) as pub:
         for i in range(3):
-            pub.publish(meta=make_meta(i, W, H), labels=make_labels(i, W, H))  # nobody listening yet
+            pub.publish(FrameResult(meta=make_meta(i, W, H), labels=make_labels(i, W, H)))  # nobody listening yet
         with Subscriber(address=pub.endpoint) as sub:
             assert sub.classes is None
             _subscribed(pub)  # the join triggers the class table (the hourly interval does not)
-            pub.publish(meta=make_meta(3, W, H), labels=make_labels(3, W, H))
+            pub.publish(FrameResult(meta=make_meta(3, W, H), labels=make_labels(3, W, H)))
             msg = _recv(sub)
             assert msg.seq == 3
             assert sub.first_seq == 3 and sub.gaps == 0  # sent before it joined: not gaps
@@ -111,8 +113,9 @@ def test_sequence_gaps_are_counted(tcp_address):
             seqs = [0, 1, 2, 5, 6, 10]
 
             def send(seq: int) -> None:
-                frames = enc.encode_labels(seq=seq, meta=make_meta(seq, W, H), labels=make_labels(seq, W, H),
-                                           t_publish_wall_ns=time.time_ns())
+                frames = enc.encode_labels(FrameResult(
+                    meta=make_meta(seq, W, H),
+                    labels=make_labels(seq, W, H)), seq=seq, t_publish_wall_ns=time.time_ns())
                 pub.send_multipart([b"perception", *frames])
 
             # PUB has no join notification: resend seq 0 until the subscriber gets one
@@ -130,8 +133,8 @@ def test_sequence_gaps_are_counted(tcp_address):
             assert sub.gaps == (5 - 3) + (10 - 7)
             restarts = sub.restarts
             enc2 = MessageEncoder(session=2)  # a restarted publisher starts again at 0: not a gap
-            pub.send_multipart([b"perception", *enc2.encode_labels(
-                seq=0, meta=make_meta(0, W, H), labels=make_labels(0, W, H), t_publish_wall_ns=0)])
+            pub.send_multipart([b"perception", *enc2.encode_labels(FrameResult(
+                meta=make_meta(0, W, H), labels=make_labels(0, W, H)), seq=0, t_publish_wall_ns=0)])
             assert _recv(sub).session == 2
             assert sub.gaps == 5 and sub.restarts == restarts + 1 and sub.first_seq == 0
     finally:
@@ -146,7 +149,7 @@ def test_latest_only_returns_the_newest(tcp_address):
             Subscriber(address=pub.endpoint, rcvhwm=100) as every:
         _subscribed(pub, 2)
         for i in range(n):
-            assert pub.publish(meta=make_meta(i, W, H), labels=make_labels(i, W, H))
+            assert pub.publish(FrameResult(meta=make_meta(i, W, H), labels=make_labels(i, W, H)))
         assert [_recv(every).seq for _ in range(n)] == list(range(n))  # all n are on the wire
         got = []
         wait_until(lambda: got.append(_recv(latest)) or got[-1].seq == n - 1, what="the newest message")
@@ -164,7 +167,7 @@ def test_publisher_never_blocks_on_a_stalled_subscriber(tcp_address):
     with Publisher(address=tcp_address, classes=CLASSES, hwm=2) as pub, \
             Subscriber(address=pub.endpoint, rcvhwm=1) as sub:
         _subscribed(pub)
-        results = [pub.publish(meta=make_meta(i, w, h), labels=frames[i % 4]) for i in range(2000)]
+        results = [pub.publish(FrameResult(meta=make_meta(i, w, h), labels=frames[i % 4])) for i in range(2000)]
         stats = pub.stats
         assert stats.sent + stats.dropped == 2000
         assert stats.dropped > 1000 and results.count(False) == stats.dropped
@@ -175,7 +178,8 @@ def test_publisher_never_blocks_on_a_stalled_subscriber(tcp_address):
             msgs.append(m)
         seqs = [m.seq for m in msgs]
         assert seqs and seqs[0] == 0 and seqs == sorted(seqs)
-        wait_until(lambda: pub.publish(meta=make_meta(0, w, h), labels=frames[0]), what="room in the queue")
+        wait_until(lambda: pub.publish(FrameResult(
+            meta=make_meta(0, w, h), labels=frames[0])), what="room in the queue")
         msgs.append(_recv(sub))
         assert msgs[-1].seq >= 2000
         assert sub.gaps == msgs[-1].seq + 1 - len(msgs) > 0
@@ -184,7 +188,7 @@ def test_publisher_never_blocks_on_a_stalled_subscriber(tcp_address):
 def test_publisher_without_subscribers_sends_nothing_and_does_not_block(tcp_address):
     with Publisher(address=tcp_address, classes=CLASSES) as pub:
         for i in range(100):
-            assert pub.publish(meta=make_meta(i, W, H), labels=make_labels(i, W, H))
+            assert pub.publish(FrameResult(meta=make_meta(i, W, H), labels=make_labels(i, W, H)))
         assert pub.stats.dropped == 0
 
 
@@ -197,8 +201,8 @@ def test_malformed_message_raises_and_subscriber_recovers():
     try:
         with Subscriber(address=f"tcp://127.0.0.1:{port}") as sub:
             def connected() -> bool:
-                pub.send_multipart([b"perception", *enc.encode_labels(
-                    seq=0, meta=make_meta(0, W, H), labels=make_labels(0, W, H), t_publish_wall_ns=0)])
+                pub.send_multipart([b"perception", *enc.encode_labels(FrameResult(
+                    meta=make_meta(0, W, H), labels=make_labels(0, W, H)), seq=0, t_publish_wall_ns=0)])
                 return sub.recv(0.05) is not None
 
             wait_until(connected, what="the subscriber to connect")
@@ -214,8 +218,8 @@ def test_malformed_message_raises_and_subscriber_recovers():
             with pytest.raises(TransportError, match="missing required key 'rgb'"):
                 sub.recv(10)
             pub.send_multipart([b"perceptionX", b"other topic sharing our prefix: ignored"])
-            pub.send_multipart([b"perception", *enc.encode_labels(
-                seq=1, meta=make_meta(1, W, H), labels=make_labels(1, W, H), t_publish_wall_ns=0)])
+            pub.send_multipart([b"perception", *enc.encode_labels(FrameResult(
+                meta=make_meta(1, W, H), labels=make_labels(1, W, H)), seq=1, t_publish_wall_ns=0)])
             assert _recv(sub).seq == 1
     finally:
         pub.close()
@@ -239,7 +243,7 @@ def test_closed_objects_refuse_use(tcp_address):
     sub.close()
     pub.close()  # idempotent
     with pytest.raises(TransportError, match="closed"):
-        pub.publish(meta=make_meta(0, W, H), labels=make_labels(0, W, H))
+        pub.publish(FrameResult(meta=make_meta(0, W, H), labels=make_labels(0, W, H)))
     with pytest.raises(TransportError, match="closed"):
         sub.recv(0)
 
@@ -248,7 +252,7 @@ def test_iteration_yields_messages(tcp_address):
     with Publisher(address=tcp_address, classes=CLASSES) as pub, Subscriber(address=pub.endpoint) as sub:
         _subscribed(pub)
         for i in range(3):
-            pub.publish(meta=make_meta(i, W, H), labels=make_labels(i, W, H))
+            pub.publish(FrameResult(meta=make_meta(i, W, H), labels=make_labels(i, W, H)))
         got = []
         for msg in sub:
             got.append(msg.seq)

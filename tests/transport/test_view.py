@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from perception.transport.publisher import Publisher
+from perception.types import FrameResult
 from tests.transport.helpers import CLASSES, make_instances, make_labels, make_meta, make_tracks
 
 W, H = 160, 120
@@ -34,8 +35,9 @@ def _publish_until_exit(pub: Publisher, proc: subprocess.Popen, *, preview: bool
             proc.kill()
             pytest.fail(f"perception view did not exit within {timeout_s} s")
         labels = make_labels(i, W, H)
-        pub.publish(meta=make_meta(i, W, H), labels=labels, instances=make_instances(labels),
-                    image=image if preview else None, tracks=make_tracks(), latencies_ms={"infer": 5.0})
+        pub.publish(FrameResult(
+            meta=make_meta(i, W, H), labels=labels, instance_map=make_instances(labels),
+            frame=image if preview else None, tracks=make_tracks(), latencies_ms={"infer": 5.0}))
         i += 1
         time.sleep(0.02)  # ~50 messages/s
     return i

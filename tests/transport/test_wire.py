@@ -13,7 +13,7 @@ from perception.transport.wire import (
     MessageEncoder,
     classes_version,
 )
-from perception.types import Instance, TrackState
+from perception.types import FrameResult, Instance, TrackState
 from tests.transport.helpers import CLASSES, make_instances, make_labels, make_meta, make_tracks
 
 W, H = 64, 48
@@ -21,8 +21,8 @@ W, H = 64, 48
 
 def _encode(enc: MessageEncoder, i: int = 0, **kw):
     labels = make_labels(i, W, H)
-    return labels, enc.encode_labels(seq=i, meta=make_meta(i, W, H), labels=labels,
-                                     t_publish_wall_ns=123, **kw)
+    return labels, enc.encode_labels(FrameResult(
+        meta=make_meta(i, W, H), labels=labels, **kw), seq=i, t_publish_wall_ns=123)
 
 
 @pytest.mark.parametrize("encoding", ["raw", "zstd", "lz4"])
@@ -33,9 +33,9 @@ def test_round_trip_every_encoding(encoding):
         labels = make_labels(i, W, H)
         inst = make_instances(labels)
         meta = make_meta(i, W, H)
-        frames = enc.encode_labels(seq=i, meta=meta, labels=labels, instances=inst,
-                                   latencies_ms={"infer": 12.5, "post": 3}, tracks=make_tracks(),
-                                   classes_version=classes_version(CLASSES), t_publish_wall_ns=99)
+        frames = enc.encode_labels(FrameResult(
+            meta=meta, labels=labels, instance_map=inst, latencies_ms={"infer": 12.5, "post": 3},
+            tracks=make_tracks()), seq=i, classes_version=classes_version(CLASSES), t_publish_wall_ns=99)
         msg = dec.decode_labels(frames, t_receive_wall_ns=1000)
         assert np.array_equal(msg.labels, labels) and msg.labels.dtype == np.uint8
         assert np.array_equal(msg.instances, inst) and msg.instances.dtype == np.uint16
@@ -51,17 +51,18 @@ def test_round_trip_every_encoding(encoding):
 
 def test_compression_shrinks_label_maps():
     labels = make_labels(0, 640, 480)
-    raw = MessageEncoder(encoding="raw").encode_labels(
-        seq=0, meta=make_meta(0, 640, 480), labels=labels, t_publish_wall_ns=0)
+    raw = MessageEncoder(encoding="raw").encode_labels(FrameResult(
+        meta=make_meta(0, 640, 480), labels=labels), seq=0, t_publish_wall_ns=0)
     for encoding in ("zstd", "lz4"):
-        frames = MessageEncoder(encoding=encoding).encode_labels(
-            seq=0, meta=make_meta(0, 640, 480), labels=labels, t_publish_wall_ns=0)
+        frames = MessageEncoder(encoding=encoding).encode_labels(FrameResult(
+            meta=make_meta(0, 640, 480), labels=labels), seq=0, t_publish_wall_ns=0)
         assert len(frames[1]) * 10 < raw[1].nbytes
 
 
 def test_raw_labels_are_not_copied():
     labels = make_labels(0, W, H)
-    frames = MessageEncoder().encode_labels(seq=0, meta=make_meta(0, W, H), labels=labels, t_publish_wall_ns=0)
+    frames = MessageEncoder().encode_labels(FrameResult(
+        meta=make_meta(0, W, H), labels=labels), seq=0, t_publish_wall_ns=0)
     assert frames[1] is labels
     msg = MessageDecoder().decode_labels(frames)
     assert np.shares_memory(msg.labels, labels)  # decoder wraps the buffer it was given
@@ -70,7 +71,7 @@ def test_raw_labels_are_not_copied():
 def test_tracks_round_trip_with_area_and_centroid():
     tracks = make_tracks()
     det = Instance(index=1, class_id=2, score=0.9, box=(1, 2, 17, 30), area=321, centroid=(8.5, 15.5))
-    _, frames = _encode(MessageEncoder(), tracks=tracks, detections=[det])
+    _, frames = _encode(MessageEncoder(), tracks=tracks, instances=[det])
     got = MessageDecoder().decode_labels(frames).tracks
     assert [t.track_id for t in got] == [7, 9]
     a, b = got
@@ -90,7 +91,7 @@ def test_preview_is_jpeg_downscaled():
     enc = MessageEncoder(preview="jpeg", preview_max_width=32, preview_quality=95)
     image = np.zeros((H, W, 3), np.uint8)
     image[:, :, 2] = 200  # red
-    _, frames = _encode(enc, image=image)
+    _, frames = _encode(enc, frame=image)
     assert len(frames) == 3
     msg = MessageDecoder().decode_labels(frames)
     assert msg.preview.shape == (24, 32, 3)
@@ -98,7 +99,7 @@ def test_preview_is_jpeg_downscaled():
 
 
 def test_preview_none_ignores_image():
-    _, frames = _encode(MessageEncoder(preview="none"), image=np.zeros((H, W, 3), np.uint8))
+    _, frames = _encode(MessageEncoder(preview="none"), frame=np.zeros((H, W, 3), np.uint8))
     assert len(frames) == 2
 
 
@@ -179,12 +180,15 @@ def test_corrupt_compressed_part_raises(encoding):
 def test_bad_inputs_to_encoder_are_refused():
     enc = MessageEncoder()
     with pytest.raises(TransportError, match="uint8"):
-        enc.encode_labels(seq=0, meta=make_meta(0, W, H), labels=np.zeros((H, W), np.int32), t_publish_wall_ns=0)
+        enc.encode_labels(FrameResult(
+            meta=make_meta(0, W, H), labels=np.zeros((H, W), np.int32)), seq=0, t_publish_wall_ns=0)
     with pytest.raises(TransportError, match="frame meta says"):
-        enc.encode_labels(seq=0, meta=make_meta(0, W + 1, H), labels=make_labels(0, W, H), t_publish_wall_ns=0)
+        enc.encode_labels(FrameResult(
+            meta=make_meta(0, W + 1, H), labels=make_labels(0, W, H)), seq=0, t_publish_wall_ns=0)
     with pytest.raises(TransportError, match="instances must be uint16"):
-        enc.encode_labels(seq=0, meta=make_meta(0, W, H), labels=make_labels(0, W, H),
-                          instances=np.zeros((H, W), np.int32), t_publish_wall_ns=0)
+        enc.encode_labels(FrameResult(
+            meta=make_meta(0, W, H), labels=make_labels(0, W, H),
+            instance_map=np.zeros((H, W), np.int32)), seq=0, t_publish_wall_ns=0)
     with pytest.raises(TransportError, match="unknown encoding"):
         MessageEncoder(encoding="gzip")
 
@@ -202,16 +206,16 @@ def test_classes_message_round_trip_and_version():
 def test_non_contiguous_labels_are_encoded_correctly():
     big = make_labels(0, W * 2, H)
     view = big[:, ::2]
-    frames = MessageEncoder(encoding="raw").encode_labels(seq=0, meta=make_meta(0, W, H), labels=view,
-                                                          t_publish_wall_ns=0)
+    frames = MessageEncoder(encoding="raw").encode_labels(FrameResult(
+        meta=make_meta(0, W, H), labels=view), seq=0, t_publish_wall_ns=0)
     assert np.array_equal(MessageDecoder().decode_labels(frames).labels, view)
 
 
 @pytest.mark.parametrize("encoding", ["zstd", "lz4"])
 def test_compressed_part_of_the_wrong_size_is_refused_before_decompressing(encoding):
     _, frames = _encode(MessageEncoder(encoding=encoding))
-    small = MessageEncoder(encoding=encoding).encode_labels(
-        seq=0, meta=make_meta(0, W // 2, H), labels=make_labels(0, W // 2, H), t_publish_wall_ns=0)
+    small = MessageEncoder(encoding=encoding).encode_labels(FrameResult(
+        meta=make_meta(0, W // 2, H), labels=make_labels(0, W // 2, H)), seq=0, t_publish_wall_ns=0)
     header = msgpack.unpackb(frames[0])
     header["parts"][0]["size"] = len(small[1])
     with pytest.raises(TransportError, match="header implies"):

@@ -2,10 +2,10 @@
 
 Frames of all selected topics are interleaved in the order they were logged (the container's log /
 receive time). Each frame's ``camera_id`` is its topic; ``seq`` and ``frame_index`` count per topic.
-``t_wall_ns`` is the message's header stamp (the driver's capture time); when a message has none
-(stamp 0) the log time is used instead. ``pts_ns`` is the log time relative to the first replayed
-message, so a :class:`~perception.sources.pacing.Pacer` replays the drive at the rate it was
-recorded.
+``t_rec_ns`` is the message's header stamp (the driver's capture time); when a message has none
+(stamp 0) the log time is used instead. ``t_mono_ns``/``t_wall_ns`` are when the frame was read.
+``pts_ns`` is the log time relative to the first replayed message, so a
+:class:`~perception.sources.pacing.Pacer` replays the drive at the rate it was recorded.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import time
 from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +43,7 @@ class TopicStats:
     failed: int = 0
     """Messages skipped: unknown encoding, undecodable data, or larger than the probed size."""
     stamp_fallbacks: int = 0
-    """Delivered frames whose header stamp was 0, so ``t_wall_ns`` is the log time instead."""
+    """Delivered frames whose header stamp was 0, so ``t_rec_ns`` is the log time instead."""
     last_error: str = ""
 
 
@@ -224,7 +223,7 @@ class DriveSource(Source):
                         stats.stamp_fallbacks += 1
                     meta = make_meta(
                         seq=seq[topic], camera_id=topic, frame_index=frame_index, pts_ns=pts_ns,
-                        width=int(w), height=int(h), t_mono_ns=time.monotonic_ns(), t_wall_ns=int(stamp),
+                        width=int(w), height=int(h), t_rec_ns=int(stamp),
                     )
                     yield meta, frame
                     seq[topic] += 1

@@ -14,7 +14,7 @@ from perception.outputs.recorder import McapRecorder, camera_topic, record
 from perception.sources.drives.source import DriveSource
 from perception.transport.publisher import Publisher
 from perception.transport.subscriber import Subscriber
-from perception.types import FrameMeta
+from perception.types import FrameMeta, FrameResult
 from perception.viz import colorize, palette
 from tests.runtime.helpers import free_port
 from tests.transport.helpers import CLASSES, make_instances, make_labels, make_tracks
@@ -42,8 +42,9 @@ def _publish_and_record(tmp_path, images, *, sinks=()):
             h, w = image.shape[:2]
             labels = make_labels(i, w, h)
             meta = _meta(i, image)
-            assert pub.publish(meta=meta, labels=labels, instances=make_instances(labels), image=image,
-                               latencies_ms={"inference": 10.0 + i, "upsample": 1.5}, tracks=make_tracks())
+            assert pub.publish(FrameResult(
+                meta=meta, labels=labels, instance_map=make_instances(labels), frame=image,
+                latencies_ms={"inference": 10.0 + i, "upsample": 1.5}, tracks=make_tracks()))
             sent.append((meta, labels, image))
             record(subscriber=sub, recorder=rec, max_frames=i + 1, idle_timeout_s=10, progress=False, sinks=sinks)
         assert rec.stats.frames == N
@@ -57,13 +58,13 @@ def test_recording_replays_as_a_source_with_the_input_stamps(tmp_path, images):
     assert labels_topic == "/perception/cam/labels"
     with DriveSource(out, topics=(labels_topic,)) as src:
         got = [(m, f.copy()) for m, f in src]
-    assert [m.t_wall_ns for m, _ in got] == [meta.t_wall_ns for meta, _, _ in sent]
+    assert [m.t_rec_ns for m, _ in got] == [meta.t_wall_ns for meta, _, _ in sent]
     for (m, frame), (_meta, labels, _) in zip(got, sent):
         assert m.camera_id == labels_topic
         assert np.array_equal(frame, colorize(labels, lut))  # PNG is lossless
     with DriveSource(out, topics=("/perception/cam/input",)) as src:
         previews = [(m, f.copy()) for m, f in src]
-    assert [m.t_wall_ns for m, _ in previews] == [meta.t_wall_ns for meta, _, _ in sent]
+    assert [m.t_rec_ns for m, _ in previews] == [meta.t_wall_ns for meta, _, _ in sent]
     for (_, frame), (_, _, image) in zip(previews, sent):
         assert frame.shape == image.shape
         assert np.abs(frame.astype(np.int16) - image.astype(np.int16)).mean() < 6  # JPEG twice
@@ -153,7 +154,7 @@ def test_record_stops_at_the_end_of_the_stream_without_waiting_for_the_idle_time
         pub.wait_for_subscribers(1, timeout_s=10)
         for i in range(3):
             h, w = images[i].shape[:2]
-            assert pub.publish(meta=_meta(i, images[i]), labels=make_labels(i, w, h))
+            assert pub.publish(FrameResult(meta=_meta(i, images[i]), labels=make_labels(i, w, h)))
         assert pub.end_stream()
         t0 = time.monotonic()
         record(subscriber=sub, recorder=rec, max_frames=None, idle_timeout_s=60, progress=False)

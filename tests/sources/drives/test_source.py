@@ -56,7 +56,7 @@ def test_every_frame_of_every_topic_in_order_with_its_stamp(tmp_path, fmt, image
     seq = {"/front": 0, "/side": 0}
     for (meta, frame), want in zip(got, expected):
         assert meta.camera_id == want.topic
-        assert meta.t_wall_ns == want.stamp_ns
+        assert meta.t_rec_ns == want.stamp_ns
         assert meta.pts_ns == want.log_ns - t0
         assert meta.seq == seq[want.topic] == meta.frame_index
         seq[want.topic] += 1
@@ -206,7 +206,7 @@ def test_start_offset_max_frames_and_loop(tmp_path, images):
     path = WRITERS["ros2-mcap"](tmp_path, frames)
     with DriveSource(path, start_s=0.35) as src:
         metas = [m for m, _ in src]
-    assert [m.t_wall_ns for m in metas] == [f.stamp_ns for f in frames[4:]]
+    assert [m.t_rec_ns for m in metas] == [f.stamp_ns for f in frames[4:]]
     assert [m.pts_ns for m in metas] == [f.log_ns - frames[4].log_ns for f in frames[4:]]
 
     with DriveSource(path, max_frames=3) as src:
@@ -231,7 +231,7 @@ def test_missing_header_stamp_falls_back_to_log_time(tmp_path, images):
     with DriveSource(path) as src:
         metas = [m for m, _ in src]
         assert src.stats["/cam"].stamp_fallbacks == 3
-    assert [m.t_wall_ns for m in metas] == [f.log_ns for f in frames]
+    assert [m.t_rec_ns for m in metas] == [f.log_ns for f in frames]
 
 
 def test_factory_options(tmp_path, images):
@@ -253,7 +253,7 @@ def test_ros2_db3_file_is_read_through_its_folder(tmp_path, images):
     bag = WRITERS["ros2-sqlite3"](tmp_path, make_frames("/cam", images[:3]))
     db3 = next(bag.glob("*.db3"))
     with open_source(str(db3)) as src:
-        assert [m.t_wall_ns for m, _ in src] == [f.stamp_ns for f in make_frames("/cam", images[:3])]
+        assert [m.t_rec_ns for m, _ in src] == [f.stamp_ns for f in make_frames("/cam", images[:3])]
     lone = tmp_path / "lone" / "x.db3"
     lone.parent.mkdir()
     lone.write_bytes(db3.read_bytes())

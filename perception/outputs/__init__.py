@@ -1,0 +1,11 @@
+"""Everything a :class:`~perception.types.FrameResult` can be written to, and the viewers of the stream.
+
+* :mod:`.base` — the :class:`~perception.outputs.base.Sink` protocol every output implements;
+* :mod:`.registry` — where the pipeline's sinks are chosen;
+* :mod:`.publisher` — the ZeroMQ publisher (the contract with consumers is :mod:`perception.transport`);
+* :mod:`.overlay` — the overlay video;
+* :mod:`.recorder` — MCAP recordings of a published stream (``perception record``);
+* :mod:`.rerun` — live viewing in Rerun (``perception view --rerun``).
+
+Nothing is imported here, so ``perception --help`` pays for none of them.
+"""

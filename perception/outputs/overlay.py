@@ -1,0 +1,108 @@
+"""The overlay video as a sink: label colours blended over the frames, tracked ids drawn, per camera."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from perception.errors import ConfigError
+from perception.outputs.base import Ending, RunContext, SinkConfig
+from perception.types import ClassInfo, FrameResult
+
+log = logging.getLogger(__name__)
+
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv")
+
+
+class OverlayWriter:
+    """Writes label colours blended over the frames (and tracked IDs) to one video file (OpenCV, mp4v)."""
+
+    def __init__(self, *, path: str | Path, size: tuple[int, int], fps: float,
+                 classes: tuple[ClassInfo, ...], alpha: float) -> None:
+        import cv2
+
+        from perception import viz
+
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), float(fps), size)
+        if not self._writer.isOpened():
+            raise ConfigError(f"output.overlay: cannot write a video to {self.path}")
+        self.size = size
+        self._lut = viz.palette(classes)
+        self._classes = classes
+        self._alpha = alpha
+        self._buf = np.empty((size[1], size[0], 3), dtype=np.uint8)
+        self.frames = 0
+
+    def write(self, frame: np.ndarray, labels: np.ndarray, tracks=()) -> None:
+        from perception import viz
+
+        img = viz.overlay(frame, labels, self._lut, alpha=self._alpha, out=self._buf)
+        if tracks:
+            img = viz.draw_tracks(img, tracks, self._classes)
+        self._writer.write(img)
+        self.frames += 1
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.release()
+            self._writer = None
+
+
+def camera_path(path: Path, camera_id: str, *, first: bool) -> Path:
+    """The first camera gets the configured name; each other one a suffixed one (``out_cam1.mp4``)."""
+    if first:
+        return path
+    safe = "".join(c if c.isalnum() else "_" for c in camera_id).strip("_")
+    return path.with_name(f"{path.stem}_{safe}{path.suffix}")
+
+
+class OverlaySink:
+    """One :class:`OverlayWriter` per camera, opened at the camera's first frame (its size known then)."""
+
+    name = "overlay"
+
+    def __init__(self, *, path: Path, alpha: float) -> None:
+        self.path = path
+        self.alpha = alpha
+        self._run: RunContext | None = None
+        self._writers: dict[str, OverlayWriter] = {}
+
+    def open(self, run: RunContext) -> None:
+        self._run = run
+
+    def _writer(self, result: FrameResult) -> OverlayWriter:
+        cam = result.meta.camera_id
+        w = self._writers.get(cam)
+        if w is None:
+            path = camera_path(self.path, cam, first=not self._writers)
+            w = self._writers[cam] = OverlayWriter(
+                path=path, size=(result.meta.width, result.meta.height), fps=self._run.fps,
+                classes=self._run.classes, alpha=self.alpha,
+            )
+            log.info("overlay of camera %s -> %s", cam, path)
+        return w
+
+    def write(self, result: FrameResult) -> bool:
+        if result.frame is None or result.frame.ndim != 3:
+            return False
+        self._writer(result).write(result.frame, result.labels, result.tracks)
+        return True
+
+    def close(self, *, reason: Ending = "end") -> None:
+        for w in self._writers.values():
+            w.close()
+        self._writers.clear()
+
+
+def make_sink(config: SinkConfig) -> OverlaySink | None:
+    out = config.output
+    if not out.overlay:
+        return None
+    path = Path(out.overlay)
+    if path.suffix.lower() not in VIDEO_SUFFIXES:
+        raise ConfigError(f"'output.overlay': expected a .mp4 file name, got {out.overlay!r}")
+    return OverlaySink(path=path, alpha=out.overlay_alpha)

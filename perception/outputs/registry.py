@@ -1,0 +1,49 @@
+"""Where the pipeline's outputs are chosen: one line per kind of sink.
+
+Each factory takes the output configuration and returns a sink, or None when that output is not
+configured. ``output.plugins`` adds sinks from outside the package (``module:factory``, same signature).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+
+from perception.errors import ConfigError
+from perception.outputs import overlay, publisher
+from perception.outputs.base import Sink, SinkConfig
+
+SinkFactory = Callable[[SinkConfig], "Sink | None"]
+
+SINK_FACTORIES: tuple[SinkFactory, ...] = (
+    publisher.make_sink,  # ZeroMQ publisher (publish.*): planners, robots, `perception view`, `perception record`
+    overlay.make_sink,  # overlay video (output.overlay)
+)
+
+
+def load_plugin(spec: str) -> SinkFactory:
+    """``"package.module:factory"`` → the factory. Raises ConfigError naming the spec when it cannot be loaded."""
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise ConfigError(f"output.plugins: expected 'module:factory', got {spec!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"output.plugins: cannot import {module_name!r} ({exc})") from exc
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise ConfigError(f"output.plugins: {module_name!r} has no callable {attr!r}")
+    return factory
+
+
+def make_sinks(config: SinkConfig) -> list[Sink]:
+    """Every configured sink (not yet opened), built-ins first, then ``output.plugins`` in order."""
+    factories = [*SINK_FACTORIES, *(load_plugin(s) for s in config.output.plugins)]
+    sinks = []
+    for factory in factories:
+        sink = factory(config)
+        if sink is not None:
+            if not isinstance(sink, Sink):
+                raise ConfigError(f"output sink factory {factory!r} returned {type(sink).__name__}, not a Sink")
+            sinks.append(sink)
+    return sinks
