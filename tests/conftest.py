@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.sources.drives.bags import test_frames
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 CAMVID = SHARED_DATA / "camvid"
@@ -24,3 +26,14 @@ def dashcam_video() -> Path:
     if not DASHCAM.is_file():
         pytest.skip("../shared/data/video/solidWhiteRight.mp4 is absent")
     return DASHCAM
+
+@pytest.fixture(scope="session")
+def images():
+    """Eight distinct 96x72 BGR frames: CamVid val images when ../shared is present, generated otherwise."""
+    return test_frames(8, CAMVID if (CAMVID / "val").is_dir() else None, size=(96, 72))
+
+
+@pytest.fixture(scope="session")
+def small_images():
+    """Eight distinct 64x48 frames (a second camera of another size)."""
+    return test_frames(8, CAMVID if (CAMVID / "val").is_dir() else None, size=(64, 48))

@@ -164,7 +164,7 @@ def test_record_stops_at_the_end_of_the_stream_without_waiting_for_the_idle_time
 
 def test_foxglove_messages_follow_foxglove_s_own_json_schemas(tmp_path, images):
     """Every CompressedImage / ImageAnnotations message, and the schemas we register for them, agree
-    with Foxglove's published JSON schemas (tests/sources/drives/data/foxglove, from @foxglove/schemas)."""
+    with Foxglove's published JSON schemas (tests/outputs/data/foxglove, from @foxglove/schemas)."""
     from pathlib import Path
 
     import jsonschema
