@@ -14,7 +14,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -33,6 +33,9 @@ from perception.eval.metrics import (
 )
 from perception.modelcard import ModelCard
 from perception.postprocess.upsample import Upsampler, make_upsampler
+
+if TYPE_CHECKING:
+    from perception.inference import Segmenter
 
 UPSAMPLE_METHODS: tuple[str, ...] = ("nearest", "bilinear", "refine")
 
@@ -212,20 +215,8 @@ def evaluate(
                      boundary_tolerance_px, progress)
 
 
-def _evaluate(
-    dataset: LabelledDataset,
-    backend: Backend,
-    model_name: str,
-    input_size: tuple[int, int] | None,
-    upsample: str,
-    tolerance: float,
-    progress: bool,
-) -> SegmentationReport:
-    from tqdm import tqdm
-
-    from perception.inference import Segmenter
-
-    card = backend.card
+def _check_classes(dataset: LabelledDataset, card: ModelCard) -> None:
+    """DataError unless the data set's class count (and names, where its layout has them) are the model's."""
     c = card.num_classes
     if dataset.num_classes != c:
         raise DataError(
@@ -237,15 +228,32 @@ def _evaluate(
                 f"the {dataset.layout} layout's classes {list(dataset.class_names)} are not the classes of "
                 f"model {card.name!r} {[x.name for x in card.classes]}: its scores would be meaningless"
             )
-    seg = Segmenter(backend=backend, input_size=input_size)
+
+
+@dataclass(slots=True)
+class _Tally:
+    """Counts summed over the images scored so far."""
+
+    cm: np.ndarray
+    """int64[C, C] confusion matrix."""
+    bcounts: dict[str, BoundaryCounts]
+    """Boundary counts per class name of :func:`_boundary_classes`."""
+    infer_ns: int = 0
+    up_ns: int = 0
+    n: int = 0
+
+
+def _score_all(
+    dataset: LabelledDataset, seg: Segmenter, card: ModelCard, upsample: str, tolerance: float, progress: bool
+) -> _Tally:
+    """Run ``seg`` and the upsampler over every pair of ``dataset`` and sum the counts."""
+    from tqdm import tqdm
+
+    c = card.num_classes
     ignore = dataset.ignore_index
     boundary_ids = _boundary_classes(card)
-
-    cm = np.zeros((c, c), np.int64)
-    bcounts = {name: BoundaryCounts() for name in boundary_ids}
+    tally = _Tally(cm=np.zeros((c, c), np.int64), bcounts={name: BoundaryCounts() for name in boundary_ids})
     upsamplers: dict[tuple[int, int], Upsampler] = {}
-    infer_ns = up_ns = 0
-    n = 0
     bar = tqdm(total=len(dataset), desc="eval", unit="img", file=sys.stderr, disable=not progress,
                dynamic_ncols=True)
     try:
@@ -259,27 +267,46 @@ def _evaluate(
             t1 = time.perf_counter_ns()
             pred = up(out.semantic_logits, image)
             t2 = time.perf_counter_ns()
-            infer_ns += t1 - t0
-            up_ns += t2 - t1
-            cm += confusion_matrix(pred, label, c, ignore)
+            tally.infer_ns += t1 - t0
+            tally.up_ns += t2 - t1
+            tally.cm += confusion_matrix(pred, label, c, ignore)
             unknown = label == ignore
             for name, cid in boundary_ids.items():
-                bcounts[name] = bcounts[name] + boundary_counts(pred, label, cid, tolerance, unknown)
-            n += 1
+                tally.bcounts[name] = tally.bcounts[name] + boundary_counts(pred, label, cid, tolerance, unknown)
+            tally.n += 1
             bar.update(1)
         bar.update(len(dataset) - bar.n)
     finally:
         bar.close()
+    return tally
 
+
+def _evaluate(
+    dataset: LabelledDataset,
+    backend: Backend,
+    model_name: str,
+    input_size: tuple[int, int] | None,
+    upsample: str,
+    tolerance: float,
+    progress: bool,
+) -> SegmentationReport:
+    from perception.inference import Segmenter
+
+    card = backend.card
+    _check_classes(dataset, card)
+    seg = Segmenter(backend=backend, input_size=input_size)
+    ignore = dataset.ignore_index
+    tally = _score_all(dataset, seg, card, upsample, tolerance, progress)
+    cm, n = tally.cm, tally.n
     skipped = tuple(dataset.skipped)
     if n == 0:
         reasons = "; ".join(f"{s.name}: {s.reason}" for s in skipped[:3])
         raise DataError(f"no image of {dataset.root} could be scored ({len(skipped)} skipped: {reasons})")
     iou = iou_from_confusion(cm)
     dice = dice_from_confusion(cm)
-    total_s = (infer_ns + up_ns) / 1e9
+    total_s = (tally.infer_ns + tally.up_ns) / 1e9
     boundary = {}
-    for name, counts in bcounts.items():
+    for name, counts in tally.bcounts.items():
         p, r, f = counts.scores()
         boundary[name] = BoundaryScore(precision=p, recall=r, f1=f, tolerance_px=float(tolerance))
     return SegmentationReport(
@@ -298,5 +325,5 @@ def _evaluate(
         input_size=tuple(seg.input_size),
         upsample=upsample,
         ignore_index=ignore,
-        timing={"inference": infer_ns / n / 1e6, "upsample": up_ns / n / 1e6},
+        timing={"inference": tally.infer_ns / n / 1e6, "upsample": tally.up_ns / n / 1e6},
     )

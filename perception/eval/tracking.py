@@ -332,6 +332,87 @@ class _HotaFrames:
         )
 
 
+class _ClearMot:
+    """CLEAR MOT state of one sequence: correspondences kept from frame to frame, matches, misses,
+    false positives, ID switches and the summed distance of the matches."""
+
+    def __init__(self) -> None:
+        self.last_match: dict[int, int] = {}  # gt id -> hypothesis id it was last matched to
+        self.matches = self.misses = self.false_positives = self.switches = 0
+        self.dist_sum = 0.0
+
+    def add(self, gt: np.ndarray, hy: np.ndarray, dist: np.ndarray) -> None:
+        """Match one frame: ``gt`` ``int64[G]``, ``hy`` ``int64[K]`` ids, ``dist`` ``float64[G, K]``."""
+        g_used = np.zeros(gt.size, bool)
+        h_used = np.zeros(hy.size, bool)
+        if gt.size and hy.size:
+            self._keep_valid(gt, hy, dist, g_used, h_used)
+            self._assign_rest(gt, hy, dist, g_used, h_used)
+        self.misses += int((~g_used).sum())
+        self.false_positives += int((~h_used).sum())
+
+    def _keep_valid(
+        self, gt: np.ndarray, hy: np.ndarray, dist: np.ndarray, g_used: np.ndarray, h_used: np.ndarray
+    ) -> None:
+        """Keep the correspondences from earlier frames that are still valid (marks them used)."""
+        col_of = {h: j for j, h in enumerate(hy.tolist())}
+        for i, g in enumerate(gt.tolist()):
+            j = col_of.get(self.last_match.get(g, -1))
+            if j is not None and not h_used[j] and np.isfinite(dist[i, j]):
+                g_used[i] = h_used[j] = True
+                self.matches += 1
+                self.dist_sum += float(dist[i, j])
+
+    def _assign_rest(
+        self, gt: np.ndarray, hy: np.ndarray, dist: np.ndarray, g_used: np.ndarray, h_used: np.ndarray
+    ) -> None:
+        """Hungarian on the pairs left unused; a gt matched to another hypothesis than before is a switch."""
+        rest = dist.copy()
+        rest[g_used, :] = np.nan
+        rest[:, h_used] = np.nan
+        rows, cols = _assign(rest)
+        for i, j in zip(rows.tolist(), cols.tolist()):
+            g, h = int(gt[i]), int(hy[j])
+            if g in self.last_match and self.last_match[g] != h:
+                self.switches += 1
+            self.matches += 1
+            self.dist_sum += float(rest[i, j])
+            self.last_match[g] = h
+            g_used[i] = h_used[j] = True
+
+
+class _Identities:
+    """Frames per gt id, per hypothesis id, and per (gt, hyp) pair within the threshold (for IDF1)."""
+
+    def __init__(self) -> None:
+        self.gt_count: dict[int, int] = {}
+        self.hyp_count: dict[int, int] = {}
+        self.pair_tp: dict[tuple[int, int], int] = {}
+
+    def add(self, gt: np.ndarray, hy: np.ndarray, dist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Count one frame; returns the row and column indices of its finite distances."""
+        for g in gt.tolist():
+            self.gt_count[g] = self.gt_count.get(g, 0) + 1
+        for h in hy.tolist():
+            self.hyp_count[h] = self.hyp_count.get(h, 0) + 1
+        gi, hi = np.nonzero(np.isfinite(dist))
+        for a, b in zip(gt[gi].tolist(), hy[hi].tolist()):
+            self.pair_tp[(a, b)] = self.pair_tp.get((a, b), 0) + 1
+        return gi, hi
+
+    def idtp(self) -> int:
+        """IDTP: global one-to-one assignment of gt ids to hyp ids maximising frames in agreement."""
+        if not self.pair_tp:
+            return 0
+        g_index = {g: i for i, g in enumerate(self.gt_count)}
+        h_index = {h: j for j, h in enumerate(self.hyp_count)}
+        tp = np.zeros((len(g_index), len(h_index)))
+        for (g, h), c in self.pair_tp.items():
+            tp[g_index[g], h_index[h]] = c
+        r, c = linear_sum_assignment(-tp)
+        return int(tp[r, c].sum())
+
+
 def evaluate_sequence(frames: Iterable[FrameMatch], *, hota: bool = True) -> TrackingCounts:
     """CLEAR MOT, identity and HOTA counts of one sequence (ids are only compared within it).
 
@@ -344,12 +425,9 @@ def evaluate_sequence(frames: Iterable[FrameMatch], *, hota: bool = True) -> Tra
         The sequence's :class:`TrackingCounts`.
     """
     hota_frames = _HotaFrames() if hota else None
-    last_match: dict[int, int] = {}  # gt id -> hypothesis id it was last matched to
-    pair_tp: dict[tuple[int, int], int] = {}  # (gt, hyp) -> frames within threshold (for IDF1)
-    gt_count: dict[int, int] = {}
-    hyp_count: dict[int, int] = {}
-    n_frames = n_gt = n_hyp = n_match = n_miss = n_fp = n_sw = 0
-    dist_sum = 0.0
+    mot = _ClearMot()
+    ids = _Identities()
+    n_frames = n_gt = n_hyp = 0
     for f in frames:
         gt = np.asarray(f.gt_ids, np.int64).ravel()
         hy = np.asarray(f.hyp_ids, np.int64).ravel()
@@ -359,64 +437,21 @@ def evaluate_sequence(frames: Iterable[FrameMatch], *, hota: bool = True) -> Tra
         n_frames += 1
         n_gt += gt.size
         n_hyp += hy.size
-        for g in gt.tolist():
-            gt_count[g] = gt_count.get(g, 0) + 1
-        for h in hy.tolist():
-            hyp_count[h] = hyp_count.get(h, 0) + 1
-        gi, hi = np.nonzero(np.isfinite(dist))
-        for a, b in zip(gt[gi].tolist(), hy[hi].tolist()):
-            pair_tp[(a, b)] = pair_tp.get((a, b), 0) + 1
+        gi, hi = ids.add(gt, hy, dist)
         if hota_frames is not None:
             hota_frames.add(gt, hy, dist, gi, hi)
-
-        g_used = np.zeros(gt.size, bool)
-        h_used = np.zeros(hy.size, bool)
-        if gt.size and hy.size:
-            col_of = {h: j for j, h in enumerate(hy.tolist())}
-            # 1) keep correspondences from earlier frames that are still valid
-            for i, g in enumerate(gt.tolist()):
-                j = col_of.get(last_match.get(g, -1))
-                if j is not None and not h_used[j] and np.isfinite(dist[i, j]):
-                    g_used[i] = h_used[j] = True
-                    n_match += 1
-                    dist_sum += float(dist[i, j])
-            # 2) Hungarian on the rest
-            rest = dist.copy()
-            rest[g_used, :] = np.nan
-            rest[:, h_used] = np.nan
-            rows, cols = _assign(rest)
-            for i, j in zip(rows.tolist(), cols.tolist()):
-                g, h = int(gt[i]), int(hy[j])
-                if g in last_match and last_match[g] != h:
-                    n_sw += 1
-                n_match += 1
-                dist_sum += float(rest[i, j])
-                last_match[g] = h
-                g_used[i] = h_used[j] = True
-        n_miss += int((~g_used).sum())
-        n_fp += int((~h_used).sum())
-
-    # IDF1: global one-to-one assignment of gt ids to hyp ids maximising frames in agreement
-    idtp = 0
-    if pair_tp:
-        g_index = {g: i for i, g in enumerate(gt_count)}
-        h_index = {h: j for j, h in enumerate(hyp_count)}
-        tp = np.zeros((len(g_index), len(h_index)))
-        for (g, h), c in pair_tp.items():
-            tp[g_index[g], h_index[h]] = c
-        r, c = linear_sum_assignment(-tp)
-        idtp = int(tp[r, c].sum())
+        mot.add(gt, hy, dist)
     return TrackingCounts(
         num_frames=n_frames,
         num_gt=n_gt,
         num_hyp=n_hyp,
-        matches=n_match,
-        misses=n_miss,
-        false_positives=n_fp,
-        id_switches=n_sw,
-        dist_sum=dist_sum,
-        idtp=idtp,
-        num_gt_ids=len(gt_count),
-        num_hyp_ids=len(hyp_count),
-        hota_counts=None if hota_frames is None else hota_frames.counts(gt_count, hyp_count),
+        matches=mot.matches,
+        misses=mot.misses,
+        false_positives=mot.false_positives,
+        id_switches=mot.switches,
+        dist_sum=mot.dist_sum,
+        idtp=ids.idtp(),
+        num_gt_ids=len(ids.gt_count),
+        num_hyp_ids=len(ids.hyp_count),
+        hota_counts=None if hota_frames is None else hota_frames.counts(ids.gt_count, ids.hyp_count),
     )

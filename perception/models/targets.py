@@ -67,6 +67,45 @@ def instance_targets(
         raise ValueError(f"label size {W}x{H} is not a multiple of the stride {stride}")
     h, w = H // stride, W // stride
 
+    instance_map, classes = _components(labels, thing_ids, min_area)
+    K = len(classes)
+    if K == 0:
+        return InstanceTargets(
+            instance_map=instance_map,
+            classes=np.zeros(0, dtype=np.int64),
+            centers=np.zeros((0, 2), dtype=np.float32),
+            heatmap=np.zeros((h, w), dtype=np.float32),
+            offsets=np.zeros((2, h, w), dtype=np.float32),
+            offset_mask=np.zeros((h, w), dtype=bool),
+        )
+
+    flat = instance_map.ravel().astype(np.int64)
+    ys, xs = np.divmod(np.arange(H * W, dtype=np.int64), W)
+    area = np.bincount(flat, minlength=K + 1).astype(np.float64)
+    cy = np.bincount(flat, weights=ys, minlength=K + 1) / np.maximum(area, 1)
+    cx = np.bincount(flat, weights=xs, minlength=K + 1) / np.maximum(area, 1)
+    centers = np.stack([cy[1:], cx[1:]], axis=1).astype(np.float32)
+
+    # Centres on the output grid: input coordinate c maps to output coordinate (c - (s-1)/2) / s.
+    half = (stride - 1) / 2.0
+    cyo = (cy - half) / stride  # [K+1], index 0 unused
+    cxo = (cx - half) / stride
+    heatmap = _centre_heatmap(cyo[1:], cxo[1:], h, w, sigma / stride)
+    offsets, offset_mask = _centre_offsets(instance_map, cyo, cxo, stride, h, w)
+    return InstanceTargets(
+        instance_map=instance_map,
+        classes=np.asarray(classes, dtype=np.int64),
+        centers=centers,
+        heatmap=heatmap,
+        offsets=offsets,
+        offset_mask=offset_mask,
+    )
+
+
+def _components(labels: np.ndarray, thing_ids: tuple[int, ...], min_area: int) -> tuple[np.ndarray, list[int]]:
+    """The instance map (``uint16[H, W]``, ids 1..K: the 8-connected components of each thing class of at
+    least ``min_area`` pixels, class by class in ``thing_ids`` order) and the class of each id."""
+    H, W = labels.shape
     instance_map = np.zeros((H, W), dtype=np.uint16)
     classes: list[int] = []
     next_id = 1
@@ -84,38 +123,25 @@ def instance_targets(
         instance_map = np.where(sel > 0, sel, instance_map)
         classes.extend([cid] * keep.size)
         next_id += keep.size
-    K = next_id - 1
+    return instance_map, classes
 
-    heatmap = np.zeros((h, w), dtype=np.float32)
-    offsets = np.zeros((2, h, w), dtype=np.float32)
-    if K == 0:
-        return InstanceTargets(
-            instance_map=instance_map,
-            classes=np.zeros(0, dtype=np.int64),
-            centers=np.zeros((0, 2), dtype=np.float32),
-            heatmap=heatmap,
-            offsets=offsets,
-            offset_mask=np.zeros((h, w), dtype=bool),
-        )
 
-    flat = instance_map.ravel().astype(np.int64)
-    ys, xs = np.divmod(np.arange(H * W, dtype=np.int64), W)
-    area = np.bincount(flat, minlength=K + 1).astype(np.float64)
-    cy = np.bincount(flat, weights=ys, minlength=K + 1) / np.maximum(area, 1)
-    cx = np.bincount(flat, weights=xs, minlength=K + 1) / np.maximum(area, 1)
-    centers = np.stack([cy[1:], cx[1:]], axis=1).astype(np.float32)
-
-    # Centres on the output grid: input coordinate c maps to output coordinate (c - (s-1)/2) / s.
-    half = (stride - 1) / 2.0
-    cyo = (cy - half) / stride  # [K+1], index 0 unused
-    cxo = (cx - half) / stride
+def _centre_heatmap(cyo: np.ndarray, cxo: np.ndarray, h: int, w: int, s_out: float) -> np.ndarray:
+    """``float32[h, w]``: max over the centres ``(cyo, cxo)`` (``float64[K]``, output pixels) of a Gaussian
+    of sigma ``s_out`` output pixels, peak 1."""
     gy = np.arange(h, dtype=np.float32)[None, :, None]
     gx = np.arange(w, dtype=np.float32)[None, None, :]
-    s_out = sigma / stride
-    d2 = (gy - cyo[1:, None, None].astype(np.float32)) ** 2 + (gx - cxo[1:, None, None].astype(np.float32)) ** 2
-    heatmap = np.exp(-d2 / (2.0 * s_out * s_out)).max(axis=0).astype(np.float32)
+    d2 = (gy - cyo[:, None, None].astype(np.float32)) ** 2 + (gx - cxo[:, None, None].astype(np.float32)) ** 2
+    return np.exp(-d2 / (2.0 * s_out * s_out)).max(axis=0).astype(np.float32)
 
-    # Instance of each output pixel: the input pixel nearest to the output pixel's centre.
+
+def _centre_offsets(
+    instance_map: np.ndarray, cyo: np.ndarray, cxo: np.ndarray, stride: int, h: int, w: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``float32[2, h, w]`` (dy, dx) from each output pixel to its instance's centre (``cyo, cxo``:
+    ``float64[K + 1]`` by id, output pixels), 0 elsewhere, and ``bool[h, w]`` where there is an instance.
+    The instance of an output pixel is that of the input pixel nearest to its centre."""
+    offsets = np.zeros((2, h, w), dtype=np.float32)
     sample = stride // 2
     inst_out = instance_map[sample::stride, sample::stride][:h, :w].astype(np.int64)
     offset_mask = inst_out > 0
@@ -123,11 +149,4 @@ def instance_targets(
     ox = np.arange(w, dtype=np.float64)[None, :]
     offsets[0] = np.where(offset_mask, cyo[inst_out] - oy, 0.0)
     offsets[1] = np.where(offset_mask, cxo[inst_out] - ox, 0.0)
-    return InstanceTargets(
-        instance_map=instance_map,
-        classes=np.asarray(classes, dtype=np.int64),
-        centers=centers,
-        heatmap=heatmap,
-        offsets=offsets,
-        offset_mask=offset_mask,
-    )
+    return offsets, offset_mask

@@ -265,6 +265,215 @@ def _grow_band(
     return tuple(np.concatenate(p) for p in zip(*parts))  # type: ignore[return-value]
 
 
+@dataclass(frozen=True, slots=True)
+class _Band:
+    """The band blocks of one call: seeds first (``n_seed`` of them), then the blocks grown from them.
+
+    ``by, bx``: ``int64[N]`` block coordinates; ``parent``: ``int64[N]`` index of the seed each block
+    belongs to; ``lo, hi``: ``int64[N]`` the two classes weighed (``lo < hi``); ``two``: ``bool[Ns]``
+    seed blocks with exactly two classes (the others are junctions)."""
+
+    by: np.ndarray
+    bx: np.ndarray
+    parent: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+    two: np.ndarray
+    n_seed: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Prior:
+    """Bilinear log-odds ``d`` (``float32[N, sy, sx]``) of ``lo`` over ``hi`` at every pixel of the band
+    blocks, which of those pixels are real (``bool[N, sy, sx]``: blocks are padded to a common size by
+    repeating their last row / column) and their flat frame indices (``[N, sy, sx]``)."""
+
+    d: np.ndarray
+    real: np.ndarray
+    flat_pix: np.ndarray
+
+
+@dataclass(frozen=True, slots=True)
+class _Evidence:
+    """Per seed block: the colour evidence as ``quad |I|² + lin·I + const`` (``float32[Ns]``,
+    ``float32[Ns, 3]``, ``float32[Ns]``), and whether the block has a colour model (``bool[Ns]``)."""
+
+    quad: np.ndarray
+    lin: np.ndarray
+    const: np.ndarray
+    modelled: np.ndarray
+
+
+def _junction_pairs(cand: np.ndarray, lut: np.ndarray, lo: np.ndarray, hi: np.ndarray, j: np.ndarray) -> None:
+    """In place: the pair of classes weighed in the junction blocks ``j`` (three or four classes).
+
+    The pair is the two refined classes when the block has both, else its refined class and its most
+    frequent other class (the lowest id on a tie). ``cand``: ``uint8[N, 4]`` corner classes ascending;
+    ``lut``: ``bool[256]`` refined classes; ``lo, hi``: ``[N]`` written at ``j``."""
+    cj = cand[j].astype(np.int64)  # [Nj, 4] ascending
+    rj = lut[cj]
+    cnt = (cj[:, :, None] == cj[:, None, :]).sum(axis=2)
+    first_r = np.take_along_axis(cj, np.argmax(rj, axis=1)[:, None], axis=1)[:, 0]
+    last_r = np.take_along_axis(cj, 3 - np.argmax(rj[:, ::-1], axis=1)[:, None], axis=1)[:, 0]
+    other = np.take_along_axis(cj, np.argmax(np.where(rj, -1, cnt), axis=1)[:, None], axis=1)[:, 0]
+    partner = np.where(last_r != first_r, last_r, other)
+    lo[j] = np.minimum(first_r, partner)
+    hi[j] = np.maximum(first_r, partner)
+
+
+def _band_blocks(labels: np.ndarray, grid: BlockGrid, lut: np.ndarray, band_px: int | None) -> _Band | None:
+    """Blocks with a refined class and another one (``lut``: ``bool[256]``), with the pair weighed in
+    each, grown by ``ceil(band_px / cell)`` rings of uniform blocks; None when there are none."""
+    is_r = lut[labels]
+    rp = grid.padded(is_r)
+    any_r = rp[:-1, :-1] | rp[:-1, 1:] | rp[1:, :-1] | rp[1:, 1:]
+    by, bx = np.nonzero(grid.nonuniform(labels) & any_r)
+    if by.size == 0:
+        return None
+    pos = grid.corner_cells(by, bx)  # [N, 4]
+    cand = np.sort(labels.reshape(-1)[pos], axis=1)
+    lo, hi = cand[:, 0], cand[:, 3]
+    two = ((cand[:, 1] == lo) | (cand[:, 1] == hi)) & ((cand[:, 2] == lo) | (cand[:, 2] == hi))
+    # junction blocks: pixels of any further class keep the bilinear label
+    lo, hi = lo.copy(), hi.copy()
+    j = np.nonzero(~two)[0]
+    if j.size:
+        _junction_pairs(cand, lut, lo, hi, j)
+    lo, hi = lo.astype(np.int64), hi.astype(np.int64)
+    n_seed = by.size
+    rings = math.ceil(band_px / grid.cell_px) if band_px else 0
+    by, bx, parent = _grow_band(by, bx, grid.occupied() & ~grid.nonuniform(labels), rings)
+    # a grown block is uniform, of one of its seed's two classes
+    return _Band(by=by, bx=bx, parent=parent, lo=lo[parent], hi=hi[parent], two=two, n_seed=n_seed)
+
+
+def _band_prior(logits: np.ndarray, grid: BlockGrid, band: _Band) -> _Prior:
+    """Bilinear log-odds of ``lo`` over ``hi`` at every pixel of the band (see :class:`_Prior`)."""
+    by, bx = band.by, band.bx
+    pos = grid.corner_cells(by, bx)
+    flat_logits = logits.reshape(logits.shape[0], -1)
+    diff = (flat_logits[band.lo[:, None], pos] - flat_logits[band.hi[:, None], pos]).astype(np.float32, copy=False)
+    fy, fx = grid.weights(by, bx)
+    d = bilerp_blocks(diff, fy, fx)  # [N, sy, sx]
+    sy, sx = d.shape[1], d.shape[2]
+    # blocks are padded to a common size by repeating their last row / column: skip the repeats
+    real = (np.arange(sy)[None, :] < grid.row_count[by][:, None])[:, :, None] & (
+        np.arange(sx)[None, :] < grid.col_count[bx][:, None]
+    )[:, None, :]
+    return _Prior(d=d, real=real, flat_pix=grid.flat_pixels(by, bx))
+
+
+def _side_sums(
+    image_flat: np.ndarray, out: np.ndarray, band: _Band, prior: _Prior, step: int, confident: float
+) -> np.ndarray:
+    """``float32[N, 10]`` per band block: colour sums of side a, its count, sums of side b, its count,
+    sum of ``|I|²`` of a, of b, over the pixels the network is sure about (``|d| > confident``),
+    sampled every ``step`` pixels (means need no full resolution)."""
+    n_all = band.by.size
+    sub = (slice(None), slice(None, None, step), slice(None, None, step))
+    d_s, real_s = prior.d[sub].reshape(n_all, -1), prior.real[sub].reshape(n_all, -1)
+    pix_s = np.take(image_flat, prior.flat_pix[sub].reshape(n_all, -1), axis=0).astype(np.float32)  # [N, P, 3]
+    t = np.float32(confident)
+    # in junction blocks only the pixels labelled with one of the pair count for its colours (in
+    # two-class blocks the sign of d already says which)
+    real_a, real_b = real_s, real_s.copy()
+    jb = np.flatnonzero(~band.two[band.parent])
+    if jb.size:
+        real_a = real_s.copy()
+        lab_j = np.take(out.reshape(-1), prior.flat_pix[sub][jb].reshape(jb.size, -1))
+        real_a[jb] &= lab_j == band.lo[jb, None]
+        real_b[jb] &= lab_j == band.hi[jb, None]
+    side_a = ((d_s > t) & real_a).astype(np.float32)[:, None, :]  # [N, 1, P]
+    side_b = ((d_s < -t) & real_b).astype(np.float32)[:, None, :]
+    sq_s = (pix_s * pix_s).sum(axis=2, keepdims=True)  # [N, P, 1]
+    return np.concatenate(
+        [(side_a @ pix_s)[:, 0], side_a.sum(axis=2), (side_b @ pix_s)[:, 0], side_b.sum(axis=2),
+         (side_a @ sq_s)[:, 0], (side_b @ sq_s)[:, 0]], axis=1
+    )
+
+
+def _colour_evidence(
+    image_flat: np.ndarray, out: np.ndarray, grid: BlockGrid, band: _Band, prior: _Prior, params: RefineParams
+) -> _Evidence:
+    """Each seed block's colour model of its two sides (mean over the seed block and the blocks grown
+    from it, pooled over ``color_pool_blocks``) as the coefficients of the evidence ``e``."""
+    step = max(1, int(grid.cell_px // 5))
+    stats = _side_sums(image_flat, out, band, prior, step, params.confident_logodds)
+    n_seed = band.n_seed
+    fam = np.zeros((n_seed, 10), np.float64)
+    np.add.at(fam, band.parent, stats)  # over each seed's family of blocks
+    if params.color_pool_blocks > 0:
+        fam = _pool_same_pair(fam, band.by[:n_seed], band.bx[:n_seed], band.lo[:n_seed] * 256 + band.hi[:n_seed],
+                              grid.occupied().shape, params.color_pool_blocks)
+    n_a, n_b = fam[:, 3], fam[:, 7]
+    mu_a64 = fam[:, :3] / np.maximum(n_a, 1.0)[:, None]
+    mu_b64 = fam[:, 4:7] / np.maximum(n_b, 1.0)[:, None]
+    s2 = params.color_sigma**2
+    # each side's spread (variance per channel), floored at color_sigma²
+    var_a = np.maximum((fam[:, 8] / np.maximum(n_a, 1.0) - (mu_a64**2).sum(1)) / 3.0, s2)
+    var_b = np.maximum((fam[:, 9] / np.maximum(n_b, 1.0) - (mu_b64**2).sum(1)) / 3.0, s2)
+    n_a, n_b = n_a * step * step, n_b * step * step  # in full-resolution pixels
+    modelled = (n_a >= MIN_SIDE_PIXELS) & (n_b >= MIN_SIDE_PIXELS)
+    # w (|I - mu_b|²/(2 vb) - |I - mu_a|²/(2 va) + 1.5 ln(vb/va)) = q |I|² + lin·I + const
+    wgt = params.color_weight * modelled
+    ka, kb = wgt / (2.0 * var_a), wgt / (2.0 * var_b)
+    return _Evidence(
+        quad=(kb - ka).astype(np.float32),
+        lin=(2.0 * (ka[:, None] * mu_a64 - kb[:, None] * mu_b64)).astype(np.float32),  # [Ns, 3]
+        const=(kb * (mu_b64**2).sum(1) - ka * (mu_a64**2).sum(1) + 1.5 * wgt * np.log(var_b / var_a)).astype(
+            np.float32
+        ),
+        modelled=modelled,
+    )
+
+
+def _weigh_colour(
+    image_flat: np.ndarray, idx: np.ndarray, par: np.ndarray, ev: _Evidence, cap: np.float32
+) -> np.ndarray:
+    """``float32[M]`` colour evidence of the frame pixels ``idx`` under their seed blocks' models
+    ``par``, clipped to ``±cap``."""
+    pix = np.take(image_flat, idx, axis=0).astype(np.float32)  # [M, 3]
+    lin_p = np.take(ev.lin, par, axis=0)
+    e = pix[:, 0] * lin_p[:, 0]
+    e += pix[:, 1] * lin_p[:, 1]
+    e += pix[:, 2] * lin_p[:, 2]
+    e += np.take(ev.const, par)
+    sq = pix[:, 0] * pix[:, 0]
+    sq += pix[:, 1] * pix[:, 1]
+    sq += pix[:, 2] * pix[:, 2]
+    sq *= np.take(ev.quad, par)
+    e += sq
+    np.clip(e, -cap, cap, out=e)
+    return e
+
+
+def _decide_into(
+    out: np.ndarray, image_flat: np.ndarray, band: _Band, prior: _Prior, ev: _Evidence, cap: np.float32
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """In place: the class of each band pixel where the colour can overturn the network (``|d| < cap``);
+    elsewhere the sign of ``d``, i.e. the bilinear class, stands (and needs no write).
+
+    Returns ``(idx, new, before)``: the flat frame indices weighed (distinct), their new and former
+    classes (all empty when no pixel was weighed)."""
+    d, flat_pix = prior.d, prior.flat_pix
+    sy, sx = d.shape[1], d.shape[2]
+    sel = np.flatnonzero((np.abs(d) < cap) & prior.real & ev.modelled[band.parent][:, None, None])
+    if sel.size == 0:
+        return sel, sel, sel
+    blk = sel // (sy * sx)
+    idx = np.take(flat_pix, sel)  # [M] frame pixels, distinct
+    e = _weigh_colour(image_flat, idx, np.take(band.parent, blk), ev, cap)
+    e += np.take(d, sel)
+    lo_p, hi_p = np.take(band.lo.astype(np.uint8), blk), np.take(band.hi.astype(np.uint8), blk)
+    new = np.where(e >= 0, lo_p, hi_p)
+    flat_out = out.reshape(-1)
+    before = np.take(flat_out, idx)
+    if not band.two.all():  # a pixel of a further class in a junction block keeps it
+        new = np.where((before == lo_p) | (before == hi_p), new, before)
+    flat_out[idx] = new
+    return idx, new, before
+
+
 def refine_band_into(
     logits: np.ndarray,
     labels: np.ndarray,
@@ -277,6 +486,10 @@ def refine_band_into(
     position: np.ndarray | None = None,
 ) -> int:
     """Refine the boundaries of ``refine_classes`` in ``out`` in place (see the module docstring).
+
+    Steps: the band (:func:`_band_blocks`), the network's prior in it (:func:`_band_prior`), the colour
+    models of each boundary's two sides (:func:`_colour_evidence`), the decision per pixel
+    (:func:`_decide_into`), then islands and holes (:func:`undo_small_changes_into`).
 
     Args:
         logits: ``float32[C, h, w]`` scores; ``labels``: their ``uint8[h, w]`` argmax.
@@ -296,131 +509,14 @@ def refine_band_into(
         return 0
     lut = np.zeros(256, bool)
     lut[rc] = True
-    is_r = lut[labels]
-
-    # --- band: blocks with a refined class and another one ------------------------------------------
-    flat_labels = labels.reshape(-1)
-    rp = grid.padded(is_r)
-    any_r = rp[:-1, :-1] | rp[:-1, 1:] | rp[1:, :-1] | rp[1:, 1:]
-    by, bx = np.nonzero(grid.nonuniform(labels) & any_r)
-    if by.size == 0:
+    band = _band_blocks(labels, grid, lut, params.band_px)
+    if band is None:
         return 0
-    pos = grid.corner_cells(by, bx)  # [N, 4]
-    cand = np.sort(flat_labels[pos], axis=1)
-    lo, hi = cand[:, 0], cand[:, 3]
-    two = ((cand[:, 1] == lo) | (cand[:, 1] == hi)) & ((cand[:, 2] == lo) | (cand[:, 2] == hi))
-    # junction blocks (three or four classes): the pair is the two refined classes when the block has
-    # both, else its refined class and its most frequent other class (the lowest id on a tie); pixels
-    # of any further class keep the bilinear label
-    lo, hi = lo.copy(), hi.copy()
-    j = np.nonzero(~two)[0]
-    if j.size:
-        cj = cand[j].astype(np.int64)  # [Nj, 4] ascending
-        rj = lut[cj]
-        cnt = (cj[:, :, None] == cj[:, None, :]).sum(axis=2)
-        first_r = np.take_along_axis(cj, np.argmax(rj, axis=1)[:, None], axis=1)[:, 0]
-        last_r = np.take_along_axis(cj, 3 - np.argmax(rj[:, ::-1], axis=1)[:, None], axis=1)[:, 0]
-        other = np.take_along_axis(cj, np.argmax(np.where(rj, -1, cnt), axis=1)[:, None], axis=1)[:, 0]
-        partner = np.where(last_r != first_r, last_r, other)
-        lo[j] = np.minimum(first_r, partner)
-        hi[j] = np.maximum(first_r, partner)
-    lo, hi = lo.astype(np.int64), hi.astype(np.int64)
-    n_seed = by.size
-    rings = math.ceil(params.band_px / grid.cell_px) if params.band_px else 0
-    by, bx, parent = _grow_band(by, bx, grid.occupied() & ~grid.nonuniform(labels), rings)
-    lo, hi = lo[parent], hi[parent]  # a grown block is uniform, of one of its seed's two classes
-    pos = grid.corner_cells(by, bx)
-
-    # --- prior: bilinear log-odds of lo over hi at every pixel of the band ---------------------------
-    flat_logits = logits.reshape(logits.shape[0], -1)
-    diff = (flat_logits[lo[:, None], pos] - flat_logits[hi[:, None], pos]).astype(np.float32, copy=False)
-    fy, fx = grid.weights(by, bx)
-    d = bilerp_blocks(diff, fy, fx)  # [N, sy, sx]
-    sy, sx = d.shape[1], d.shape[2]
-    # blocks are padded to a common size by repeating their last row / column: skip the repeats
-    real = (np.arange(sy)[None, :] < grid.row_count[by][:, None])[:, :, None] & (
-        np.arange(sx)[None, :] < grid.col_count[bx][:, None]
-    )[:, None, :]
-    flat_pix = grid.flat_pixels(by, bx)  # [N, sy, sx]
-
-    # --- colour of each side: mean over the seed block and the blocks grown from it, of the pixels the
-    # network is sure about (sampled every `step` pixels: means need no full resolution) ----------------
+    prior = _band_prior(logits, grid, band)
     image_flat = image_bgr.reshape(-1, 3)
-    step = max(1, int(grid.cell_px // 5))
-    n_all = by.size
-    sub = (slice(None), slice(None, None, step), slice(None, None, step))
-    d_s, real_s = d[sub].reshape(n_all, -1), real[sub].reshape(n_all, -1)
-    pix_s = np.take(image_flat, flat_pix[sub].reshape(n_all, -1), axis=0).astype(np.float32)  # [N, P, 3]
-    t = np.float32(params.confident_logodds)
-    # in junction blocks only the pixels labelled with one of the pair count for its colours (in
-    # two-class blocks the sign of d already says which)
-    real_a, real_b = real_s, real_s.copy()
-    jb = np.flatnonzero(~two[parent])
-    if jb.size:
-        real_a = real_s.copy()
-        lab_j = np.take(out.reshape(-1), flat_pix[sub][jb].reshape(jb.size, -1))
-        real_a[jb] &= lab_j == lo[jb, None]
-        real_b[jb] &= lab_j == hi[jb, None]
-    side_a = ((d_s > t) & real_a).astype(np.float32)[:, None, :]  # [N, 1, P]
-    side_b = ((d_s < -t) & real_b).astype(np.float32)[:, None, :]
-    sq_s = (pix_s * pix_s).sum(axis=2, keepdims=True)  # [N, P, 1]
-    stats = np.concatenate(
-        [(side_a @ pix_s)[:, 0], side_a.sum(axis=2), (side_b @ pix_s)[:, 0], side_b.sum(axis=2),
-         (side_a @ sq_s)[:, 0], (side_b @ sq_s)[:, 0]], axis=1
-    )  # [N, 10]: sums of a, count of a, sums of b, count of b, sum of |I|² of a, of b
-    fam = np.zeros((n_seed, 10), np.float64)
-    np.add.at(fam, parent, stats)  # over each seed's family of blocks
-    if params.color_pool_blocks > 0:
-        fam = _pool_same_pair(fam, by[:n_seed], bx[:n_seed], lo[:n_seed] * 256 + hi[:n_seed],
-                              grid.occupied().shape, params.color_pool_blocks)
-    n_a, n_b = fam[:, 3], fam[:, 7]
-    mu_a64 = fam[:, :3] / np.maximum(n_a, 1.0)[:, None]
-    mu_b64 = fam[:, 4:7] / np.maximum(n_b, 1.0)[:, None]
-    s2 = params.color_sigma**2
-    # each side's spread (variance per channel), floored at color_sigma²
-    var_a = np.maximum((fam[:, 8] / np.maximum(n_a, 1.0) - (mu_a64**2).sum(1)) / 3.0, s2)
-    var_b = np.maximum((fam[:, 9] / np.maximum(n_b, 1.0) - (mu_b64**2).sum(1)) / 3.0, s2)
-    n_a, n_b = n_a * step * step, n_b * step * step  # in full-resolution pixels
-    modelled = (n_a >= MIN_SIDE_PIXELS) & (n_b >= MIN_SIDE_PIXELS)
-    # w (|I - mu_b|²/(2 vb) - |I - mu_a|²/(2 va) + 1.5 ln(vb/va)) = q |I|² + lin·I + const
-    wgt = params.color_weight * modelled
-    ka, kb = wgt / (2.0 * var_a), wgt / (2.0 * var_b)
-    quad = (kb - ka).astype(np.float32)
-    lin = (2.0 * (ka[:, None] * mu_a64 - kb[:, None] * mu_b64)).astype(np.float32)  # [Ns, 3]
-    const = (kb * (mu_b64**2).sum(1) - ka * (mu_a64**2).sum(1) + 1.5 * wgt * np.log(var_b / var_a)).astype(np.float32)
-
-    # --- decision where the colour can overturn the network (|d| < cap) ------------------------------
-    # elsewhere the sign of d, i.e. the bilinear class, stands (and needs no write)
-    cap = np.float32(params.max_color_logodds)
-    sel = np.flatnonzero((np.abs(d) < cap) & real & modelled[parent][:, None, None])
-    if sel.size == 0:
-        return 0
-    blk = sel // (sy * sx)
-    idx = np.take(flat_pix, sel)  # [M] frame pixels, distinct
-    pix = np.take(image_flat, idx, axis=0).astype(np.float32)  # [M, 3]
-    par = np.take(parent, blk)
-    lin_p = np.take(lin, par, axis=0)
-    e = pix[:, 0] * lin_p[:, 0]
-    e += pix[:, 1] * lin_p[:, 1]
-    e += pix[:, 2] * lin_p[:, 2]
-    e += np.take(const, par)
-    sq = pix[:, 0] * pix[:, 0]
-    sq += pix[:, 1] * pix[:, 1]
-    sq += pix[:, 2] * pix[:, 2]
-    sq *= np.take(quad, par)
-    e += sq
-    np.clip(e, -cap, cap, out=e)
-    e += np.take(d, sel)
-    lo_p, hi_p = np.take(lo.astype(np.uint8), blk), np.take(hi.astype(np.uint8), blk)
-    new = np.where(e >= 0, lo_p, hi_p)
-    flat_out = out.reshape(-1)
-    before = np.take(flat_out, idx)
-    if jb.size:  # a pixel of a further class in a junction block keeps it
-        new = np.where((before == lo_p) | (before == hi_p), new, before)
-    flat_out[idx] = new
-
-    # --- islands and holes made by the refinement ----------------------------------------------------
-    if params.min_region_px > 0:
+    ev = _colour_evidence(image_flat, out, grid, band, prior, params)
+    idx, new, before = _decide_into(out, image_flat, band, prior, ev, np.float32(params.max_color_logodds))
+    if idx.size and params.min_region_px > 0:
         changed = new != before
         undo_small_changes_into(out, idx[changed], before[changed], params.min_region_px, position)
     return int(idx.size)

@@ -167,6 +167,20 @@ def upsample_bilinear(logits: np.ndarray, out_size: tuple[int, int]) -> np.ndarr
     return out
 
 
+def _check_refine_classes(refine_classes: Sequence[int], num_classes: int, method: str) -> tuple[int, ...]:
+    """The refined class ids as a tuple; ConfigError for an id outside ``0..num_classes - 1``, a repeat,
+    or none at all for ``refine``."""
+    ids = tuple(int(c) for c in refine_classes)
+    for c in ids:
+        if not 0 <= c < num_classes:
+            raise ConfigError(f"refine_classes: class id {c} is outside 0..{num_classes - 1}")
+    if len(set(ids)) != len(ids):
+        raise ConfigError(f"refine_classes lists a class twice: {ids}")
+    if method == "refine" and not ids:
+        raise ConfigError("upsample 'refine' needs at least one class in refine_classes")
+    return ids
+
+
 class Upsampler:
     """Low-resolution class scores to a full-resolution label map, with reused buffers.
 
@@ -234,15 +248,7 @@ class Upsampler:
         if not isinstance(num_classes, (int, np.integer)) or not 1 <= int(num_classes) <= 255:
             raise ConfigError(f"num_classes must be an integer in 1..255, got {num_classes!r}")
         self.num_classes = int(num_classes)
-        ids = tuple(int(c) for c in refine_classes)
-        for c in ids:
-            if not 0 <= c < self.num_classes:
-                raise ConfigError(f"refine_classes: class id {c} is outside 0..{self.num_classes - 1}")
-        if len(set(ids)) != len(ids):
-            raise ConfigError(f"refine_classes lists a class twice: {ids}")
-        if method == "refine" and not ids:
-            raise ConfigError("upsample 'refine' needs at least one class in refine_classes")
-        self.refine_classes = ids
+        self.refine_classes = _check_refine_classes(refine_classes, self.num_classes, method)
         self.params = RefineParams(
             band_px=band_px,
             color_weight=color_weight,

@@ -141,77 +141,14 @@ class DetectorSimulator:
 
     def __call__(self, frame: SceneFrame) -> Detections:
         """Detect the objects of one frame. ``frame`` is not modified."""
-        rng = self._rng
         H, W = frame.instances.shape
         eligible = [o for o in frame.objects if self.is_eligible(o)]
-        missed_flags = rng.random(len(eligible)) < self.miss_rate
-        # (depth, region y0, x0, mask, class, score, gt id) to paint far to near.
-        paint: list[tuple[float, int, int, np.ndarray, int, float, int]] = []
-        j = self.mask_jitter_px
-        for obj, missed in zip(eligible, missed_flags, strict=True):
-            if missed:
-                continue
-            bx0, by0, bx1, by1 = obj.box
-            w, h = bx1 - bx0, by1 - by0
-            dx = int(round(rng.normal(0.0, self.box_jitter * w))) if self.box_jitter else 0
-            dy = int(round(rng.normal(0.0, self.box_jitter * h))) if self.box_jitter else 0
-            k = int(rng.integers(-j, j + 1)) if j else 0
-            mask = frame.instances[by0:by1, bx0:bx1] == obj.object_id
-            pad = abs(k) + 1
-            mask = np.pad(mask, pad).view(np.uint8)
-            if k > 0:
-                mask = cv2.dilate(mask, np.ones((2 * k + 1, 2 * k + 1), np.uint8))
-            elif k < 0:
-                eroded = cv2.erode(mask, np.ones((-2 * k + 1, -2 * k + 1), np.uint8))
-                if eroded.any():
-                    mask = eroded
-            paint.append(
-                (
-                    float(by1 + dy),
-                    by0 - pad + dy,
-                    bx0 - pad + dx,
-                    mask.astype(bool),
-                    obj.class_id,
-                    self._score(self.tp_score),
-                    obj.object_id,
-                )
-            )
-
-        num_fp = int(rng.poisson(self.fp_rate * len(frame.objects))) if frame.objects else 0
-        for _ in range(num_fp):
-            cls = int(rng.choice(THING_CLASSES))
-            base = float(rng.uniform(0.5, 1.0)) * H
-            eh = max(4.0, 0.45 * (base / H - 0.4) * H * float(rng.uniform(0.6, 1.2)))
-            ew = eh * float(rng.uniform(0.3, 1.8))
-            cx = float(rng.uniform(0, W))
-            mh, mw = int(math.ceil(eh)) + 2, int(math.ceil(ew)) + 2
-            mask = np.zeros((mh, mw), np.uint8)
-            cv2.ellipse(
-                mask, (mw // 2, mh // 2), (max(1, int(ew / 2)), max(1, int(eh / 2))), 0, 0, 360, 1, -1
-            )
-            paint.append(
-                (
-                    base,
-                    int(base - mh),
-                    int(cx - mw / 2),
-                    mask.astype(bool),
-                    cls,
-                    self._score(self.fp_score),
-                    0,
-                )
-            )
-
+        missed_flags = self._rng.random(len(eligible)) < self.miss_rate
+        paint = [self._perturbed(frame, obj) for obj, missed in zip(eligible, missed_flags, strict=True) if not missed]
+        num_fp = int(self._rng.poisson(self.fp_rate * len(frame.objects))) if frame.objects else 0
+        paint.extend(self._false_positive(H, W) for _ in range(num_fp))
         paint.sort(key=lambda p: p[0])
-        instance_map = np.zeros((H, W), np.uint16)
-        regions: list[tuple[int, int, int, int]] = []
-        for idx, (_, y0, x0, mask, _, _, _) in enumerate(paint, start=1):
-            mh, mw = mask.shape
-            fy0, fx0, fy1, fx1 = max(y0, 0), max(x0, 0), min(y0 + mh, H), min(x0 + mw, W)
-            regions.append((fx0, fy0, fx1, fy1))
-            if fy1 <= fy0 or fx1 <= fx0:
-                continue
-            m = mask[fy0 - y0 : fy1 - y0, fx0 - x0 : fx1 - x0]
-            np.copyto(instance_map[fy0:fy1, fx0:fx1], np.uint16(idx), where=m)
+        instance_map, regions = _paint(paint, H, W)
 
         # Measure on the final map; drop detections that were painted over entirely, renumber 1..K.
         stats = _region_stats(instance_map, regions)
@@ -237,6 +174,67 @@ class DetectorSimulator:
             eligible_ids=tuple(o.object_id for o in eligible),
             num_false_positives=num_fp,
         )
+
+    def _perturbed(self, frame: SceneFrame, obj: GtObject) -> _Paint:
+        """A kept object's detection: its visible mask translated, dilated or eroded, and its score."""
+        rng = self._rng
+        j = self.mask_jitter_px
+        bx0, by0, bx1, by1 = obj.box
+        w, h = bx1 - bx0, by1 - by0
+        dx = int(round(rng.normal(0.0, self.box_jitter * w))) if self.box_jitter else 0
+        dy = int(round(rng.normal(0.0, self.box_jitter * h))) if self.box_jitter else 0
+        k = int(rng.integers(-j, j + 1)) if j else 0
+        mask = frame.instances[by0:by1, bx0:bx1] == obj.object_id
+        pad = abs(k) + 1
+        mask = np.pad(mask, pad).view(np.uint8)
+        if k > 0:
+            mask = cv2.dilate(mask, np.ones((2 * k + 1, 2 * k + 1), np.uint8))
+        elif k < 0:
+            eroded = cv2.erode(mask, np.ones((-2 * k + 1, -2 * k + 1), np.uint8))
+            if eroded.any():
+                mask = eroded
+        return (
+            float(by1 + dy),
+            by0 - pad + dy,
+            bx0 - pad + dx,
+            mask.astype(bool),
+            obj.class_id,
+            self._score(self.tp_score),
+            obj.object_id,
+        )
+
+    def _false_positive(self, H: int, W: int) -> _Paint:
+        """One false positive: an ellipse of a random thing class on a random row of the lower half."""
+        rng = self._rng
+        cls = int(rng.choice(THING_CLASSES))
+        base = float(rng.uniform(0.5, 1.0)) * H
+        eh = max(4.0, 0.45 * (base / H - 0.4) * H * float(rng.uniform(0.6, 1.2)))
+        ew = eh * float(rng.uniform(0.3, 1.8))
+        cx = float(rng.uniform(0, W))
+        mh, mw = int(math.ceil(eh)) + 2, int(math.ceil(ew)) + 2
+        mask = np.zeros((mh, mw), np.uint8)
+        cv2.ellipse(mask, (mw // 2, mh // 2), (max(1, int(ew / 2)), max(1, int(eh / 2))), 0, 0, 360, 1, -1)
+        return (base, int(base - mh), int(cx - mw / 2), mask.astype(bool), cls, self._score(self.fp_score), 0)
+
+
+_Paint = tuple[float, int, int, np.ndarray, int, float, int]
+"""A detection to paint: (depth, region y0, x0, bool mask, class, score, gt id (0 = false positive))."""
+
+
+def _paint(paint: list[_Paint], H: int, W: int) -> tuple[np.ndarray, list[tuple[int, int, int, int]]]:
+    """A new ``uint16[H, W]`` map with ``paint[k]``'s mask painted as id ``k + 1``, in list order (later
+    ones over earlier ones), and each detection's region ``(x0, y0, x1, y1)`` clipped to the map."""
+    instance_map = np.zeros((H, W), np.uint16)
+    regions: list[tuple[int, int, int, int]] = []
+    for idx, (_, y0, x0, mask, _, _, _) in enumerate(paint, start=1):
+        mh, mw = mask.shape
+        fy0, fx0, fy1, fx1 = max(y0, 0), max(x0, 0), min(y0 + mh, H), min(x0 + mw, W)
+        regions.append((fx0, fy0, fx1, fy1))
+        if fy1 <= fy0 or fx1 <= fx0:
+            continue
+        m = mask[fy0 - y0 : fy1 - y0, fx0 - x0 : fx1 - x0]
+        np.copyto(instance_map[fy0:fy1, fx0:fx1], np.uint16(idx), where=m)
+    return instance_map, regions
 
 
 def _region_stats(

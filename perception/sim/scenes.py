@@ -117,42 +117,50 @@ class SceneConfig:
     """Standard deviation of the per-frame sensor noise, grey levels (0 = none)."""
 
     def __post_init__(self) -> None:
-        def bad(name: str, why: str) -> ConfigError:
-            return ConfigError(f"scene config: {name}={getattr(self, name)!r} is invalid: {why}")
+        self._check_counts()
+        self._check_ranges()
 
+    def _bad(self, name: str, why: str) -> ConfigError:
+        return ConfigError(f"scene config: {name}={getattr(self, name)!r} is invalid: {why}")
+
+    def _check_counts(self) -> None:
+        """Frame size, length, rate, object and occluder counts, seed."""
         for name in ("width", "height"):
             if not isinstance(getattr(self, name), int) or not 32 <= getattr(self, name) <= 8192:
-                raise bad(name, "must be an integer number of pixels in [32, 8192]")
+                raise self._bad(name, "must be an integer number of pixels in [32, 8192]")
         if not isinstance(self.num_frames, int) or self.num_frames < 1:
-            raise bad("num_frames", "must be an integer >= 1")
+            raise self._bad("num_frames", "must be an integer >= 1")
         if not (isinstance(self.fps, (int, float)) and math.isfinite(self.fps) and self.fps > 0):
-            raise bad("fps", "must be a finite number > 0")
+            raise self._bad("fps", "must be a finite number > 0")
         if not isinstance(self.num_objects, int) or not 0 <= self.num_objects <= 1000:
-            raise bad("num_objects", "must be an integer in [0, 1000]")
+            raise self._bad("num_objects", "must be an integer in [0, 1000]")
         if not isinstance(self.seed, int) or self.seed < 0:
-            raise bad("seed", "must be an integer >= 0")
+            raise self._bad("seed", "must be an integer >= 0")
         if not isinstance(self.num_occluders, int) or not 0 <= self.num_occluders <= 20:
-            raise bad("num_occluders", "must be an integer in [0, 20]")
+            raise self._bad("num_occluders", "must be an integer in [0, 20]")
+
+    def _check_ranges(self) -> None:
+        """Class weights, speed and delay ranges, and the fractions (band, drift, jitter, horizon, noise)."""
         if len(self.class_weights) != 3 or min(self.class_weights) < 0 or sum(self.class_weights) <= 0:
-            raise bad("class_weights", "must be three weights >= 0 (car, pedestrian, bicyclist), not all 0")
+            raise self._bad("class_weights", "must be three weights >= 0 (car, pedestrian, bicyclist), not all 0")
         for name in ("car_speed", "pedestrian_speed", "bicyclist_speed", "respawn_delay_s"):
             lo_hi = getattr(self, name)
             if len(lo_hi) != 2 or not 0 <= lo_hi[0] <= lo_hi[1] or not math.isfinite(lo_hi[1]):
-                raise bad(name, "must be a range (low, high) with 0 <= low <= high")
+                raise self._bad(name, "must be a range (low, high) with 0 <= low <= high")
         for name in ("car_speed", "pedestrian_speed", "bicyclist_speed"):
             if getattr(self, name)[0] <= 0:
-                raise bad(name, "speeds must be > 0 so every object eventually leaves")
+                raise self._bad(name, "speeds must be > 0 so every object eventually leaves")
         lo, hi = self.ground_band
         if not 0.05 <= lo <= hi <= 1.0:
-            raise bad("ground_band", "must be (low, high) with 0.05 <= low <= high <= 1")
+            raise self._bad("ground_band", "must be (low, high) with 0.05 <= low <= high <= 1")
         if not 0.0 <= self.vertical_drift <= 1.0:
-            raise bad("vertical_drift", "must be in [0, 1]")
+            raise self._bad("vertical_drift", "must be in [0, 1]")
         if not 0.0 <= self.size_jitter < 1.0:
-            raise bad("size_jitter", "must be in [0, 1)")
+            raise self._bad("size_jitter", "must be in [0, 1)")
         if not 0.1 <= self.horizon <= 0.8:
-            raise bad("horizon", "must be in [0.1, 0.8] (fraction of the frame height)")
+            raise self._bad("horizon", "must be in [0.1, 0.8] (fraction of the frame height)")
         if not 0.0 <= self.noise_sigma <= 64.0:
-            raise bad("noise_sigma", "must be in [0, 64] grey levels")
+            raise self._bad("noise_sigma", "must be in [0, 64] grey levels")
 
     @classmethod
     def field_names(cls) -> tuple[str, ...]:
@@ -226,6 +234,10 @@ class ObjectPlan:
     size: float
     """Size factor (``size_jitter``)."""
     look: Look = field(compare=False)
+
+
+_Drawn = tuple[ObjectPlan, tuple[float, float, float, float], float, int, int, tuple[int, int, int, int]]
+"""What :meth:`SceneSequence._draw_things` records per drawn object for :meth:`SceneSequence._gt_objects`."""
 
 
 class SceneSequence:
@@ -433,6 +445,26 @@ class SceneSequence:
             IndexError: when ``index`` is outside the sequence.
             ValueError: when a buffer has the wrong shape or dtype (a programming error).
         """
+        self._check_buffers(image, semantic, instances)
+        i = self._index(index)
+        bg = self.background
+        np.copyto(image, bg.image)
+        np.copyto(semantic, bg.labels)
+        instances.fill(0)
+        flat_image, flat_semantic, flat_instances = (
+            image.reshape(-1, 3),
+            semantic.reshape(-1),
+            instances.reshape(-1),
+        )
+        drawn = self._draw_things(i, flat_image, flat_semantic, flat_instances)
+        flat_image[self._occ_index] = self._occ_image
+        flat_semantic[self._occ_index] = self._occ_labels
+        flat_instances[self._occ_index] = 0
+        self._add_noise(i, image)
+        return self._gt_objects(instances, drawn)
+
+    def _check_buffers(self, image: np.ndarray, semantic: np.ndarray, instances: np.ndarray) -> None:
+        """ValueError unless the three frame buffers have this sequence's shapes and dtypes, C-contiguous."""
         c = self.config
         for name, buf, shape, dtype in (
             ("image", image, (c.height, c.width, 3), np.uint8),
@@ -444,25 +476,22 @@ class SceneSequence:
                     f"{name} buffer must be a C-contiguous {np.dtype(dtype).name}{list(shape)}, "
                     f"got {buf.dtype.name}{list(buf.shape)}"
                 )
-        i = self._index(index)
-        bg = self.background
-        np.copyto(image, bg.image)
-        np.copyto(semantic, bg.labels)
-        instances.fill(0)
-        flat_image, flat_semantic, flat_instances = (
-            image.reshape(-1, 3),
-            semantic.reshape(-1),
-            instances.reshape(-1),
-        )
 
+    def _draw_things(
+        self, i: int, flat_image: np.ndarray, flat_semantic: np.ndarray, flat_instances: np.ndarray
+    ) -> list[_Drawn]:
+        """Draw the objects alive in frame ``i`` far to near into the flat frame buffers.
+
+        Returns, per object with pixels in the frame: its plan, its whole silhouette's box, its base row,
+        the silhouette's area, its area inside the frame, and the frame region ``(x0, y0, x1, y1)`` its
+        patch covered (for :meth:`_gt_objects`)."""
+        c = self.config
         alive = np.nonzero((self._first <= i) & (i < self._end))[0]
         dt = (i - self._first[alive]) / c.fps
         xs = self._x[alive] + self._vx[alive] * dt
         ys = self._y[alive] + self._vy[alive] * dt
         order = np.lexsort((alive, ys))  # far (small base row) first; ties by id
-        drawn: list[
-            tuple[ObjectPlan, tuple[float, float, float, float], float, int, int, tuple[int, int, int, int]]
-        ] = []
+        drawn: list[_Drawn] = []
         for k in order:
             plan = self.plans[alive[k]]
             x, y = float(xs[k]), float(ys[k])
@@ -497,20 +526,20 @@ class SceneSequence:
             drawn.append(
                 (plan, silhouette_box, y, int(np.count_nonzero(patch.mask)), len(py), (fx0, fy0, fx1, fy1))
             )
+        return drawn
 
-        flat_image[self._occ_index] = self._occ_image
-        flat_semantic[self._occ_index] = self._occ_labels
-        flat_instances[self._occ_index] = 0
-
-        if self._noise is not None:
-            dy, dx = (int(v) for v in self._noise_offsets[i])
-            window = (slice(dy, dy + c.height), slice(dx, dx + c.width))
-            cv2.add(image, self._noise[0][window], dst=image)  # saturating: noise never wraps around
-            cv2.subtract(image, self._noise[1][window], dst=image)
-        return self._gt_objects(instances, drawn)
+    def _add_noise(self, i: int, image: np.ndarray) -> None:
+        """In place: frame ``i``'s crop of the pre-drawn sensor noise (saturating; none when sigma is 0)."""
+        if self._noise is None:
+            return
+        c = self.config
+        dy, dx = (int(v) for v in self._noise_offsets[i])
+        window = (slice(dy, dy + c.height), slice(dx, dx + c.width))
+        cv2.add(image, self._noise[0][window], dst=image)  # saturating: noise never wraps around
+        cv2.subtract(image, self._noise[1][window], dst=image)
 
     @staticmethod
-    def _gt_objects(instances: np.ndarray, drawn: list) -> tuple[GtObject, ...]:
+    def _gt_objects(instances: np.ndarray, drawn: list[_Drawn]) -> tuple[GtObject, ...]:
         """Visible boxes/areas/centroids of the drawn objects, each measured inside its own drawn region
         (an object's pixels cannot lie outside the region its patch covered)."""
         out: list[GtObject] = []

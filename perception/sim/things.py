@@ -8,6 +8,7 @@ origin, the BGR patch and its silhouette mask. Shapes are side views: the thing 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
@@ -73,6 +74,10 @@ def _dark(c: tuple[int, int, int], f: float) -> tuple[int, int, int]:
     return tuple(int(min(255, v * f)) for v in c)  # type: ignore[return-value]
 
 
+_Point = Callable[[float, float], tuple[float, float]]
+"""Box-relative ``(u, v)`` in [0, 1] → patch pixels (mirrored when the thing faces left)."""
+
+
 def draw_thing(
     class_id: int, box: tuple[float, float, float, float], *, look: Look, facing_left: bool, phase: float
 ) -> Patch:
@@ -104,55 +109,75 @@ def draw_thing(
         return (fx + u * w, fy + v * h)
 
     if class_id == CAR:
-        _draw(image, mask, "poly", look.body, [[P(0.02, 0.38), P(0.98, 0.42), P(0.98, 0.84), P(0.02, 0.84)]])
-        _draw(
-            image,
-            mask,
-            "poly",
-            _dark(look.body, 0.85),
-            [[P(0.22, 0.40), P(0.32, 0.04), P(0.70, 0.04), P(0.84, 0.41)]],
-        )
-        glass = (120, 100, 80)
-        _draw(image, mask, "poly", glass, [[P(0.27, 0.37), P(0.35, 0.09), P(0.50, 0.09), P(0.50, 0.37)]])
-        _draw(image, mask, "poly", glass, [[P(0.53, 0.37), P(0.53, 0.09), P(0.68, 0.09), P(0.79, 0.37)]])
-        _draw(
-            image,
-            mask,
-            "poly",
-            _dark(look.body, 0.6),
-            [[P(0.02, 0.68), P(0.98, 0.68), P(0.98, 0.74), P(0.02, 0.74)]],
-        )
-        r = 0.17 * h
-        for u in (0.2, 0.8):
-            c = P(u, 1.0 - 0.17)
-            _draw(image, mask, "circle", (25, 25, 25), c, r)
-            _draw(image, mask, "circle", (150, 150, 150), c, 0.45 * r)
-        _draw(image, mask, "circle", (200, 230, 240), P(0.97, 0.5), 0.05 * h)
+        _draw_car(image, mask, P, look, w, h, phase)
     elif class_id == PEDESTRIAN:
-        swing = 0.28 * math.sin(phase)
-        hip, thick = P(0.5, 0.5), 0.22 * w
-        for s in (swing, -swing):
-            _draw(image, mask, "line", look.second, hip, P(0.5 + s, 0.97), thick)
-        _draw(image, mask, "ellipse", look.body, P(0.5, 0.33), (0.36 * w, 0.18 * h))
-        for s in (-swing, swing):
-            _draw(image, mask, "line", _dark(look.body, 0.8), P(0.5, 0.2), P(0.5 + 0.8 * s, 0.48), 0.12 * w)
-        _draw(image, mask, "circle", look.skin, P(0.5, 0.085), 0.075 * h)
-        _draw(image, mask, "circle", (40, 40, 50), P(0.48, 0.06), 0.06 * h)
+        _draw_pedestrian(image, mask, P, look, w, h, phase)
     elif class_id == BICYCLIST:
-        r = 0.2 * h
-        wheel = max(1.0, 0.03 * h)
-        back, front = P(0.2, 1.0 - 0.2), P(0.8, 1.0 - 0.2)
-        for c in (back, front):
-            _draw(image, mask, "circle", (30, 30, 30), c, r, wheel)
-        seat, bar, crank = P(0.4, 0.48), P(0.72, 0.44), P(0.47, 0.8)
-        for a, b in ((back, seat), (seat, crank), (crank, back), (seat, bar), (bar, front), (crank, bar)):
-            _draw(image, mask, "line", look.second, a, b, max(1.0, 0.025 * h))
-        pedal = (crank[0] + 0.08 * h * math.cos(phase), crank[1] + 0.08 * h * math.sin(phase))
-        _draw(image, mask, "line", _dark(look.body, 0.7), seat, pedal, max(1.0, 0.06 * h))
-        _draw(image, mask, "line", look.body, seat, P(0.55, 0.16), max(1.0, 0.11 * h))
-        _draw(image, mask, "line", look.body, P(0.55, 0.18), bar, max(1.0, 0.04 * h))
-        _draw(image, mask, "circle", look.skin, P(0.58, 0.08), 0.07 * h)
-        _draw(image, mask, "circle", (20, 160, 230), P(0.57, 0.05), 0.06 * h)
+        _draw_bicyclist(image, mask, P, look, w, h, phase)
     else:
         raise ValueError(f"class id {class_id} is not a thing class (Car=8, Pedestrian=9, Bicyclist=10)")
     return Patch(y0=oy, x0=ox, image=image, mask=mask.astype(bool))
+
+
+def _draw_car(image: np.ndarray, mask: np.ndarray, P: _Point, look: Look, w: float, h: float, phase: float) -> None:
+    """A car's side view: body, cabin, windows, sill, wheels, headlight."""
+    _draw(image, mask, "poly", look.body, [[P(0.02, 0.38), P(0.98, 0.42), P(0.98, 0.84), P(0.02, 0.84)]])
+    _draw(
+        image,
+        mask,
+        "poly",
+        _dark(look.body, 0.85),
+        [[P(0.22, 0.40), P(0.32, 0.04), P(0.70, 0.04), P(0.84, 0.41)]],
+    )
+    glass = (120, 100, 80)
+    _draw(image, mask, "poly", glass, [[P(0.27, 0.37), P(0.35, 0.09), P(0.50, 0.09), P(0.50, 0.37)]])
+    _draw(image, mask, "poly", glass, [[P(0.53, 0.37), P(0.53, 0.09), P(0.68, 0.09), P(0.79, 0.37)]])
+    _draw(
+        image,
+        mask,
+        "poly",
+        _dark(look.body, 0.6),
+        [[P(0.02, 0.68), P(0.98, 0.68), P(0.98, 0.74), P(0.02, 0.74)]],
+    )
+    r = 0.17 * h
+    for u in (0.2, 0.8):
+        c = P(u, 1.0 - 0.17)
+        _draw(image, mask, "circle", (25, 25, 25), c, r)
+        _draw(image, mask, "circle", (150, 150, 150), c, 0.45 * r)
+    _draw(image, mask, "circle", (200, 230, 240), P(0.97, 0.5), 0.05 * h)
+
+
+def _draw_pedestrian(
+    image: np.ndarray, mask: np.ndarray, P: _Point, look: Look, w: float, h: float, phase: float
+) -> None:
+    """A pedestrian: legs swinging with ``phase``, torso, arms, head and hair."""
+    swing = 0.28 * math.sin(phase)
+    hip, thick = P(0.5, 0.5), 0.22 * w
+    for s in (swing, -swing):
+        _draw(image, mask, "line", look.second, hip, P(0.5 + s, 0.97), thick)
+    _draw(image, mask, "ellipse", look.body, P(0.5, 0.33), (0.36 * w, 0.18 * h))
+    for s in (-swing, swing):
+        _draw(image, mask, "line", _dark(look.body, 0.8), P(0.5, 0.2), P(0.5 + 0.8 * s, 0.48), 0.12 * w)
+    _draw(image, mask, "circle", look.skin, P(0.5, 0.085), 0.075 * h)
+    _draw(image, mask, "circle", (40, 40, 50), P(0.48, 0.06), 0.06 * h)
+
+
+def _draw_bicyclist(
+    image: np.ndarray, mask: np.ndarray, P: _Point, look: Look, w: float, h: float, phase: float
+) -> None:
+    """A bicyclist: wheels, frame, the leg on a pedal turning with ``phase``, body, arm, head, helmet."""
+    r = 0.2 * h
+    wheel = max(1.0, 0.03 * h)
+    back, front = P(0.2, 1.0 - 0.2), P(0.8, 1.0 - 0.2)
+    for c in (back, front):
+        _draw(image, mask, "circle", (30, 30, 30), c, r, wheel)
+    seat, bar, crank = P(0.4, 0.48), P(0.72, 0.44), P(0.47, 0.8)
+    for a, b in ((back, seat), (seat, crank), (crank, back), (seat, bar), (bar, front), (crank, bar)):
+        _draw(image, mask, "line", look.second, a, b, max(1.0, 0.025 * h))
+    pedal = (crank[0] + 0.08 * h * math.cos(phase), crank[1] + 0.08 * h * math.sin(phase))
+    _draw(image, mask, "line", _dark(look.body, 0.7), seat, pedal, max(1.0, 0.06 * h))
+    _draw(image, mask, "line", look.body, seat, P(0.55, 0.16), max(1.0, 0.11 * h))
+    _draw(image, mask, "line", look.body, P(0.55, 0.18), bar, max(1.0, 0.04 * h))
+    _draw(image, mask, "circle", look.skin, P(0.58, 0.08), 0.07 * h)
+    _draw(image, mask, "circle", (20, 160, 230), P(0.57, 0.05), 0.06 * h)
+

@@ -8,6 +8,7 @@ from __future__ import annotations
 import inspect
 import re
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 
@@ -107,99 +108,140 @@ def open_source(
     spec = spec.strip()
     if not spec:
         raise ConfigError("empty source string; `perception run --help` lists the accepted forms")
-    options = dict(options)
-
+    r = _Request(
+        spec=spec, camera_id=camera_id, loop=loop, fps=fps, start_s=start_s, max_frames=max_frames,
+        width=width, height=height, options=dict(options),
+    )
     if spec == "synthetic" or spec.startswith("synthetic:"):
-        from perception.sources.synthetic import SyntheticSource
-
-        _refuse("synthetic", start_s=start_s)
-        kwargs: dict[str, object] = {"camera_id": camera_id}
-        for key, value in (("width", width), ("height", height), ("fps", fps), ("num_frames", max_frames)):
-            if value is not None:
-                kwargs[key] = value
-        if loop:
-            kwargs["loop"] = True
-        kwargs.update(parse_settings(spec.partition(":")[2]))
-        kwargs.update(options)
-        try:
-            return SyntheticSource(**kwargs)
-        except TypeError as exc:  # an unknown key=value from the user
-            raise ConfigError(f"bad synthetic source setting: {exc}") from exc
-
+        return _open_synthetic(r)
     if spec.startswith("camera:") or spec.startswith("/dev/video"):
-        from perception.sources.camera import CameraSource
-
-        _refuse("camera", loop=loop, start_s=start_s)
-        device: int | str
-        if spec.startswith("camera:"):
-            rest = spec.partition(":")[2].strip()
-            if rest.isdigit():
-                device = int(rest)
-            elif rest.startswith("/dev/"):
-                device = rest
-            else:
-                raise ConfigError(f"bad camera source {spec!r}: expected camera:N (N = 0, 1, ...) or /dev/videoN")
-        else:
-            device = spec
-        reserved = {"camera_id", "width", "height", "fps", "max_frames"}
-        _check_options("camera", CameraSource, options, reserved)
-        return CameraSource(
-            device, camera_id=camera_id, width=width, height=height, fps=fps, max_frames=max_frames, **options
-        )
-
+        return _open_camera(r)
     if spec.startswith("gst:"):
-        from perception.sources.stream import StreamSource
-
-        _refuse("GStreamer", loop=loop, start_s=start_s, fps=fps, width=width, height=height)
-        reserved = {"camera_id", "max_frames", "gstreamer"}
-        _check_options("GStreamer", StreamSource, options, reserved)
-        return StreamSource(spec[4:], camera_id=camera_id, gstreamer=True, max_frames=max_frames, **options)
-
+        return _open_gstreamer(r)
     if "://" in spec:
-        from perception.sources.stream import URL_SCHEMES, StreamSource
+        return _open_stream(r)
+    return _open_path(r)
 
-        scheme = spec.split("://", 1)[0].lower()
-        if scheme not in URL_SCHEMES:
-            raise SourceError(
-                f"unsupported URL scheme {scheme!r} in source {spec!r}; supported: {', '.join(URL_SCHEMES)}"
-            )
-        _refuse("stream", loop=loop, start_s=start_s, fps=fps, width=width, height=height)
-        reserved = {"camera_id", "max_frames", "gstreamer"}
-        _check_options("stream", StreamSource, options, reserved)
-        return StreamSource(spec, camera_id=camera_id, max_frames=max_frames, **options)
 
-    path = Path(spec).expanduser()
+@dataclass(frozen=True, slots=True)
+class _Request:
+    """The arguments of :func:`open_source` (``spec`` stripped, ``options`` a copy)."""
+
+    spec: str
+    camera_id: str
+    loop: bool
+    fps: float | None
+    start_s: float
+    max_frames: int | None
+    width: int | None
+    height: int | None
+    options: dict[str, object]
+
+
+def _open_synthetic(r: _Request) -> Source:
+    from perception.sources.synthetic import SyntheticSource
+
+    _refuse("synthetic", start_s=r.start_s)
+    kwargs: dict[str, object] = {"camera_id": r.camera_id}
+    for key, value in (("width", r.width), ("height", r.height), ("fps", r.fps), ("num_frames", r.max_frames)):
+        if value is not None:
+            kwargs[key] = value
+    if r.loop:
+        kwargs["loop"] = True
+    kwargs.update(parse_settings(r.spec.partition(":")[2]))
+    kwargs.update(r.options)
+    try:
+        return SyntheticSource(**kwargs)
+    except TypeError as exc:  # an unknown key=value from the user
+        raise ConfigError(f"bad synthetic source setting: {exc}") from exc
+
+
+def _open_camera(r: _Request) -> Source:
+    from perception.sources.camera import CameraSource
+
+    _refuse("camera", loop=r.loop, start_s=r.start_s)
+    device: int | str
+    if r.spec.startswith("camera:"):
+        rest = r.spec.partition(":")[2].strip()
+        if rest.isdigit():
+            device = int(rest)
+        elif rest.startswith("/dev/"):
+            device = rest
+        else:
+            raise ConfigError(f"bad camera source {r.spec!r}: expected camera:N (N = 0, 1, ...) or /dev/videoN")
+    else:
+        device = r.spec
+    reserved = {"camera_id", "width", "height", "fps", "max_frames"}
+    _check_options("camera", CameraSource, r.options, reserved)
+    return CameraSource(
+        device, camera_id=r.camera_id, width=r.width, height=r.height, fps=r.fps, max_frames=r.max_frames,
+        **r.options,
+    )
+
+
+def _open_gstreamer(r: _Request) -> Source:
+    from perception.sources.stream import StreamSource
+
+    _refuse("GStreamer", loop=r.loop, start_s=r.start_s, fps=r.fps, width=r.width, height=r.height)
+    reserved = {"camera_id", "max_frames", "gstreamer"}
+    _check_options("GStreamer", StreamSource, r.options, reserved)
+    return StreamSource(r.spec[4:], camera_id=r.camera_id, gstreamer=True, max_frames=r.max_frames, **r.options)
+
+
+def _open_stream(r: _Request) -> Source:
+    from perception.sources.stream import URL_SCHEMES, StreamSource
+
+    scheme = r.spec.split("://", 1)[0].lower()
+    if scheme not in URL_SCHEMES:
+        raise SourceError(
+            f"unsupported URL scheme {scheme!r} in source {r.spec!r}; supported: {', '.join(URL_SCHEMES)}"
+        )
+    _refuse("stream", loop=r.loop, start_s=r.start_s, fps=r.fps, width=r.width, height=r.height)
+    reserved = {"camera_id", "max_frames", "gstreamer"}
+    _check_options("stream", StreamSource, r.options, reserved)
+    return StreamSource(r.spec, camera_id=r.camera_id, max_frames=r.max_frames, **r.options)
+
+
+def _open_path(r: _Request) -> Source:
+    """A recorded drive, an image folder or a video file, by what the path holds."""
+    path = Path(r.spec).expanduser()
     if not path.exists():
-        raise SourceError(f"no such file or folder: {spec}")
+        raise SourceError(f"no such file or folder: {r.spec}")
 
     if path.suffix.lower() in DRIVE_SUFFIXES or (path.is_dir() and (path / "metadata.yaml").is_file()):
-        try:
-            from perception.sources.drives.source import open_drive_source
-        except ImportError as exc:
-            raise SourceError(
-                f"cannot replay recorded drive {spec}: drive support is not installed "
-                f"(pip install 'perception[drives]'; {exc})"
-            ) from exc
-        _refuse("recorded drive", fps=fps, width=width, height=height)
-        return open_drive_source(
-            spec, camera_id=camera_id, loop=loop, start_s=start_s, max_frames=max_frames, **options
-        )
+        return _open_drive(r)
 
     if path.is_dir():
         from perception.sources.images import ImageFolderSource
 
-        _refuse("image folder", width=width, height=height)
+        _refuse("image folder", width=r.width, height=r.height)
         reserved = {"camera_id", "fps", "loop", "start_s", "max_frames"}
-        _check_options("image folder", ImageFolderSource, options, reserved)
+        _check_options("image folder", ImageFolderSource, r.options, reserved)
         return ImageFolderSource(
-            path, camera_id=camera_id, fps=fps, loop=loop, start_s=start_s, max_frames=max_frames, **options
+            path, camera_id=r.camera_id, fps=r.fps, loop=r.loop, start_s=r.start_s, max_frames=r.max_frames,
+            **r.options,
         )
 
     from perception.sources.video import VideoFileSource
 
-    _refuse("video file", width=width, height=height)
+    _refuse("video file", width=r.width, height=r.height)
     reserved = {"camera_id", "fps", "loop", "start_s", "max_frames"}
-    _check_options("video file", VideoFileSource, options, reserved)
+    _check_options("video file", VideoFileSource, r.options, reserved)
     return VideoFileSource(
-        path, camera_id=camera_id, loop=loop, start_s=start_s, max_frames=max_frames, fps=fps, **options
+        path, camera_id=r.camera_id, loop=r.loop, start_s=r.start_s, max_frames=r.max_frames, fps=r.fps,
+        **r.options,
+    )
+
+
+def _open_drive(r: _Request) -> Source:
+    try:
+        from perception.sources.drives.source import open_drive_source
+    except ImportError as exc:
+        raise SourceError(
+            f"cannot replay recorded drive {r.spec}: drive support is not installed "
+            f"(pip install 'perception[drives]'; {exc})"
+        ) from exc
+    _refuse("recorded drive", fps=r.fps, width=r.width, height=r.height)
+    return open_drive_source(
+        r.spec, camera_id=r.camera_id, loop=r.loop, start_s=r.start_s, max_frames=r.max_frames, **r.options
     )
