@@ -80,3 +80,11 @@ def test_tracker_takes_params_and_keyword_overrides():
     # the settings are used: with report_tentative the first detection is reported at once
     first = Tracker(base, confirm_first_frame=False).update([inst(1, (10, 10, 50, 40))], meta(0))
     assert len(first) == 1 and first[0].hits == 1
+
+
+def test_docs_list_every_setting():
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "tracking.md").read_text()
+    missing = [name for name in TrackerParams.model_fields if f"| `{name}` |" not in doc]
+    assert not missing, f"docs/tracking.md's settings table lacks {missing}"
