@@ -100,3 +100,7 @@ def test_tracking_section_reaches_the_tracker_through_the_runtime_dict():
     tracker = Tracker(**{k: v for k, v in section.items() if k not in ("enabled", "reid_model")})
     assert tracker.params == cfg.tracking.params()
     assert tracker.params.confirm_hits == 3 and tracker.params.kalman_params.accel_std == 0.2
+    # or the section itself: the tracker keeps the tracker's settings alone
+    assert Tracker(cfg.tracking).params == cfg.tracking.params() and type(Tracker(cfg.tracking).params) is not type(
+        cfg.tracking
+    )
