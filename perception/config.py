@@ -7,6 +7,7 @@ shape; components take typed keyword arguments, mapped from these objects in the
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any, Literal
 
@@ -15,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from perception.errors import ConfigError
 from perception.paths import DATA_ROOT
+from perception.tracking.params import TrackerParams
 
 DEFAULT_MODEL = DATA_ROOT / "engines" / "camvid_lite0_panoptic.onnx"
 DEFAULT_CONFIG = DATA_ROOT / "configs" / "default.yaml"
@@ -81,26 +83,26 @@ class PostprocessConfig(_Section):
     """Group thing pixels into instances (needs a model with centre outputs)."""
 
 
-class TrackingConfig(_Section):
+class TrackingConfig(TrackerParams):
+    """The ``tracking:`` section: every :class:`~perception.tracking.params.TrackerParams` setting
+    (same names, defaults and checks: ``tracking.<name>``), plus the two that are not the tracker's."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
     enabled: bool = True
-    high_score: float = Field(default=0.5, ge=0, le=1)
-    low_score: float = Field(default=0.1, ge=0, le=1)
-    match_iou: float = Field(default=0.3, ge=0, le=1)
-    confirm_hits: int = Field(default=2, ge=1)
-    max_lost_frames: int = Field(default=30, ge=0)
-    appearance_weight: float = Field(default=0.5, ge=0)
-    """Weight of colour appearance (1 - Bhattacharyya coefficient of colour histograms) in the cost."""
-    appearance_gate: float = Field(default=0.25, ge=0, le=1)
-    """Pairs whose colours agree less than this never match (0 = no veto)."""
-    appearance_context: float = Field(default=0.0, ge=0, le=1)
-    """Colours filling more than this share of a detection's surroundings are played down in its
-    histogram (0 = off, plain histograms; 0.01 is what was measured)."""
+    """Track instances with persistent ids (needs a model with instance outputs)."""
     reid_model: str | None = None
     """ONNX re-id model (:mod:`perception.tracking.reid`) whose embeddings of every instance join the
     colour appearance; None = off. The bundled ``engines/sim_reid.onnx`` knows generated scenes only
     (``source.kind: synthetic``); a camera needs a model trained on its own kind of scene."""
-    embedding_weight: float = Field(default=0.5, ge=0, le=1)
-    """Share of the re-id embeddings' similarity in the appearance similarity (with ``reid_model``)."""
+
+    # validated as a section of PipelineConfig, like the others: errors then name the dotted key
+    # (``tracking.low_score``) and the file (parse_config), instead of TrackerParams' own ConfigError
+    __init__ = BaseModel.__init__
+
+    def params(self) -> TrackerParams:
+        """The tracker's settings alone (without ``enabled`` and ``reid_model``)."""
+        return self.replace()
 
 
 class PublishConfig(_Section):
@@ -158,6 +160,7 @@ class PipelineConfig(_Section):
 
 
 def _allowed_keys(model: type[BaseModel], loc: tuple) -> list[str]:
+    """The keys allowed beside the last part of ``loc`` (sections are models, ``kalman_params`` a dataclass)."""
     cur: Any = model
     for part in loc[:-1]:
         field = cur.model_fields.get(str(part)) if isinstance(cur, type) and issubclass(cur, BaseModel) else None
@@ -166,6 +169,8 @@ def _allowed_keys(model: type[BaseModel], loc: tuple) -> list[str]:
         cur = field.annotation
     if isinstance(cur, type) and issubclass(cur, BaseModel):
         return sorted(cur.model_fields)
+    if dataclasses.is_dataclass(cur):
+        return sorted(f.name for f in dataclasses.fields(cur))
     return []
 
 
@@ -174,9 +179,11 @@ def _format_error(exc: ValidationError, origin: str) -> str:
     for err in exc.errors():
         loc = tuple(err["loc"])
         key = ".".join(str(p) for p in loc) or "(top level)"
-        if err["type"] == "extra_forbidden":
+        if err["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
             allowed = _allowed_keys(PipelineConfig, loc)
             msgs.append(f"unknown key '{key}'" + (f"; allowed keys here: {', '.join(allowed)}" if allowed else ""))
+        elif err["type"] == "value_error" and "ctx" in err:  # a section's own check across its keys
+            msgs.append(f"'{key}': {err['ctx']['error']}")
         else:
             msg = err["msg"]
             if err["type"] == "literal_error":

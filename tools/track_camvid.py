@@ -64,8 +64,9 @@ def main() -> int:
     a = ap.parse_args()
 
     from perception.backends.factory import open_backend
-    from perception.cli.eval_tracking import build_tracker, parse_tracker_options
+    from perception.cli.eval_tracking import parse_tracker_options
     from perception.errors import ConfigError
+    from perception.eval.tracking_sim import build_tracker
     from perception.inference import Segmenter
     from perception.postprocess.panoptic import PanopticGrouper
     from perception.postprocess.upsample import upsample_bilinear

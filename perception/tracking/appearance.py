@@ -89,6 +89,23 @@ def colour_embeddings(
     m = ids.size
     if m == 0:
         return np.zeros((0, cells), np.float32), np.zeros(0, bool)
+    need = max(int(min_samples), 1)
+    at, key = _used_samples(grid_ids, ids, nonzero, need)
+    pix = _sample_colours(image, at, w, stride)
+    # histogram cell of each sample, then one bincount over row x cell
+    key *= cells
+    _add_cells(key, pix, bins)
+    hist = np.bincount(key, minlength=(m + 1) * cells)[: m * cells].reshape(m, cells)
+    return _hellinger(hist, need, cell_weights)
+
+
+def _used_samples(
+    grid_ids: np.ndarray, ids: np.ndarray, nonzero: np.ndarray | None, need: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The samples :func:`colour_embeddings` uses: the inside ones, and all those of instances with
+    fewer than ``need`` inside ones. Returns their flat grid indices and result rows (``int64[K]``;
+    samples of ids not asked for are dropped)."""
+    m = ids.size
     flat = grid_ids.ravel()
     # a boolean scan: much faster than nonzero() on integers
     nz = (flat != 0).nonzero()[0] if nonzero is None else np.asarray(nonzero, np.intp)
@@ -99,23 +116,24 @@ def colour_embeddings(
     row_of_id = np.full(int(ids.max()) + 2, m, np.int64)
     row_of_id[ids] = np.arange(m)
     row = row_of_id.take(vals, mode="clip")
-    need = max(int(min_samples), 1)
-    # the samples used: the inside ones, and all those of instances with too few inside samples
     every_sample = np.bincount(row[inner], minlength=m + 1) < need
     every_sample[m] = False  # (samples of other ids land in row m, which is dropped)
     used = (inner | every_sample.take(row)).nonzero()[0]
-    # colours of the used samples only (no copy of the image or of its grid)
-    at = nz.take(used)
+    return nz.take(used), row.take(used)
+
+
+def _sample_colours(image: np.ndarray, at: np.ndarray, w: int, stride: int) -> np.ndarray:
+    """``uint8[K, 3]`` colours of the grid samples ``at`` (flat indices in a grid ``w`` wide), read
+    from the full-resolution image without copying it or its grid."""
     gy = at // w
     if image.flags.c_contiguous:
-        pix = image.reshape(-1, 3).take(at * stride + gy * (stride * (image.shape[1] - w)), axis=0)
-    else:
-        pix = image[gy * stride, (at - gy * w) * stride]
-    # histogram cell of each sample, then one bincount over row x cell
-    key = row.take(used)
-    key *= cells
-    _add_cells(key, pix, bins)
-    hist = np.bincount(key, minlength=(m + 1) * cells)[: m * cells].reshape(m, cells)
+        return image.reshape(-1, 3).take(at * stride + gy * (stride * (image.shape[1] - w)), axis=0)
+    return image[gy * stride, (at - gy * w) * stride]
+
+
+def _hellinger(hist: np.ndarray, need: int, cell_weights: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Histograms ``int[M, C]`` -> ``(sqrt of the (weighted) normalised histograms, valid)``; rows with
+    fewer than ``need`` samples (or no weight left) are invalid and all zero."""
     counts = hist.sum(axis=1)
     valid = counts >= need
     emb = hist.astype(np.float32)
@@ -216,6 +234,19 @@ def context_weights(
         raise DataError(f"context_weights: image {image.shape[:2]} sampled every {s} px does not give {g.shape}")
     cell = np.zeros((h, w), np.int64)
     _add_cells(cell, sub, bins)
+    k, at = _window_samples(boxes, grow, s, w, h)
+    key = k * cells
+    key += cell.ravel().take(at)
+    key[g.ravel().take(at) == ids.take(k)] = m * cells  # an instance's own samples: a row dropped below
+    context = np.bincount(key, minlength=(m + 1) * cells)[: m * cells].reshape(m, cells).astype(np.float32)
+    context /= np.maximum(context.sum(axis=1, keepdims=True), 1.0)
+    np.maximum(context, floor, out=context)
+    return np.divide(np.float32(floor), context, out=context)
+
+
+def _window_samples(boxes: np.ndarray, grow: float, s: int, w: int, h: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every sample of every grown box on a context grid ``[h, w]`` sampled every ``s`` pixels:
+    ``(k int64[K], at int64[K])``, the box of each sample and its flat index in the grid."""
     # each grown box as a range of context samples [lo, hi) per axis
     size = boxes[:, 2:] - boxes[:, :2]
     lo = np.ceil((boxes[:, :2] - grow * size) / s).astype(np.int64)
@@ -224,8 +255,7 @@ def context_weights(
     np.clip(hi, lo, (w, h), out=hi)
     nx, ny = hi[:, 0] - lo[:, 0], hi[:, 1] - lo[:, 1]
     count = nx * ny
-    # every sample of every window: its instance k and its flat index in the context grid
-    k = np.repeat(np.arange(m), count)
+    k = np.repeat(np.arange(boxes.shape[0]), count)
     first = np.cumsum(count) - count
     local = np.arange(k.size) - first.take(k)
     dy, dx = np.divmod(local, nx.take(k))
@@ -233,13 +263,7 @@ def context_weights(
     dy *= w
     dy += dx
     dy += lo[:, 0].take(k)  # now the flat index of each sample
-    key = k * cells
-    key += cell.ravel().take(dy)
-    key[g.ravel().take(dy) == ids.take(k)] = m * cells  # an instance's own samples: a row dropped below
-    context = np.bincount(key, minlength=(m + 1) * cells)[: m * cells].reshape(m, cells).astype(np.float32)
-    context /= np.maximum(context.sum(axis=1, keepdims=True), 1.0)
-    np.maximum(context, floor, out=context)
-    return np.divide(np.float32(floor), context, out=context)
+    return k, dy
 
 
 def _add_cells(out: np.ndarray, pix: np.ndarray, bins: int) -> None:

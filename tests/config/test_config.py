@@ -29,6 +29,14 @@ def test_default_config_file_is_valid_and_embedded_default():
         ({"publish": {"address": "localhost:5555"}}, "'publish.address'"),
         ({"runtime": {"slots": 1}}, "'runtime.slots'"),
         (["not", "a", "mapping"], "top level must be a mapping"),
+        ({"tracking": {"partial_ratio": 1.5}}, "'tracking.partial_ratio': Input should be less than 1 (got 1.5)"),
+        ({"tracking": {"low_score": 0.9}}, "'tracking': low_score (0.9) must be <= high_score (0.5)"),
+        ({"tracking": {"clock": "frames"}}, "'tracking.clock': must be one of 'pts', 'mono' or 'wall'"),
+        ({"tracking": {"mask_strid": 4}}, "unknown key 'tracking.mask_strid'; allowed keys here: appearance_bins"),
+        (
+            {"tracking": {"kalman_params": {"noise": 1}}},
+            "unknown key 'tracking.kalman_params.noise'; allowed keys here: accel_std, init_size_velocity_std",
+        ),
     ],
 )
 def test_bad_values_name_the_key(data, needle):
@@ -69,3 +77,30 @@ def test_cli_unknown_key_is_one_line_and_nonzero(tmp_path):
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1, r.stderr
     assert "unknown key 'source.colour'" in lines[0]
+
+
+def test_every_tracker_setting_is_a_tracking_key_with_the_tracker_default():
+    from perception.config import TrackingConfig
+    from perception.tracking import TrackerParams
+
+    cfg = parse_config({}).tracking
+    assert set(TrackingConfig.model_fields) == set(TrackerParams.model_fields) | {"enabled", "reid_model"}
+    assert cfg.params() == TrackerParams() and type(cfg.params()) is TrackerParams
+    cfg = parse_config({"tracking": {"mask_stride": 4, "exit_fraction": 0.3, "kalman_params": {"meas_std": 0.1}}})
+    assert cfg.tracking.params() == TrackerParams(mask_stride=4, exit_fraction=0.3, kalman_params={"meas_std": 0.1})
+
+
+def test_tracking_section_reaches_the_tracker_through_the_runtime_dict():
+    """The supervisor hands stages ``model_dump(mode="json")``; the post-processing stage passes every
+    tracking key but ``enabled`` and ``reid_model`` to the Tracker (perception/runtime/post.py)."""
+    from perception.tracking import Tracker
+
+    cfg = load_config(DEFAULT_CONFIG, ["tracking.confirm_hits=3", "tracking.kalman_params={accel_std: 0.2}"])
+    section = cfg.model_dump(mode="json")["tracking"]
+    tracker = Tracker(**{k: v for k, v in section.items() if k not in ("enabled", "reid_model")})
+    assert tracker.params == cfg.tracking.params()
+    assert tracker.params.confirm_hits == 3 and tracker.params.kalman_params.accel_std == 0.2
+    # or the section itself: the tracker keeps the tracker's settings alone
+    assert Tracker(cfg.tracking).params == cfg.tracking.params() and type(Tracker(cfg.tracking).params) is not type(
+        cfg.tracking
+    )

@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from perception.cli.eval_tracking import SimSettings, evaluate_seed
 from perception.errors import DataError
 from perception.eval.tracking import HOTA_ALPHAS, FrameMatch, HotaCounts, TrackingCounts, evaluate_sequence
+from perception.eval.tracking_sim import SimSettings, evaluate_seed
 
 nan = np.nan
 FIELDS = ("HOTA", "DetA", "AssA", "LocA", "DetRe", "DetPr", "AssRe", "AssPr")

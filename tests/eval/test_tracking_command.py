@@ -58,7 +58,7 @@ def test_eval_tracking_in_parallel_processes_gives_the_same_figures():
 def test_identity_image_gives_each_object_its_own_colour_and_false_positives_black():
     import numpy as np
 
-    from perception.cli.eval_tracking import identity_image
+    from perception.eval.tracking_sim import identity_image
     from perception.tracking.appearance import colour_embeddings, similarity
 
     inst = np.zeros((60, 90), np.uint16)
@@ -93,8 +93,8 @@ def test_eval_tracking_appearance_inputs():
 
 
 def test_appearance_none_and_oracle_bound_the_colour_cue():
-    from perception.cli.eval_tracking import SimSettings, evaluate_seed
     from perception.errors import ConfigError
+    from perception.eval.tracking_sim import SimSettings, evaluate_seed
 
     # 'none' is the tracker without colours
     none = evaluate_seed(7, SimSettings(frames=150, appearance="none"))
@@ -135,7 +135,7 @@ def test_a_reader_that_goes_away_ends_the_command_quietly():
 
 
 def test_eval_tracking_takes_tracker_keywords():
-    from perception.cli.eval_tracking import SimSettings, evaluate_seed
+    from perception.eval.tracking_sim import SimSettings, evaluate_seed
 
     args = ("--json", "--seed", "5", "--frames", "40", "--width", "480", "--height", "270", "--reid", "none")
     p = _run(*args, "--tracker", "appearance_context=0.01", "--tracker", "max_lost_frames=10")
@@ -185,7 +185,7 @@ def test_tracker_options_are_read_as_yaml_with_plain_numbers():
 
 
 def test_eval_tracking_uses_the_bundled_reid_model_unless_told_otherwise():
-    from perception.cli.eval_tracking import SimSettings, evaluate_seed
+    from perception.eval.tracking_sim import SimSettings, evaluate_seed
     from perception.tracking.reid import DEFAULT_REID_MODEL
 
     args = ("--json", "--seed", "2", "--frames", "40", "--width", "480", "--height", "270")
@@ -211,8 +211,8 @@ def test_the_default_tracker_meets_the_issue_targets_on_held_out_seeds():
     ``perception eval-tracking`` (bundled re-id model). Measured: 8 switches in 9 855 track-frames
     (0.81 per 1000), IDF1 0.924. Six seeds are a small sample (blocks of 40 range from 0.45 to 1.30 per
     1000): the figure that counts is ``perception eval-tracking --seed 160 --seeds 160``."""
-    from perception.cli.eval_tracking import SimSettings, evaluate_seed
     from perception.eval.tracking import TrackingCounts
+    from perception.eval.tracking_sim import SimSettings, evaluate_seed
     from perception.tracking.reid import DEFAULT_REID_MODEL
 
     settings = SimSettings(reid=str(DEFAULT_REID_MODEL))

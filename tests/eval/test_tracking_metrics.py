@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from perception.cli.eval_tracking import SimSettings, evaluate_seed
 from perception.eval.tracking import FrameMatch, HotaCounts, TrackingCounts, evaluate_sequence, iou_distance
+from perception.eval.tracking_sim import SimSettings, evaluate_seed
 
 nan = np.nan
 

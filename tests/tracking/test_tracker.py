@@ -283,7 +283,7 @@ def test_tracks_keep_the_size_of_their_objects_on_a_generated_scene():
             if o is None:
                 continue
             # the reported box is the detection's: read the filter's width
-            width = float(tr._mean[tr._ids == t.track_id][0, 2])
+            width = float(tr._tracks.take(tr._tracks.ids == t.track_id).mean[0, 2])
             worst = max(worst, width / (o.full_box[2] - o.full_box[0]))
     assert worst < 1.5, worst
 
