@@ -1,4 +1,4 @@
-"""A model run on one frame: preprocess → backend → outputs in a fixed, documented layout."""
+"""A model run on one frame: the backend preprocesses and runs it → outputs in a fixed, documented layout."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from perception.backends.base import Backend
-from perception.backends.preprocess import Preprocessor
+from perception.errors import BackendError
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,14 +30,23 @@ class ModelOutputs:
 
 
 class Segmenter:
-    """Preprocessing and inference for one model; holds the reused input buffer."""
+    """Inference for one model, frame in, :class:`ModelOutputs` out.
+
+    Preprocessing is the backend's job (:meth:`~perception.backends.base.Backend.infer_frame`): on
+    the CPU for ONNX Runtime, on the GPU for TensorRT. ``input_size`` is only a check: it must be the
+    backend's (open the backend with ``input_size`` to run at another size).
+    """
 
     def __init__(self, *, backend: Backend, input_size: tuple[int, int] | None = None) -> None:
         self.backend = backend
         self.card = backend.card
-        size = input_size or getattr(backend, "input_size", None)
-        self.preprocess = Preprocessor(card=self.card, input_size=size)
-        self._input_name = self.card.input.name
+        size = tuple(int(v) for v in backend.input_size)
+        if input_size is not None and tuple(int(v) for v in input_size) != size:
+            raise BackendError(
+                f"the {backend.name} backend runs at {size[0]}x{size[1]} but {input_size[0]}x{input_size[1]} "
+                "was asked for: open the backend with that input_size"
+            )
+        self._input_size: tuple[int, int] = size  # type: ignore[assignment]
         sem = self.card.output("semantic_logits")
         self._sem, self.stride = sem.name, sem.stride
         self._hm = self.card.output("center_heatmap") if self.card.has_output("center_heatmap") else None
@@ -46,11 +55,10 @@ class Segmenter:
 
     @property
     def input_size(self) -> tuple[int, int]:
-        return self.preprocess.input_size
+        return self._input_size
 
     def __call__(self, frame_bgr: np.ndarray) -> ModelOutputs:
-        x = self.preprocess(frame_bgr)
-        out = self.backend.infer({self._input_name: x})
+        out = self.backend.infer_frame(frame_bgr)
         heat = offsets = None
         if self._hm is not None:
             heat = out[self._hm.name][0, 0]
@@ -73,5 +81,5 @@ class Segmenter:
             center_heatmap=heat,
             center_offsets=offsets,
             stride=self.stride,
-            input_size=self.preprocess.input_size,
+            input_size=self._input_size,
         )

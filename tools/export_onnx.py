@@ -4,6 +4,12 @@
     .venv/bin/python tools/export_onnx.py --checkpoint checkpoints/camvid_lite0/best.pt
 
 Writes ``engines/camvid_lite0_panoptic.onnx`` and ``engines/camvid_lite0_panoptic.card.json``.
+
+``--fp16`` also writes ``<out>_fp16.onnx`` (float16 weights and arithmetic, float32 inputs and outputs)
+with its card: the model TensorRT 11 builds an FP16 engine from, since it has no FP16 builder flag
+(docs/tensorrt.md). ``--from-onnx FILE`` converts an existing export instead of a checkpoint:
+
+    .venv/bin/python tools/export_onnx.py --from-onnx engines/camvid_lite0_panoptic.onnx --fp16
 Verification (skipped with ``--no-verify`` or when the data is absent): onnx.checker, label agreement
 of ONNX Runtime vs PyTorch on val (must be >= 99.9 %, else exit 1), val mIoU of the ONNX model at the
 default input size evaluated at the labels' 480x360, and ONNX Runtime frames/s (2 intra-op threads);
@@ -56,7 +62,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-verify", action="store_true")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--note", default=None, help="free text for the card's training.notes (e.g. how the run went)")
+    p.add_argument("--fp16", action="store_true", help="also write <out>_fp16.onnx and its card (for TensorRT 11)")
+    p.add_argument("--from-onnx", type=Path, default=None, metavar="FILE",
+                   help="with --fp16: convert this existing export (and its card) instead of exporting a checkpoint")
     args = p.parse_args(argv)
+    if args.from_onnx is not None:
+        if not args.fp16:
+            p.error("--from-onnx only makes sense with --fp16")
+        write_fp16(args.from_onnx)
+        return 0
 
     import torch
 
@@ -138,7 +152,27 @@ def main(argv: list[str] | None = None) -> int:
     card = build_card(input_size=input_size, training=training, metrics=metrics)
     card_path = save_card(card, path)
     print(f"wrote {card_path}")
+    if args.fp16:
+        write_fp16(path)
     return code
+
+
+def write_fp16(path: Path) -> Path:
+    """Convert ``path`` (with its card) to ``<stem>_fp16.onnx`` and a card naming the conversion."""
+    from perception.modelcard import load_card
+    from perception.models.export import convert_to_fp16
+
+    out = convert_to_fp16(path, path.with_name(f"{path.stem}_fp16.onnx"))
+    card = load_card(path)
+    fp16 = card.model_copy(update={
+        "name": card.name + "-fp16",
+        "description": card.description + " FP16 copy (float16 weights and arithmetic, float32 inputs and "
+                       "outputs) made by tools/export_onnx.py --fp16, for strongly typed TensorRT builds.",
+        "metrics": {},
+    })
+    save_card(fp16, out)
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB) and its card; measure it: perception eval --model {out}")
+    return out
 
 
 if __name__ == "__main__":

@@ -8,6 +8,14 @@ writes ``<out>.onnx`` with a copy of the card (metrics cleared: measure them aga
 
     python tools/quantize_onnx.py engines/camvid_lite0_panoptic.onnx \
         --calib-dir ../shared/data/camvid/train --out engines/camvid_lite0_panoptic_int8.onnx
+
+``--tensorrt`` quantises the way TensorRT's explicit (Q/DQ) quantisation needs it: signed INT8
+activations with zero points of 0 (symmetric ranges) and float biases. TensorRT accepts no other
+Q/DQ INT8 (the default here, unsigned activations with zero points, suits ONNX Runtime's CPU
+kernels best), and TensorRT 11 builds INT8 engines only from such a model:
+
+    python tools/quantize_onnx.py engines/camvid_lite0_panoptic.onnx --tensorrt \
+        --calib-dir ../shared/data/camvid/train --out engines/camvid_lite0_panoptic_int8_trt.onnx
 """
 
 from __future__ import annotations
@@ -54,6 +62,8 @@ def main() -> int:
                     help="WxH to calibrate at (default: the card's)")
     ap.add_argument("--method", choices=("minmax", "entropy", "percentile"), default="percentile",
                     help="activation range estimator: percentile clips rare outliers (default), minmax keeps all")
+    ap.add_argument("--tensorrt", action="store_true",
+                    help="symmetric signed INT8 activations and float biases, as TensorRT's Q/DQ builds need")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
 
@@ -71,18 +81,23 @@ def main() -> int:
     print(f"calibrating on {len(files)} images from {args.calib_dir} at {size[0]}x{size[1]} ({args.method})")
     method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
               "percentile": CalibrationMethod.Percentile}[args.method]
+    extra = {"CalibMovingAverage": True} if method == CalibrationMethod.MinMax else {}
+    if args.tensorrt:
+        extra.update({"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False})
     with tempfile.TemporaryDirectory() as tmp:
         prepped = Path(tmp) / "prep.onnx"
         quant_pre_process(str(args.model), str(prepped), skip_symbolic_shape=True)
         quantize_static(
             str(prepped), str(args.out), _Reader(files, pre, card.input.name),
-            quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8, calibrate_method=method,
-            extra_options={"CalibMovingAverage": True} if method == CalibrationMethod.MinMax else {},
+            quant_format=QuantFormat.QDQ, per_channel=True,
+            activation_type=QuantType.QInt8 if args.tensorrt else QuantType.QUInt8,
+            weight_type=QuantType.QInt8, calibrate_method=method, extra_options=extra,
         )
     q = card.model_copy(update={
-        "name": card.name + "-int8",
-        "description": card.description + " Static INT8 (QDQ, per-channel weights), calibrated on "
+        "name": card.name + ("-int8-trt" if args.tensorrt else "-int8"),
+        "description": card.description + " Static INT8 (QDQ, per-channel weights"
+                       + (", symmetric signed activations and float biases for TensorRT" if args.tensorrt else "")
+                       + "), calibrated on "
                        f"{len(files)} images of {args.calib_dir.name} by tools/quantize_onnx.py.",
         "metrics": {},
     })

@@ -4,16 +4,26 @@
     .venv/bin/python tools/validate_tensorrt.py                                 # default model, all three
     .venv/bin/python tools/validate_tensorrt.py --precisions fp16 --limit 20    # quicker
     .venv/bin/python tools/validate_tensorrt.py --cuda-graph --json out/trt.json
+    .venv/bin/python tools/validate_tensorrt.py --cpu-models engines/camvid_lite0_panoptic_fp16.onnx,\
+        engines/camvid_lite0_panoptic_int8_trt.onnx                          # no GPU needed
+
+``--cpu-models`` (no GPU, no TensorRT): ONNX Runtime on the CPU runs each listed ONNX file — the FP16
+export and the Q/DQ INT8 model that a TensorRT 11 (strongly typed) build takes its precision from —
+through the backend's own preprocessing (``infer_frame``), and compares its labels with the FP32
+``--model``'s: "agree %" and ΔmIoU as below. ONNX Runtime's CPU kernels are not TensorRT's, so this
+measures what the model's precision costs, not what a GPU engine will print.
 
 Needs an NVIDIA GPU, TensorRT 10 and a CUDA build of PyTorch; without them it prints why and exits
-with code 2. For each precision it builds the engine (or reuses it from the engine cache; INT8 is
-calibrated on CamVid *train* images, preprocessed exactly like the runtime), then for every val image:
+with code 2. For each precision it builds the engine (or reuses it from the engine cache) from the model that
+carries that precision when it lies beside ``--model`` (``<stem>_fp16.onnx``, ``<stem>_int8_trt.onnx``;
+TensorRT 11 needs them), else from ``--model`` with TensorRT 10's builder flags (INT8 then
+calibrated on CamVid *train* images, preprocessed exactly like the runtime); then for every val image:
 
 * ONNX Runtime (CPU) runs the :class:`Preprocessor`'s input → reference labels (argmax at the
   network's output resolution);
 * TensorRT ``infer()`` runs the *same* input → "agree %" (share of low-res label pixels equal to the
   reference) and mIoU against the ground truth;
-* TensorRT ``infer_frame()`` runs the raw frame (GPU resize/normalise + GPU argmax) → "frame agree %"
+* TensorRT ``infer_frame_labels()`` runs the raw frame (GPU resize/normalise + GPU argmax) → "frame agree %"
   (this also covers the GPU preprocessing).
 
 A row ``ort + cuda prep`` separates the GPU preprocessing and argmax from the engine: ONNX Runtime
@@ -26,7 +36,7 @@ preprocessing times), then exits with code 2 naming what is missing.
 mIoU: low-res labels upsampled to the label size with nearest neighbour, 11 CamVid classes,
 Unlabelled ignored, with ``perception.eval.metrics`` (the same method for every row, so ΔmIoU
 isolates the backend). Timing: ms per frame over the val set after ``--warmup`` frames; "infer" =
-upload + engine + download of all outputs; "frame" = the whole ``infer_frame`` path. Exit code 0
+upload + engine + download of all outputs; "frame" = the whole ``infer_frame_labels`` path. Exit code 0
 when every row meets the issue's targets (FP16: agree ≥ 99.5 %, |ΔmIoU| ≤ 0.3; INT8: |ΔmIoU| ≤ 1.0;
 FP32: agree ≥ 99.9 %), 1 otherwise.
 """
@@ -138,7 +148,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--cuda-graph", action="store_true", help="time with CUDA-graph capture on")
     ap.add_argument("--json", type=Path, default=None, help="also write the rows as JSON here")
+    ap.add_argument("--cpu-models", default=None, metavar="A.onnx,B.onnx",
+                    help="compare these models with --model on the CPU (ONNX Runtime) and exit; no GPU needed")
+    ap.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (--cpu-models)")
     args = ap.parse_args(argv)
+    if args.cpu_models:
+        return compare_on_cpu(args, [Path(m.strip()) for m in args.cpu_models.split(",") if m.strip()])
 
     ok, why = available()
     cuda, cuda_why = _cuda()
@@ -201,13 +216,14 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(row)
 
     for precision in [p.strip() for p in args.precisions.split(",") if p.strip()] if ok else []:
+        model = _model_for(args.model, precision)
         options = BuildOptions(precision=precision)
-        if precision == "int8":
+        if precision == "int8" and model == args.model:
             options = BuildOptions(precision="int8", calib_dir=args.camvid / "train", calib_images=args.calib_images,
                                    calib_cache=cache_dir / f"{card.name}_{card.input.width}x{card.input.height}.calib")
         t_build = time.perf_counter()
         try:
-            backend = TensorRTBackend(model_path=args.model, card=card, engine_cache_dir=cache_dir,
+            backend = TensorRTBackend(model_path=model, card=load_card(model), engine_cache_dir=cache_dir,
                                       precision=precision, build_options=options, use_cuda_graph=args.cuda_graph)
         except PerceptionError as exc:
             print(f"validate_tensorrt: {precision}: {exc}", file=sys.stderr)
@@ -227,14 +243,14 @@ def main(argv: list[str] | None = None) -> int:
                 total += ref.size
                 cm += confusion_matrix(_upsampled(labels, gt), gt, c, ignore)
                 t = time.perf_counter()
-                fast = backend.infer_frame(image)
+                fast = backend.infer_frame_labels(image)
                 frame_ms.append((time.perf_counter() - t) * 1000.0)
                 frame_agree += int((fast["labels"] == ref).sum())
             # a second timing pass of the fast path alone, now that every buffer and graph is warm
             frame_ms = []
             for _, image, _ in data:
                 t = time.perf_counter()
-                backend.infer_frame(image)
+                backend.infer_frame_labels(image)
                 frame_ms.append((time.perf_counter() - t) * 1000.0)
         miou = _miou(cm)
         row = {
@@ -248,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
             "frame": _percentiles(frame_ms),
             "build_s": build_s,
             "engine": str(backend.engine_path),
+            "model": model.name,
         }
         target = TARGETS.get(precision, {})
         row["pass"] = (target.get("agree") is None or row["agree"] >= target["agree"]) and (
@@ -285,6 +302,61 @@ def main(argv: list[str] | None = None) -> int:
         print(f"validate_tensorrt: the TensorRT rows were not run: {why}", file=sys.stderr)
         return 2
     return 0 if all(r["pass"] for r in rows) else 1
+
+
+def _model_for(model: Path, precision: str) -> Path:
+    """The model that carries ``precision`` beside ``model`` (``<stem>_fp16.onnx`` from
+    ``tools/export_onnx.py --fp16``, ``<stem>_int8_trt.onnx`` from ``tools/quantize_onnx.py --tensorrt``):
+    what a strongly typed build (the only kind on TensorRT 11) needs; ``model`` itself when absent
+    (TensorRT 10 then uses its builder flags and, for INT8, calibrates)."""
+    suffix = {"fp16": "_fp16", "int8": "_int8_trt"}.get(precision)
+    sibling = model.with_name(f"{model.stem}{suffix}.onnx") if suffix else model
+    return sibling if sibling.is_file() else model
+
+
+def compare_on_cpu(args: argparse.Namespace, models: list[Path]) -> int:
+    """The ``--cpu-models`` table: each model vs ``--model`` (FP32) with ONNX Runtime on the CPU."""
+    import platform
+
+    from perception.backends.onnxruntime import OnnxRuntimeBackend
+    from perception.eval.datasets import open_dataset
+    from perception.eval.metrics import confusion_matrix
+    from perception.modelcard import load_card
+    from perception.postprocess.labels import argmax_labels
+
+    card = load_card(args.model)
+    ignore = card.ignore_index if card.ignore_index is not None else 11
+    data = list(open_dataset(args.camvid, layout="camvid", split="val", num_classes=card.num_classes,
+                             ignore_index=ignore, limit=args.limit))
+    rows, ref_labels = [], None
+    for path in [args.model, *models]:
+        labels_all, ms = [], []
+        cm = np.zeros((card.num_classes, card.num_classes), np.int64)
+        with OnnxRuntimeBackend(model_path=path, card=load_card(path), providers="cpu", threads=args.threads) as b:
+            sem = b.card.output("semantic_logits").name
+            for _, image, gt in data:
+                t = time.perf_counter()
+                logits = b.infer_frame(image)[sem][0]
+                ms.append((time.perf_counter() - t) * 1000.0)
+                labels = argmax_labels(logits)
+                labels_all.append(labels)
+                cm += confusion_matrix(_upsampled(labels, gt), gt, card.num_classes, ignore)
+        ref_labels = ref_labels or labels_all
+        same = sum(int((a == r).sum()) for a, r in zip(labels_all, ref_labels))
+        total = sum(r.size for r in ref_labels)
+        rows.append({"model": path.name, "agree": 100.0 * same / total, "miou": _miou(cm),
+                     "ms": _percentiles(ms[args.warmup:] or ms)})
+    print(f"\n{len(data)} CamVid val images, input {card.input.width}x{card.input.height}, ONNX Runtime CPU "
+          f"({platform.processor() or platform.machine()}), labels at the output grid vs {args.model.name}; "
+          "mIoU at label resolution (nearest upsampling)\n")
+    print(f"{'model':<42}{'agree%':>8}{'mIoU':>7}{'ΔmIoU':>7}{'p50 ms':>8}")
+    for r in rows:
+        print(f"{r['model']:<42}{r['agree']:>8.2f}{r['miou']:>7.2f}{r['miou'] - rows[0]['miou']:>+7.2f}"
+              f"{r['ms']['p50']:>8.1f}")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"cpu_rows": rows}, indent=1) + "\n")
+    return 0
 
 
 if __name__ == "__main__":

@@ -3,6 +3,11 @@
 A backend runs one model. It declares its tensors (``inputs`` / ``outputs`` as :class:`TensorSpec`,
 read from the runtime itself and checked against the model card) and never reinterprets metadata.
 Lifetimes are explicit: ``close()`` or a ``with`` block.
+
+A backend also owns its preprocessing: :meth:`Backend.infer_frame` takes the camera's BGR frame and
+turns it into the network input on the backend's own device (ONNX Runtime: the CPU
+:class:`~perception.backends.preprocess.Preprocessor`; TensorRT: the GPU twin of it), so that the
+pipeline never has to know where the model runs.
 """
 
 from __future__ import annotations
@@ -23,12 +28,23 @@ class Backend(Protocol):
     card: ModelCard
     inputs: Mapping[str, TensorSpec]
     outputs: Mapping[str, TensorSpec]
+    input_size: tuple[int, int]
+    """``(width, height)`` of the network input that :meth:`infer_frame` resizes frames to."""
 
     def infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run the model. ``feeds`` maps input names to arrays of the declared dtype and shape.
 
         Returns arrays keyed by output name. They may be views of buffers the backend reuses on the
         next call: copy what you keep.
+        """
+        ...
+
+    def infer_frame(self, frame_bgr: np.ndarray) -> dict[str, np.ndarray]:
+        """Preprocess one ``uint8[H, W, 3]`` BGR frame (any size) on the backend's device and run the
+        model: resize to :attr:`input_size`, the card's colour order and normalisation, HWC→CHW.
+
+        Returns what :meth:`infer` returns for that input (batch 1, keyed by output name), possibly
+        views of reused buffers. Raises :class:`BackendError` for anything but a BGR uint8 frame.
         """
         ...
 
@@ -55,6 +71,15 @@ def check_feeds(feeds: Mapping[str, np.ndarray], inputs: Mapping[str, TensorSpec
             d is not None and d != a for d, a in zip(spec.shape, arr.shape)
         ):
             raise BackendError(f"{model}: input {name!r} must have shape {spec.shape}, got {arr.shape}")
+
+
+def check_frame(frame_bgr: object) -> None:
+    """Raise :class:`BackendError` unless ``frame_bgr`` is a ``uint8[H, W, 3]`` numpy array."""
+    if isinstance(frame_bgr, np.ndarray) and frame_bgr.ndim == 3 and frame_bgr.shape[2] == 3 \
+            and frame_bgr.dtype == np.uint8:
+        return
+    got = f"{frame_bgr.dtype}{list(frame_bgr.shape)}" if isinstance(frame_bgr, np.ndarray) else type(frame_bgr).__name__
+    raise BackendError(f"a frame must be a BGR uint8[H, W, 3] array, got {got}")
 
 
 def resolve_input_size(card: ModelCard, input_size: tuple[int, int] | None) -> tuple[int, int]:

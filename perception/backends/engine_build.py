@@ -1,4 +1,4 @@
-"""ONNX → TensorRT 10 engine: build options, shape profiles, INT8 calibration, the build itself.
+"""ONNX → TensorRT 10/11 engine: build options, shape profiles, INT8 calibration, the build itself.
 
 Building is apart from running (:mod:`perception.backends.tensorrt`): ``perception build-engine``
 calls :func:`build_engine` offline, and the runtime calls it only on a cache miss. Everything that
@@ -7,14 +7,19 @@ cache key), :func:`calibration_images` — is pure Python and runs without a GPU
 :func:`build_engine` needs TensorRT, PyTorch with CUDA (device buffers for calibration; see the
 module docstring of :mod:`perception.backends.tensorrt` for why PyTorch) and a GPU.
 
-Written against the TensorRT 10 Python API (``tensorrt`` 10.x). TensorRT 11 removed the weakly typed
-builder flags (``BuilderFlag.FP16``/``INT8``) and implicit INT8 calibration this module uses, so
-:func:`import_tensorrt` refuses any other major version with a message saying so.
+One build path for TensorRT 10 (JetPack 6: 10.3) and 11 (``pip install tensorrt`` on desktops): the
+installed version is detected once (:func:`tensorrt_api`) and recorded in the engine's metadata.
+**The precision is carried by the model**: an FP16 ONNX export (``tools/export_onnx.py --fp16``) or
+a Q/DQ INT8 model (``tools/quantize_onnx.py --tensorrt``) is built as a *strongly typed* network,
+which both versions support (11 knows no other kind). Only an FP32 model asked for at FP16 or INT8
+takes the old weakly typed route — the ``FP16``/``INT8`` builder flags and the entropy calibrator —
+and only on 10.x, since 11 removed them (:func:`plan_typing` says which route, or why neither).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import threading
 import time
@@ -39,7 +44,7 @@ log = logging.getLogger(__name__)
 Precision = Literal["fp32", "fp16", "int8"]
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
 
-SUPPORTED_TENSORRT_MAJOR = 10
+SUPPORTED_TENSORRT_MAJORS: tuple[int, ...] = (10, 11)
 
 TENSORRT_MISSING = (
     "TensorRT is not installed: pip install tensorrt (desktop) or use JetPack's python3-libnvinfer (Jetson)"
@@ -112,7 +117,7 @@ class GpuIdentity:
 
 
 def import_tensorrt():
-    """Import ``tensorrt`` (10.x) or raise :class:`EngineError` saying how to install it."""
+    """Import ``tensorrt`` (10.x or 11.x) or raise :class:`EngineError` saying how to install it."""
     try:
         import tensorrt as trt
     except ImportError as exc:
@@ -122,14 +127,80 @@ def import_tensorrt():
             f"TensorRT is installed but cannot load its libraries ({exc}); install the NVIDIA driver and the "
             "CUDA runtime it was built for"
         ) from exc
-    version = str(getattr(trt, "__version__", "0"))
-    if not version.split(".")[0].isdigit() or int(version.split(".")[0]) != SUPPORTED_TENSORRT_MAJOR:
-        raise EngineError(
-            f"TensorRT {version} is installed but this package is written for TensorRT "
-            f"{SUPPORTED_TENSORRT_MAJOR}.x (TensorRT 11 removed the FP16/INT8 builder flags it uses): "
-            f"pip install 'tensorrt>={SUPPORTED_TENSORRT_MAJOR},<{SUPPORTED_TENSORRT_MAJOR + 1}'"
-        )
+    tensorrt_api(trt)  # refuses versions other than 10.x and 11.x
     return trt
+
+
+@dataclass(frozen=True, slots=True)
+class TensorRTApi:
+    """What the installed TensorRT can do, detected once from the module (:func:`tensorrt_api`)."""
+
+    version: str
+    major: int
+    strongly_typed: bool
+    """Networks can be created strongly typed (10.x: ``NetworkDefinitionCreationFlag.STRONGLY_TYPED``;
+    11.x: always, the flag is ignored or gone)."""
+    precision_flags: bool
+    """The weakly typed precision flags (``BuilderFlag.FP16``/``INT8``) and the INT8 calibrator
+    exist: 10.x only."""
+    strong_flag: int = 0
+    """``create_network`` flags for a strongly typed network (0 where the flag is gone)."""
+
+
+_API_CACHE: dict[int, TensorRTApi] = {}
+
+
+def tensorrt_api(trt) -> TensorRTApi:
+    """Detect (once per module object) the TensorRT version and which build features it has.
+
+    Raises :class:`EngineError` for a major version other than 10 or 11.
+    """
+    found = _API_CACHE.get(id(trt))
+    if found is not None:
+        return found
+    version = str(getattr(trt, "__version__", "0"))
+    head = version.split(".")[0]
+    major = int(head) if head.isdigit() else 0
+    if major not in SUPPORTED_TENSORRT_MAJORS:
+        raise EngineError(
+            f"TensorRT {version} is installed but this package supports TensorRT 10.x and 11.x: "
+            "pip install 'tensorrt>=10,<12' (desktop) or JetPack 6's python3-libnvinfer (Jetson)"
+        )
+    creation = getattr(trt, "NetworkDefinitionCreationFlag", None)
+    strong = getattr(creation, "STRONGLY_TYPED", None)
+    api = TensorRTApi(
+        version=version,
+        major=major,
+        strongly_typed=strong is not None or major >= 11,
+        precision_flags=hasattr(trt.BuilderFlag, "FP16") and hasattr(trt, "IInt8EntropyCalibrator2"),
+        strong_flag=(1 << int(strong)) if strong is not None else 0,
+    )
+    _API_CACHE[id(trt)] = api
+    return api
+
+
+def plan_typing(api: TensorRTApi, *, requested: str, model: str, model_name: str = "the model") -> str:
+    """``"strong"`` or ``"weak"``: how to build a ``model``-precision network for ``requested``. Pure.
+
+    The model's own precision is built strongly typed wherever TensorRT can. An FP32 model asked for
+    at FP16/INT8 needs the weakly typed flags (and, for INT8, the calibrator): 10.x only. Anything
+    else raises :class:`EngineError` naming the model to use instead.
+    """
+    if requested == model:
+        return "strong" if api.strongly_typed else "weak"
+    if model == "fp32" and api.precision_flags:
+        return "weak"
+    if model != "fp32":
+        raise EngineError(
+            f"{model_name} carries {model} precision (its ONNX graph fixes every type) but {requested} was "
+            f"asked for: ask for --precision {model}, or build from the FP32 model"
+        )
+    fix = ("an FP16 export: tools/export_onnx.py --fp16 (engines/<model>_fp16.onnx)" if requested == "fp16" else
+           "a Q/DQ INT8 model: tools/quantize_onnx.py --tensorrt (engines/<model>_int8_trt.onnx)")
+    raise EngineError(
+        f"TensorRT {api.version} builds strongly typed networks only, taking the precision from the model, and "
+        f"{model_name} is FP32; for {requested} build from {fix}, or ask for fp32"
+    )
 
 
 def import_torch_cuda():
@@ -210,6 +281,27 @@ def calibration_images(calib_dir: str | Path, count: int) -> list[Path]:
     return [files[i] for i in picks]
 
 
+def model_is_quantized(model_path: str | Path, *, chunk_bytes: int = 1 << 20) -> bool:
+    """Whether the ONNX file holds Q/DQ nodes (explicit INT8: it needs no calibration data).
+
+    Scans the file for the operator name ``QuantizeLinear`` (a substring of ``DequantizeLinear``
+    too): ONNX stores operator types as plain strings, so this needs neither ``onnx`` nor a parse.
+    A node merely *named* so would fool it; the build then checks the parsed network anyway
+    (:func:`network_precision`).
+    """
+    needle = b"QuantizeLinear"
+    tail = b""
+    try:
+        with open(model_path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(chunk_bytes), b""):
+                if needle in tail + chunk:
+                    return True
+                tail = chunk[-len(needle):]
+    except OSError as exc:
+        raise EngineError(f"cannot read {model_path}: {exc}") from exc
+    return False
+
+
 def has_calibration_data(options: BuildOptions) -> bool:
     """Whether ``options`` name a calibration folder or an existing calibration cache file."""
     return options.calib_dir is not None or (options.calib_cache is not None and Path(options.calib_cache).is_file())
@@ -241,17 +333,20 @@ def calibration_fingerprint(options: BuildOptions, *, required: bool = True) -> 
     )
 
 
-def build_options_key(options: BuildOptions, *, require_calibration: bool = True) -> dict[str, Any]:
+def build_options_key(
+    options: BuildOptions, *, require_calibration: bool = True, quantized: bool = False
+) -> dict[str, Any]:
     """The build options that change the engine (the ``build_options`` field of the key). Pure.
 
     Left out on purpose: the timing-cache and calibration-cache *paths* (they speed a build up but
-    do not change what it computes) and the sizes/batch/precision (separate key fields).
+    do not change what it computes) and the sizes/batch/precision (separate key fields). A Q/DQ
+    model (``quantized``) carries its own scales, so calibration data plays no part in its key.
     """
     return {
         "workspace_mb": options.workspace_mb,
         "dla_core": options.dla_core,
         "gpu_fallback": options.gpu_fallback if options.dla_core is not None else None,
-        "calibration": calibration_fingerprint(options, required=require_calibration),
+        "calibration": None if quantized else calibration_fingerprint(options, required=require_calibration),
     }
 
 
@@ -268,8 +363,10 @@ def make_request(
     """The cache request for building ``model_path`` with ``options`` on ``gpu``. Pure (hashes the file).
 
     ``require_calibration=False`` lets an INT8 request without calibration data through (its
-    calibration fingerprint is ``None``): good for finding an engine, not for building one.
+    calibration fingerprint is ``None``): good for finding an engine, not for building one. A Q/DQ
+    model (:func:`model_is_quantized`) never needs calibration data.
     """
+    quantized = options.precision == "int8" and model_is_quantized(model_path)
     return EngineRequest(
         card=plain_json(card.model_dump(mode="json")),
         onnx_sha256=onnx_sha256 or file_sha256(model_path),
@@ -278,7 +375,7 @@ def make_request(
         compute_capability=gpu.compute_capability,
         precision=options.precision,
         profiles=shape_profiles(card, options),
-        build_options=build_options_key(options, require_calibration=require_calibration),
+        build_options=build_options_key(options, require_calibration=require_calibration, quantized=quantized),
         onnx_path=str(model_path),
     )
 
@@ -374,12 +471,56 @@ def _progress_monitor(trt):
     return _Progress()
 
 
+def calibration_stamp(*, onnx_sha256: str, shape: tuple[int, ...], images: dict[str, Any] | None) -> dict[str, Any]:
+    """What an INT8 calibration cache was made from: the model's sha256, the calibration input shape
+    and (when known) the images' fingerprint. Kept beside the cache (``<cache>.json``) so a cache
+    is never reused for a retrained model of the same name and size. Pure."""
+    return {"onnx_sha256": onnx_sha256, "input": [int(d) for d in shape], "images": images}
+
+
+def _stamp_path(cache_path: Path) -> Path:
+    return cache_path.with_name(cache_path.name + ".json")
+
+
+def read_calibration_cache(cache_path: Path, stamp: dict[str, Any]) -> bytes | None:
+    """The calibration cache's bytes if its stamp says it was made for ``stamp``'s model and shape
+    (and images, when ``stamp`` names them); ``None``, logged with the reason, otherwise."""
+    if not cache_path.is_file():
+        return None
+    try:
+        found = json.loads(_stamp_path(cache_path).read_text())
+    except (OSError, ValueError) as exc:
+        log.warning("calibration: not using %s: it has no readable stamp %s (%s)", cache_path,
+                    _stamp_path(cache_path).name, exc)
+        return None
+    fields = ("onnx_sha256", "input") + (("images",) if stamp.get("images") is not None else ())
+    differs = [f for f in fields if not isinstance(found, dict) or found.get(f) != stamp.get(f)]
+    if differs:
+        log.warning("calibration: not using %s: made for another %s", cache_path, " and ".join(differs))
+        return None
+    try:
+        return cache_path.read_bytes()
+    except OSError as exc:
+        log.warning("calibration: cannot read %s (%s)", cache_path, exc)
+        return None
+
+
+def write_calibration_cache(cache_path: Path, data: bytes, stamp: dict[str, Any]) -> None:
+    """Write the calibration cache and its stamp (each through a temporary file and a rename)."""
+    cache_path.parent.mkdir(parents=True, exist_ok=True)
+    for path, payload in ((cache_path, bytes(data)), (_stamp_path(cache_path), json.dumps(stamp).encode())):
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_bytes(payload)
+        tmp.replace(path)
+
+
 def _make_calibrator(trt, torch, *, card: ModelCard, profile: ShapeProfile, images: list[Path],
-                     cache_path: Path | None, device: int):
-    """An ``IInt8EntropyCalibrator2`` feeding ``images`` preprocessed exactly like the runtime does
-    (:class:`~perception.backends.preprocess.Preprocessor` with the model card), batch = the
-    profile's ``opt`` batch. Errors while reading images are kept in ``.error`` (exceptions cannot
-    cross TensorRT's C++ callback) and raised after the build."""
+                     cache_path: Path | None, stamp: dict[str, Any], device: int):
+    """An ``IInt8EntropyCalibrator2`` (TensorRT 10.x only) feeding ``images`` preprocessed exactly like
+    the runtime does (:class:`~perception.backends.preprocess.Preprocessor` with the model card),
+    batch = the profile's ``opt`` batch. A calibration cache is read only when its stamp matches
+    ``stamp`` (:func:`read_calibration_cache`). Errors while reading images are kept in ``.error``
+    (exceptions cannot cross TensorRT's C++ callback) and raised after the build."""
     import cv2
 
     from perception.backends.preprocess import Preprocessor
@@ -422,17 +563,16 @@ def _make_calibrator(trt, torch, *, card: ModelCard, profile: ShapeProfile, imag
             return [int(self._device.data_ptr())]
 
         def read_calibration_cache(self):
-            if cache_path is not None and cache_path.is_file():
+            data = None if cache_path is None else read_calibration_cache(cache_path, stamp)
+            if data is not None:
                 log.info("calibration: using cache %s", cache_path)
-                return cache_path.read_bytes()
-            return None
+            return data
 
         def write_calibration_cache(self, cache) -> None:
             if cache_path is None:
                 return
             try:
-                cache_path.parent.mkdir(parents=True, exist_ok=True)
-                cache_path.write_bytes(bytes(cache))
+                write_calibration_cache(cache_path, bytes(cache), stamp)
                 log.info("calibration: wrote cache %s", cache_path)
             except OSError as exc:
                 self.error = exc
@@ -448,88 +588,186 @@ def _format_parser_error(err) -> str:
     return f"{where}: {err.desc()} [{err.code()}]"
 
 
+# --- checked TensorRT calls (the bindings raise instead of returning None) ---------------------------
+
+
+def create_builder(trt, logger):
+    """``trt.Builder(logger)``; the binding raises ``TypeError`` (its factory returned null: no usable
+    GPU, or a driver/CUDA mismatch) instead of returning None: that becomes :class:`EngineError`."""
+    try:
+        return trt.Builder(logger)
+    except TypeError as exc:
+        raise EngineError(f"cannot create a TensorRT builder ({exc}): {logger.take_errors()}") from exc
+
+
+def create_runtime(trt, logger):
+    """``trt.Runtime(logger)``, its ``TypeError`` on failure turned into :class:`EngineError`."""
+    try:
+        return trt.Runtime(logger)
+    except TypeError as exc:
+        raise EngineError(f"cannot create a TensorRT runtime ({exc}): {logger.take_errors()}") from exc
+
+
+def set_profile_shape(opt_profile, shape: ShapeProfile, logger) -> None:
+    """``IOptimizationProfile.set_shape``, which raises ``RuntimeError`` (or ``TypeError`` /
+    ``ValueError`` for malformed dimensions) rather than returning a failure: :class:`EngineError`."""
+    try:
+        opt_profile.set_shape(shape.name, shape.min, shape.opt, shape.max)
+    except (RuntimeError, TypeError, ValueError) as exc:
+        raise EngineError(f"TensorRT refused the shapes {shape.describe()} ({exc}): {logger.take_errors()}") from exc
+
+
+def network_precision(trt, network) -> str:
+    """``"int8"`` (Q/DQ layers), ``"fp16"`` (a layer computes in half) or ``"fp32"``: the precision a
+    parsed network carries, which a strongly typed build keeps."""
+    quant = {getattr(trt.LayerType, name, None) for name in ("QUANTIZE", "DEQUANTIZE")} - {None}
+    half = False
+    for i in range(network.num_layers):
+        layer = network.get_layer(i)
+        if layer.type in quant:
+            return "int8"
+        half = half or any(layer.get_output(j).dtype == trt.DataType.HALF for j in range(layer.num_outputs))
+    return "fp16" if half else "fp32"
+
+
+@dataclass(frozen=True, slots=True)
+class BuiltEngine:
+    """A serialized engine (the raw bytes, without our header) and how it was built."""
+
+    blob: bytes
+    api: TensorRTApi
+    typing: str
+    """``"strong"`` (the model's own precision) or ``"weak"`` (10.x builder flags / calibrator)."""
+    model_precision: str
+
+    def metadata(self) -> dict[str, Any]:
+        """For the engine file's ``extra``: the TensorRT version and the network's typing."""
+        return {"tensorrt_version": self.api.version, "tensorrt_major": self.api.major,
+                "network": "strongly typed" if self.typing == "strong" else "weakly typed (builder precision flags)",
+                "model_precision": self.model_precision}
+
+
+def _parse(trt, builder, model_path: Path, logger, *, flags: int):
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(model_path)):
+        errors = [_format_parser_error(parser.get_error(i)) for i in range(parser.num_errors)]
+        raise EngineError(
+            f"TensorRT {trt.__version__}'s ONNX parser rejected {model_path}:\n  - "
+            + "\n  - ".join(errors or [logger.take_errors()])
+        )
+    return network, parser  # the parser owns the weights: keep it alive with the network
+
+
 def build_engine(
     *,
     model_path: str | Path,
     card: ModelCard,
     options: BuildOptions,
     device: int = 0,
-) -> bytes:
-    """Build a serialized TensorRT engine for ``model_path`` (the raw bytes, without our header).
+) -> BuiltEngine:
+    """Build a TensorRT engine for ``model_path`` on CUDA device ``device``.
 
-    Needs TensorRT 10, PyTorch with CUDA and a GPU; raises :class:`EngineError` with the cause
-    otherwise, or when parsing, configuring or building fails (quoting TensorRT's own errors).
+    Needs TensorRT 10 or 11, PyTorch with CUDA (device selection, calibration buffers) and a GPU;
+    raises :class:`EngineError` with the cause otherwise, or when parsing, configuring or building
+    fails (quoting TensorRT's own errors). See :func:`build_serialized`.
     """
     trt = import_tensorrt()
     torch = import_torch_cuda()
     model_path = Path(model_path)
     if not model_path.is_file():
         raise EngineError(f"ONNX model not found: {model_path}")
+
+    def calibrator(**kw):
+        return _make_calibrator(trt, torch, card=card, device=device, **kw)
+
+    with torch.cuda.device(device):
+        return build_serialized(trt, model_path=model_path, card=card, options=options, make_calibrator=calibrator)
+
+
+def build_serialized(trt, *, model_path: Path, card: ModelCard, options: BuildOptions,
+                     make_calibrator=None) -> BuiltEngine:
+    """The build itself, on the current CUDA device, with the ``tensorrt`` module given.
+
+    Parses the model as a strongly typed network where TensorRT has them, reads the precision it
+    carries (:func:`network_precision`) and builds it so; only an FP32 model asked for at FP16/INT8
+    on TensorRT 10 is parsed again weakly typed, with the builder flags and (INT8)
+    ``make_calibrator(profile=, images=, cache_path=, stamp=)`` (:func:`plan_typing`).
+    """
+    api = tensorrt_api(trt)
     profile = shape_profiles(card, options)[0]
     logger = trt_logger(trt)
     logger.take_errors()
     t0 = time.monotonic()
-    with torch.cuda.device(device):
-        builder = trt.Builder(logger)
-        if builder is None:
-            raise EngineError(f"cannot create a TensorRT builder: {logger.take_errors()}")
-        network = builder.create_network(0)  # TensorRT 10: explicit batch is the only mode
-        parser = trt.OnnxParser(network, logger)
-        if not parser.parse_from_file(str(model_path)):
-            errors = [_format_parser_error(parser.get_error(i)) for i in range(parser.num_errors)]
-            raise EngineError(
-                f"TensorRT {trt.__version__}'s ONNX parser rejected {model_path}:\n  - "
-                + "\n  - ".join(errors or [logger.take_errors()])
-            )
-        _check_network_input(network, card, profile)
-
-        config = builder.create_builder_config()
-        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(options.workspace_mb) << 20)
-        if options.precision in ("fp16", "int8"):
-            config.set_flag(trt.BuilderFlag.FP16)  # int8 too: layers without INT8 kernels run in FP16
-        calibrator = None
-        dynamic = any(d == -1 for d in network.get_input(0).shape)
-        if dynamic:
-            opt_profile = builder.create_optimization_profile()
-            opt_profile.set_shape(profile.name, profile.min, profile.opt, profile.max)
-            if config.add_optimization_profile(opt_profile) < 0:
-                raise EngineError(f"TensorRT refused the optimisation profile {profile.describe()}: "
-                                  f"{logger.take_errors()}")
-        if options.precision == "int8":
-            config.set_flag(trt.BuilderFlag.INT8)
-            images = calibration_images(options.calib_dir, options.calib_images) if options.calib_dir else []
-            calib_profile = ShapeProfile(name=profile.name, min=profile.opt, opt=profile.opt, max=profile.opt)
-            calibrator = _make_calibrator(
-                trt, torch, card=card, profile=calib_profile, images=images,
-                cache_path=Path(options.calib_cache) if options.calib_cache else None, device=device,
-            )
-            config.int8_calibrator = calibrator
-            if dynamic:
-                cal = builder.create_optimization_profile()
-                cal.set_shape(profile.name, calib_profile.min, calib_profile.opt, calib_profile.max)
-                if not config.set_calibration_profile(cal):
-                    raise EngineError(f"TensorRT refused the calibration profile: {logger.take_errors()}")
-            log.info("INT8 calibration over %d images from %s", len(images), options.calib_dir or options.calib_cache)
-        if options.dla_core is not None:
-            _configure_dla(trt, builder, config, options)
-        timing_cache = _load_timing_cache(config, options.timing_cache)
-        monitor = _progress_monitor(trt)
-        if monitor is not None:
-            config.progress_monitor = monitor
-        log.info(
-            "building %s engine for %s (%s) with TensorRT %s; this takes from seconds to many minutes",
-            options.precision, model_path.name, profile.describe(), trt.__version__,
-        )
-        serialized = builder.build_serialized_network(network, config)
-        if calibrator is not None and calibrator.error is not None:
-            raise EngineError(f"INT8 calibration failed: {calibrator.error}") from calibrator.error
-        if serialized is None:
-            raise EngineError(f"TensorRT could not build an engine from {model_path}: {logger.take_errors()}")
-        if timing_cache is not None:
-            _save_timing_cache(config, options.timing_cache)
-        blob = bytes(serialized)
+    builder = create_builder(trt, logger)
+    network, parser = _parse(trt, builder, model_path, logger, flags=api.strong_flag)
+    model_precision = network_precision(trt, network)
+    typing = plan_typing(api, requested=options.precision, model=model_precision, model_name=model_path.name)
+    if typing == "weak" and api.strong_flag:
+        network, parser = _parse(trt, builder, model_path, logger, flags=0)
+    _check_network_input(network, card, profile)
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(options.workspace_mb) << 20)
+    dynamic = any(d == -1 for d in network.get_input(0).shape)
+    if dynamic:
+        opt_profile = builder.create_optimization_profile()
+        set_profile_shape(opt_profile, profile, logger)
+        if config.add_optimization_profile(opt_profile) < 0:
+            raise EngineError(f"TensorRT refused the optimisation profile {profile.describe()}: {logger.take_errors()}")
+    calibrator = None
+    if typing == "weak":
+        calibrator = _weak_precision(trt, builder, config, options=options, profile=profile, dynamic=dynamic,
+                                     logger=logger, make_calibrator=make_calibrator, model_path=model_path)
+    if options.dla_core is not None:
+        _configure_dla(trt, builder, config, options)
+    timing_cache = _load_timing_cache(config, options.timing_cache, logger)
+    monitor = _progress_monitor(trt)
+    if monitor is not None:
+        config.progress_monitor = monitor
+    log.info("building %s engine for %s (%s, %s network) with TensorRT %s; this takes from seconds to many minutes",
+             options.precision, model_path.name, profile.describe(), typing + "ly typed", api.version)
+    serialized = builder.build_serialized_network(network, config)
+    if calibrator is not None and calibrator.error is not None:
+        raise EngineError(f"INT8 calibration failed: {calibrator.error}") from calibrator.error
+    if serialized is None:
+        raise EngineError(f"TensorRT could not build an engine from {model_path}: {logger.take_errors()}")
+    if timing_cache is not None:
+        _save_timing_cache(config, options.timing_cache)
+    blob = bytes(serialized)
+    del parser
     log.info("built %s engine (%.1f MB) in %.1f s", options.precision, len(blob) / 1e6, time.monotonic() - t0)
-    return blob
+    return BuiltEngine(blob=blob, api=api, typing=typing, model_precision=model_precision)
+
+
+def _weak_precision(trt, builder, config, *, options: BuildOptions, profile: ShapeProfile, dynamic: bool, logger,
+                    make_calibrator, model_path: Path):
+    """TensorRT 10.x, FP32 model: the FP16 flag (INT8 too: layers without INT8 kernels run in FP16)
+    and, for INT8, the flag and an entropy calibrator; returns the calibrator or ``None``."""
+    config.set_flag(trt.BuilderFlag.FP16)
+    if options.precision != "int8":
+        return None
+    config.set_flag(trt.BuilderFlag.INT8)
+    if make_calibrator is None:
+        raise EngineError("INT8 calibration needs PyTorch with CUDA for its buffers (build_engine provides it)")
+    images = calibration_images(options.calib_dir, options.calib_images) if options.calib_dir else []
+    calib_profile = ShapeProfile(name=profile.name, min=profile.opt, opt=profile.opt, max=profile.opt)
+    stamp = calibration_stamp(onnx_sha256=file_sha256(model_path), shape=profile.opt,
+                              images=calibration_fingerprint(options) if options.calib_dir else None)
+    cache_path = Path(options.calib_cache) if options.calib_cache else None
+    if not images and (cache_path is None or read_calibration_cache(cache_path, stamp) is None):
+        raise EngineError(
+            f"INT8 calibration cache {cache_path} was not made for {model_path.name} at {list(profile.opt)} "
+            "(its stamp file is missing or names another model): calibrate again with --calib-dir DIR"
+        )
+    calibrator = make_calibrator(profile=calib_profile, images=images, cache_path=cache_path, stamp=stamp)
+    config.int8_calibrator = calibrator
+    if dynamic:
+        cal = builder.create_optimization_profile()
+        set_profile_shape(cal, calib_profile, logger)
+        if not config.set_calibration_profile(cal):
+            raise EngineError(f"TensorRT refused the calibration profile: {logger.take_errors()}")
+    log.info("INT8 calibration over %d images from %s", len(images), options.calib_dir or options.calib_cache)
+    return calibrator
 
 
 def _check_network_input(network, card: ModelCard, profile: ShapeProfile) -> None:
@@ -565,7 +803,13 @@ def _configure_dla(trt, builder, config, options: BuildOptions) -> None:
     log.info("DLA core %d, GPU fallback %s", options.dla_core, "on" if options.gpu_fallback else "off")
 
 
-def _load_timing_cache(config, path: Path | None):
+def _load_timing_cache(config, path: Path | None, logger):
+    """Load (or start) the timing cache at ``path`` into ``config``; ``None`` without a path.
+
+    ``create_timing_cache`` may return None (NVIDIA's own helpers check it) and ``set_timing_cache``
+    refuses a cache from another GPU/TensorRT: either way a fresh, empty cache is tried next, and
+    :class:`EngineError` raised if TensorRT cannot even make that one.
+    """
     if path is None:
         return None
     path = Path(path)
@@ -576,15 +820,13 @@ def _load_timing_cache(config, path: Path | None):
         except OSError as exc:
             raise EngineError(f"cannot read timing cache {path}: {exc}") from exc
     cache = config.create_timing_cache(blob)
-    if not config.set_timing_cache(cache, False):
-        log.warning(
-            "timing cache %s does not fit this GPU/TensorRT; starting a fresh one (it will be overwritten)", path
-        )
-        cache = config.create_timing_cache(b"")
-        if not config.set_timing_cache(cache, False):
-            raise EngineError("TensorRT refused an empty timing cache")
-    else:
+    if cache is not None and config.set_timing_cache(cache, False):
         log.info("timing cache %s (%d bytes)", path, len(blob))
+        return cache
+    log.warning("timing cache %s does not fit this GPU/TensorRT; starting a fresh one (it will be overwritten)", path)
+    cache = config.create_timing_cache(b"")
+    if cache is None or not config.set_timing_cache(cache, False):
+        raise EngineError(f"TensorRT could not create an empty timing cache: {logger.take_errors()}")
     return cache
 
 
@@ -605,19 +847,33 @@ __all__ = [
     "DEFAULT_CALIB_IMAGES",
     "DEFAULT_WORKSPACE_MB",
     "PRECISIONS",
+    "SUPPORTED_TENSORRT_MAJORS",
     "TENSORRT_MISSING",
     "BuildOptions",
+    "BuiltEngine",
     "GpuIdentity",
+    "TensorRTApi",
     "build_engine",
     "build_options_key",
+    "build_serialized",
     "calibration_fingerprint",
     "calibration_images",
+    "calibration_stamp",
+    "create_builder",
+    "create_runtime",
     "gpu_identity",
     "has_calibration_data",
     "import_tensorrt",
     "import_torch_cuda",
     "make_request",
+    "model_is_quantized",
+    "network_precision",
     "options_for_runtime",
+    "plan_typing",
+    "read_calibration_cache",
+    "set_profile_shape",
     "shape_profiles",
+    "tensorrt_api",
     "trt_logger",
+    "write_calibration_cache",
 ]

@@ -3,6 +3,8 @@
 The session's real tensors are read from ONNX Runtime and checked against the model card; a model
 whose tensors do not match its card is refused with :class:`ModelCardError`. Outputs are bound to
 buffers allocated once per input shape (IOBinding), so the hot path allocates nothing large.
+Frames are preprocessed on the CPU by :class:`~perception.backends.preprocess.Preprocessor` into
+one reused input buffer (:meth:`OnnxRuntimeBackend.infer_frame`).
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from perception.backends.base import check_feeds, resolve_input_size
+from perception.backends.base import check_feeds, check_frame, resolve_input_size
+from perception.backends.preprocess import Preprocessor
 from perception.errors import BackendError, ModelCardError
 from perception.modelcard import ModelCard
 from perception.types import TensorSpec
@@ -93,6 +96,7 @@ class OnnxRuntimeBackend:
         self._binding = self._session.io_binding()
         self._out_buffers: dict[str, np.ndarray] = {}
         self._bound_for: tuple[int, ...] | None = None
+        self._preprocess = Preprocessor(card=card, input_size=self.input_size)
 
     @staticmethod
     def _specs(args: list) -> dict[str, TensorSpec]:
@@ -161,6 +165,13 @@ class OnnxRuntimeBackend:
         except Exception as exc:
             raise BackendError(f"ONNX Runtime failed on {self.model_path.name} with input {x.shape}: {exc}") from exc
         return dict(self._out_buffers)
+
+    def infer_frame(self, frame_bgr: np.ndarray) -> dict[str, np.ndarray]:
+        """Preprocess ``frame_bgr`` (BGR ``uint8[H, W, 3]``) on the CPU into the reused input buffer
+        and run the model: exactly ``infer({input: Preprocessor(frame)})``. See
+        :meth:`~perception.backends.base.Backend.infer_frame`."""
+        check_frame(frame_bgr)
+        return self.infer({self.card.input.name: self._preprocess(frame_bgr)})
 
     def close(self) -> None:
         self._binding = None

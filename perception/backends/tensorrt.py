@@ -1,10 +1,12 @@
-"""TensorRT backend: runs a cached, self-describing TensorRT 10 engine on a CUDA stream.
+"""TensorRT backend: runs a cached, self-describing TensorRT 10/11 engine on a CUDA stream.
 
 Lifecycle: the constructor finds the engine for (model, card, precision, shapes, TensorRT version,
 GPU) in the :class:`~perception.backends.engine_cache.EngineCache` — building and storing it on a
 miss — refuses any engine whose metadata differs, deserializes it, and allocates every device and
-pinned host buffer once for the input shape. ``infer``/``infer_frame`` then only copy and launch;
-buffers are re-allocated only when the input shape changes. ``close()`` (or ``with``) releases the
+pinned host buffer once for the input shape. ``infer``/``infer_frame``/``infer_frame_labels`` then
+only copy and launch; buffers are re-allocated only when the input shape changes, all or nothing
+(:func:`bind_io_buffers`). Every launch — direct or a CUDA-graph replay — goes to the backend's own
+stream, and a call returns after synchronising that stream only. ``close()`` (or ``with``) releases the
 execution context, engine and buffers, in that order; nothing is freed in ``__del__``.
 
 **Buffers live in PyTorch CUDA tensors, not cuda-python.** Reasons: (1) the GPU half of the fast
@@ -20,28 +22,31 @@ Every TensorRT call that reports failure (``set_input_shape``, ``set_tensor_addr
 ``execute_async_v3``, ``deserialize_cuda_engine``, ``create_execution_context``) is checked and
 turned into an :class:`EngineError` quoting TensorRT's logged errors.
 
-Status: written against the TensorRT 10 Python API documentation; the CPU-testable parts are tested,
-the GPU parts have not been run yet (see docs/tensorrt.md).
+Status: written against the TensorRT 10 and 11 Python API documentation; the CPU-testable parts are
+tested (with a stand-in ``tensorrt`` module where TensorRT itself is needed), the engine parts have
+not run on a GPU yet (see docs/tensorrt.md).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-from dataclasses import replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
-from perception.backends.base import check_feeds, resolve_input_size
+from perception.backends.base import check_feeds, check_frame, resolve_input_size
 from perception.backends.engine_build import (
     BuildOptions,
     build_engine,
+    create_runtime,
     gpu_identity,
     has_calibration_data,
     import_tensorrt,
     import_torch_cuda,
     make_request,
+    model_is_quantized,
     options_for_runtime,
     trt_logger,
 )
@@ -60,7 +65,7 @@ keeps edges sharper on small ones."""
 
 
 def available() -> tuple[bool, str]:
-    """Whether TensorRT 10 and a CUDA GPU (through PyTorch) are usable here, and why (not).
+    """Whether TensorRT (10.x or 11.x) and a CUDA GPU (through PyTorch) are usable here, and why (not).
 
     Never raises for a missing stack: ``(False, reason)`` then. Imports torch only once tensorrt
     imported, so a CPU-only machine loads neither.
@@ -118,6 +123,119 @@ def check_shape_in_profile(
                 f"input {name!r} shape {list(shape)} is outside the engine's profile {list(lo)}..{list(hi)} "
                 f"(axis {axis}); rebuild the engine with a wider --min-size/--max-size or --max-batch"
             )
+
+
+IO_DTYPES: tuple[tuple[str, str], ...] = (
+    ("FLOAT", "float32"), ("HALF", "float16"), ("INT8", "int8"), ("INT32", "int32"), ("INT64", "int64"),
+    ("UINT8", "uint8"), ("BOOL", "bool"),
+)
+"""TensorRT ``DataType`` member → numpy dtype, for engine inputs and outputs. ``trt.nptype`` is not
+used: it raises ``TypeError`` for BF16/FP8/INT4 (numpy has no such types)."""
+
+
+def io_dtype(trt, dtype, *, name: str) -> str:
+    """The numpy dtype name of an engine tensor of TensorRT ``dtype``; :class:`EngineError` for one
+    with no numpy twin (BF16, FP8, INT4, ...), saying how to re-export the model."""
+    for member, numpy_name in IO_DTYPES:
+        if getattr(trt.DataType, member, None) == dtype:
+            return numpy_name
+    raise EngineError(
+        f"engine tensor {name!r} is {getattr(dtype, 'name', dtype)}, which numpy (and so this backend's host "
+        "buffers) cannot hold: keep the model's inputs and outputs float32 or float16 (tools/export_onnx.py "
+        "--fp16 does) and its inner layers in any precision"
+    )
+
+
+def initial_input_shape(
+    declared: Sequence[int | None],
+    profile: tuple[Sequence[int], Sequence[int]] | None,
+    input_size: tuple[int, int],
+) -> tuple[int, ...]:
+    """The ``[N, 3, H, W]`` shape to open an engine at. Pure.
+
+    Axes the engine fixes keep the engine's value (an engine built for batch 4 or 640x480 runs as
+    built, whatever the card says); dynamic axes take batch 1 (or the profile's minimum) and
+    ``input_size`` (``(width, height)``).
+    """
+    want = (1, 3, input_size[1], input_size[0])
+    shape = []
+    for axis, (dim, default) in enumerate(zip(declared, want)):
+        if dim is not None:
+            shape.append(int(dim))
+        elif axis == 0 and profile is not None:
+            shape.append(max(default, int(profile[0][0])))
+        else:
+            shape.append(default)
+    return tuple(shape)
+
+
+@dataclass(slots=True)
+class IOBuffers:
+    """One input shape's buffers: device tensors the engine reads and writes, pinned host twins and
+    numpy views of those (what ``infer`` returns)."""
+
+    shape: tuple[int, ...]
+    d_in: object
+    h_in: object
+    h_in_np: np.ndarray
+    d_out: dict[str, object] = field(default_factory=dict)
+    h_out: dict[str, object] = field(default_factory=dict)
+    h_out_np: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def bind_io_buffers(
+    torch, context, *, input_name: str, shape: tuple[int, ...], dtypes: Mapping[str, str], device: str,
+    previous: IOBuffers | None, errors: Callable[[], str],
+) -> IOBuffers:
+    """Set ``context``'s input shape, allocate device and host buffers for it and bind them, all or
+    nothing: if anything fails, ``context`` is pointed back at ``previous`` (shape and addresses),
+    which stays valid, and :class:`EngineError` is raised. ``dtypes`` maps every engine tensor (input
+    first) to its numpy dtype; host buffers are pinned unless ``device`` is ``"cpu"``."""
+    pin = device != "cpu"
+
+    def alloc(shp, dtype):
+        tdt = torch.from_numpy(np.zeros(0, dtype=dtype)).dtype
+        return torch.empty(shp, dtype=tdt, device=device), torch.empty(shp, dtype=tdt, pin_memory=pin)
+
+    try:
+        if not context.set_input_shape(input_name, shape):
+            raise EngineError(f"TensorRT refused input shape {list(shape)} for {input_name!r}: {errors()}")
+        d_in, h_in = alloc(shape, dtypes[input_name])
+        new = IOBuffers(shape=tuple(shape), d_in=d_in, h_in=h_in, h_in_np=h_in.numpy())
+        _bind(context, input_name, d_in, errors)
+        for out in (n for n in dtypes if n != input_name):
+            oshape = tuple(int(d) for d in context.get_tensor_shape(out))
+            if any(d < 0 for d in oshape):
+                raise EngineError(f"TensorRT cannot resolve the shape of output {out!r} for input {list(shape)}")
+            new.d_out[out], new.h_out[out] = alloc(oshape, dtypes[out])
+            new.h_out_np[out] = new.h_out[out].numpy()
+            _bind(context, out, new.d_out[out], errors)
+    except (RuntimeError, EngineError) as exc:  # torch: CUDA out of memory / CUDA errors
+        if previous is not None:
+            context.set_input_shape(input_name, previous.shape)
+            for name, tensor in ((input_name, previous.d_in), *previous.d_out.items()):
+                context.set_tensor_address(name, int(tensor.data_ptr()))
+        if isinstance(exc, EngineError):
+            raise
+        raise EngineError(f"cannot allocate GPU buffers for input {list(shape)}: {exc}") from exc
+    return new
+
+
+def _bind(context, name: str, tensor, errors: Callable[[], str]) -> None:
+    if not context.set_tensor_address(name, int(tensor.data_ptr())):
+        raise EngineError(f"TensorRT refused the buffer address of {name!r}: {errors()}")
+
+
+def replay_on_stream(torch, graph, stream) -> None:
+    """Replay a captured CUDA graph on ``stream`` and wait for that stream only.
+
+    ``CUDAGraph.replay()`` launches on the *current* stream, so it must run inside
+    ``torch.cuda.stream(stream)``: replayed on the default stream while ``stream`` is synchronised,
+    the caller could read the results before the replay has written them.
+    """
+    with torch.cuda.stream(stream):
+        graph.replay()
+    stream.synchronize()
 
 
 def normalisation(card: ModelCard) -> tuple[tuple[int, int, int], np.ndarray, np.ndarray]:
@@ -264,16 +382,20 @@ class TensorRTBackend:
         engine_cache_dir: cache folder; ``None`` = ``$PERCEPTION_ENGINE_CACHE`` or ``~/.cache/perception/engines``.
         precision: ``fp32``, ``fp16`` (default: usually much faster than FP32 on tensor-core
             GPUs, with labels expected to agree with FP32 on >= 99.5 % of pixels) or ``int8``
-            (faster again; needs calibration data in ``build_options``; a small accuracy cost).
+            (faster again; a small accuracy cost). On TensorRT 11 it must be the model's own:
+            an FP16 export for ``fp16``, a Q/DQ model for ``int8`` (see
+            :func:`~perception.backends.engine_build.plan_typing`); on 10.x an FP32 model can also
+            be built at ``fp16``, or at ``int8`` with calibration data in ``build_options``.
         input_size: ``(width, height)`` to run at (dynamic models); ``None`` = the card's size.
         build_options: further build settings (batch range, workspace, DLA, calibration); its
             ``precision`` and sizes are overridden by ``precision`` and ``input_size``.
         engine_path: use this engine file instead of the cache. It must still match the model,
-            card, TensorRT version and GPU; its precision and shapes are taken as built.
+            card, TensorRT version and GPU; its precision and shapes are taken as built (an engine
+            with a fixed batch or size runs at that batch or size; ``input_size`` is then the engine's).
         device: CUDA device index.
-        use_cuda_graph: capture each (input shape, path) once as a CUDA graph and replay it:
-            cuts the launch overhead of the many small kernels (noticeable on Jetson CPUs); costs
-            a capture per new shape and fails loudly if the engine cannot be captured.
+        use_cuda_graph: capture each (input shape, path) once as a CUDA graph and replay it on the
+            backend's stream: cuts the launch overhead of the many small kernels (noticeable on
+            Jetson CPUs); costs a capture per new shape and fails loudly if the engine cannot be captured.
         build_missing: build on a cache miss (``True``) or raise :class:`EngineError` naming the
             ``perception build-engine`` command (``False``, for deployments that must not build).
     """
@@ -301,7 +423,7 @@ class TensorRTBackend:
         self._device = int(device)
         self._closed = True  # until fully constructed
         self._graphs: dict[tuple, object] = {}
-        self._shape: tuple[int, ...] | None = None
+        self._io: IOBuffers | None = None
         self._frame_shape: tuple[int, ...] | None = None
         if not self.model_path.is_file():
             raise BackendError(f"model file not found: {self.model_path}")
@@ -329,9 +451,7 @@ class TensorRTBackend:
     def _open(self, blob: bytes, logger) -> None:
         trt, torch, card = self._trt, self._torch, self.card
         with torch.cuda.device(self._device):
-            self._runtime = trt.Runtime(logger)
-            if self._runtime is None:
-                raise EngineError(f"cannot create a TensorRT runtime: {logger.take_errors()}")
+            self._runtime = create_runtime(trt, logger)
             dla = self.metadata.request.build_options.get("dla_core")
             if dla is not None:
                 self._runtime.DLA_core = int(dla)
@@ -346,10 +466,12 @@ class TensorRTBackend:
         self._read_tensors()
         where = f"engine {self.engine_path.name} vs card {card.name!r}"
         check_engine_tensors(card, self.inputs, self.outputs, where=where)
+        name = card.input.name
+        shape = initial_input_shape(self.inputs[name].shape, self._profile.get(name), self.input_size)
+        self.input_size = (shape[3], shape[2])  # an explicit engine's fixed size wins over the card's
         self._prep = TorchPreprocessor(card=card, input_size=self.input_size, device=f"cuda:{self._device}")
         self._closed = False
-        w, h = self.input_size
-        self._ensure_shape((1, 3, h, w))
+        self._ensure_shape(shape)
 
     # --- construction helpers ----------------------------------------------------------------------
 
@@ -366,20 +488,9 @@ class TensorRTBackend:
         request = make_request(model_path=self.model_path, card=self.card, options=options,
                                tensorrt_version=trt.__version__, gpu=gpu, require_calibration=False)
         cache = EngineCache(directory=cache_dir)
-        if options.precision == "int8" and not has_calibration_data(options):
-            # No calibration data here: take the newest INT8 engine built offline for everything else.
-            found = cache.find_matching(request, ignore_build_options=("calibration",))
-            if not found:
-                raise EngineError(
-                    f"no INT8 engine for {self.model_path.name} ({options_summary(request)}) in {cache.directory}, "
-                    f"and INT8 needs calibration data to build one: run {request.rebuild_command()}, or pass "
-                    "calib_dir/calib_cache in build_options"
-                )
-            path, metadata = found[0]
-            calibration = metadata.request.build_options.get("calibration")
-            request = replace(request, build_options={**request.build_options, "calibration": calibration})
-            self.engine_path = path
-            return cache.load_checked(path, request)
+        if options.precision == "int8" and not has_calibration_data(options) \
+                and not model_is_quantized(self.model_path):
+            return self._find_calibrated(cache, request)
         path = cache.lookup(request)
         if path is None:
             if not build_missing:
@@ -390,8 +501,23 @@ class TensorRTBackend:
             for line in cache.explain_miss(request):
                 log.info("engine cache: not reusing %s", line)
             log.info("engine cache: building %s (key %s)", cache.path_for(request).name, request.key())
-            blob = build_engine(model_path=self.model_path, card=self.card, options=options, device=self._device)
-            path = cache.store(request, blob, extra={"built_by": "TensorRTBackend"})
+            built = build_engine(model_path=self.model_path, card=self.card, options=options, device=self._device)
+            path = cache.store(request, built.blob, extra={"built_by": "TensorRTBackend", **built.metadata()})
+        self.engine_path = path
+        return cache.load_checked(path, request)
+
+    def _find_calibrated(self, cache: EngineCache, request) -> tuple[EngineMetadata, bytes]:
+        """An FP32 model at INT8 without calibration data here: the newest INT8 engine built offline."""
+        found = cache.find_matching(request, ignore_build_options=("calibration",))
+        if not found:
+            raise EngineError(
+                f"no INT8 engine for {self.model_path.name} ({options_summary(request)}) in {cache.directory}, "
+                f"and INT8 needs calibration data to build one: run {request.rebuild_command()}, or pass "
+                "calib_dir/calib_cache in build_options (or build from a Q/DQ model: tools/quantize_onnx.py --tensorrt)"
+            )
+        path, metadata = found[0]
+        calibration = metadata.request.build_options.get("calibration")
+        request = replace(request, build_options={**request.build_options, "calibration": calibration})
         self.engine_path = path
         return cache.load_checked(path, request)
 
@@ -404,7 +530,7 @@ class TensorRTBackend:
             name = engine.get_tensor_name(i)
             if engine.get_tensor_location(name) != trt.TensorLocation.DEVICE:
                 raise EngineError(f"engine tensor {name!r} lives on the host (a shape tensor); not supported")
-            dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(name))).name
+            dtype = io_dtype(trt, engine.get_tensor_dtype(name), name=name)
             shape = tuple(None if d < 0 else int(d) for d in engine.get_tensor_shape(name))
             spec = TensorSpec(name=name, shape=shape, dtype=dtype)
             if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT:
@@ -415,48 +541,22 @@ class TensorRTBackend:
             else:
                 self.outputs[name] = spec
 
-    def _torch_dtype(self, dtype: str):
-        return self._torch.from_numpy(np.zeros(0, dtype=dtype)).dtype
-
     def _ensure_shape(self, shape: tuple[int, ...]) -> None:
-        """Set the input shape and (re)allocate device + pinned host buffers, only when it changes."""
-        if shape == self._shape:
+        """Set the input shape and (re)allocate device + pinned host buffers, only when it changes;
+        all or nothing (:func:`bind_io_buffers`)."""
+        if self._io is not None and shape == self._io.shape:
             return
         name = self.card.input.name
         lo, hi = self._profile.get(name, (None, None))
         check_shape_in_profile(name, shape, self.inputs[name].shape, lo, hi)
-        torch, ctx = self._torch, self._context
-        dev = f"cuda:{self._device}"
+        dtypes = {name: self.inputs[name].dtype, **{o: spec.dtype for o, spec in self.outputs.items()}}
+        with self._torch.cuda.device(self._device):
+            io = bind_io_buffers(self._torch, self._context, input_name=name, shape=shape, dtypes=dtypes,
+                                 device=f"cuda:{self._device}", previous=self._io,
+                                 errors=trt_logger(self._trt).take_errors)
         self._graphs.clear()  # captured graphs point at the buffers being replaced
         self._frame_shape = None
-        try:
-            with torch.cuda.device(self._device):
-                if not ctx.set_input_shape(name, shape):
-                    raise EngineError(f"TensorRT refused input shape {list(shape)} for {name!r}: "
-                                      f"{trt_logger(self._trt).take_errors()}")
-                dtype = self._torch_dtype(self.inputs[name].dtype)
-                self._d_in = torch.empty(shape, dtype=dtype, device=dev)
-                self._h_in = torch.empty(shape, dtype=dtype, pin_memory=True)
-                self._h_in_np = self._h_in.numpy()
-                self._set_address(name, self._d_in)
-                self._d_out, self._h_out, self._h_out_np = {}, {}, {}
-                for out, spec in self.outputs.items():
-                    oshape = tuple(int(d) for d in ctx.get_tensor_shape(out))
-                    if any(d < 0 for d in oshape):
-                        raise EngineError(f"TensorRT cannot resolve the shape of output {out!r} for input "
-                                          f"{list(shape)}")
-                    odtype = self._torch_dtype(spec.dtype)
-                    self._d_out[out] = torch.empty(oshape, dtype=odtype, device=dev)
-                    self._h_out[out] = torch.empty(oshape, dtype=odtype, pin_memory=True)
-                    self._h_out_np[out] = self._h_out[out].numpy()
-                    self._set_address(out, self._d_out[out])
-        except RuntimeError as exc:  # torch: CUDA out of memory / CUDA errors
-            raise EngineError(f"cannot allocate GPU buffers for input {list(shape)}: {exc}") from exc
-        self._shape = shape
-
-    def _set_address(self, name: str, tensor) -> None:
-        if not self._context.set_tensor_address(name, int(tensor.data_ptr())):
-            raise EngineError(f"TensorRT refused the buffer address of {name!r}: {trt_logger(self._trt).take_errors()}")
+        self._io = io
 
     def _execute(self) -> None:
         if not self._context.execute_async_v3(self._stream.cuda_stream):
@@ -464,32 +564,35 @@ class TensorRTBackend:
                               f"{trt_logger(self._trt).take_errors()}")
 
     def _launch(self, key: tuple, body) -> None:
-        """Run ``body`` (which enqueues work on the stream) directly or as a captured CUDA graph,
-        then wait for the stream. CUDA errors become :class:`EngineError`."""
+        """Run ``body`` (which enqueues work on the stream) directly or as a captured CUDA graph
+        replayed on the same stream, then wait for that stream. CUDA errors become :class:`EngineError`."""
         torch = self._torch
         try:
             with torch.cuda.device(self._device):
                 if not self.use_cuda_graph:
                     body()
-                else:
-                    graph = self._graphs.get(key)
-                    if graph is None:
-                        body()  # warm-up: TensorRT applies deferred shape updates on its first enqueue
-                        self._stream.synchronize()
-                        graph = torch.cuda.CUDAGraph()
-                        try:
-                            with torch.cuda.graph(graph, stream=self._stream):
-                                body()
-                        except (RuntimeError, EngineError) as exc:
-                            raise EngineError(
-                                f"CUDA-graph capture of {self.engine_path.name} failed ({exc}); "
-                                "run with use_cuda_graph=False"
-                            ) from exc
-                        self._graphs[key] = graph
-                    graph.replay()
-                self._stream.synchronize()
+                    self._stream.synchronize()
+                    return
+                graph = self._graphs.get(key)
+                if graph is None:
+                    graph = self._graphs[key] = self._capture(body)
+                replay_on_stream(torch, graph, self._stream)
         except RuntimeError as exc:
             raise EngineError(f"CUDA error while running {self.engine_path.name}: {exc}") from exc
+
+    def _capture(self, body):
+        torch = self._torch
+        body()  # warm-up: TensorRT applies deferred shape updates on its first enqueue
+        self._stream.synchronize()
+        graph = torch.cuda.CUDAGraph()
+        try:
+            with torch.cuda.graph(graph, stream=self._stream):
+                body()
+        except (RuntimeError, EngineError) as exc:
+            raise EngineError(
+                f"CUDA-graph capture of {self.engine_path.name} failed ({exc}); run with use_cuda_graph=False"
+            ) from exc
+        return graph
 
     def _check_open(self) -> None:
         if self._closed:
@@ -507,26 +610,41 @@ class TensorRTBackend:
         check_feeds(feeds, self.inputs, model=self.engine_path.name)
         x = feeds[self.card.input.name]
         self._ensure_shape(tuple(int(d) for d in x.shape))
-        np.copyto(self._h_in_np, x)
-        self._launch(("infer", self._shape), self._infer_body)
-        return dict(self._h_out_np)
+        np.copyto(self._io.h_in_np, x)
+        self._launch(("infer", self._io.shape), self._infer_body)
+        return dict(self._io.h_out_np)
 
     def _infer_body(self) -> None:
-        torch = self._torch
-        with torch.cuda.stream(self._stream):
-            self._d_in.copy_(self._h_in, non_blocking=True)
+        io = self._io
+        with self._torch.cuda.stream(self._stream):
+            io.d_in.copy_(io.h_in, non_blocking=True)
             self._execute()
-            for name, host in self._h_out.items():
-                host.copy_(self._d_out[name], non_blocking=True)
+            self._download(io)
 
-    # --- GPU fast path ----------------------------------------------------------------------------------
+    def _download(self, io: IOBuffers) -> None:
+        for name, host in io.h_out.items():
+            host.copy_(io.d_out[name], non_blocking=True)
+
+    # --- the backend's own preprocessing, on the GPU ------------------------------------------------------
 
     def infer_frame(self, frame_bgr: np.ndarray) -> dict[str, np.ndarray]:
-        """Whole-frame fast path: upload the ``uint8`` frame once; resize, normalise, reorder
-        colours and HWC→CHW on the GPU; run the engine; argmax on the GPU; download small results.
+        """The pipeline's path: upload the ``uint8`` frame once; resize, normalise, reorder colours
+        and HWC→CHW on the GPU (:class:`TorchPreprocessor`); run the engine; download every output.
 
         Args:
             frame_bgr: ``uint8[H, W, 3]`` BGR frame, any size (resized to ``input_size``).
+
+        Returns:
+            what :meth:`infer` returns for that input: host arrays keyed by output name (views of
+            pinned buffers overwritten by the next call).
+        """
+        self._prepare_frame(frame_bgr)
+        self._launch(("frame", frame_bgr.shape), self._frame_body)
+        return dict(self._io.h_out_np)
+
+    def infer_frame_labels(self, frame_bgr: np.ndarray) -> dict[str, np.ndarray]:
+        """Labels fast path: as :meth:`infer_frame`, with the argmax on the GPU too, so only small
+        results come back instead of ``C`` float logit planes.
 
         Returns:
             ``labels``: ``uint8[h, w]`` class ids at the network's output resolution (``h, w`` =
@@ -534,20 +652,17 @@ class TensorRTBackend:
             ``float32[2, h, w]`` in ``(dy, dx)`` order (network-output pixels), when the card
             has those outputs. Views of pinned buffers overwritten by the next call.
         """
+        self._prepare_frame(frame_bgr)
+        self._launch(("labels", frame_bgr.shape), self._labels_body)
+        return dict(self._frame_results)
+
+    def _prepare_frame(self, frame_bgr: np.ndarray) -> None:
         self._check_open()
-        if not isinstance(frame_bgr, np.ndarray) or frame_bgr.ndim != 3 or frame_bgr.shape[2] != 3 \
-                or frame_bgr.dtype != np.uint8:
-            if isinstance(frame_bgr, np.ndarray):
-                got = f"{frame_bgr.dtype}{list(frame_bgr.shape)}"
-            else:
-                got = type(frame_bgr).__name__
-            raise BackendError(f"infer_frame needs a BGR uint8[H, W, 3] frame, got {got}")
+        check_frame(frame_bgr)
         w, h = self.input_size
-        self._ensure_shape((1, 3, h, w))
+        self._ensure_shape((self._io.shape[0], 3, h, w))
         self._ensure_frame_buffers(frame_bgr.shape)
         np.copyto(self._h_frame_np, frame_bgr)
-        self._launch(("frame", frame_bgr.shape), self._frame_body)
-        return dict(self._frame_results)
 
     def _ensure_frame_buffers(self, frame_shape: tuple[int, ...]) -> None:
         if frame_shape == self._frame_shape:
@@ -556,10 +671,10 @@ class TensorRTBackend:
         dev = f"cuda:{self._device}"
         fh, fw = frame_shape[:2]
         sem = self.card.output("semantic_logits")
-        _, _, oh, ow = self._d_out[sem.name].shape
+        oh, ow = self._io.d_out[sem.name].shape[2:]
         try:
             with torch.cuda.device(self._device):
-                self._graphs = {k: g for k, g in self._graphs.items() if k[0] != "frame"}
+                self._graphs = {k: g for k, g in self._graphs.items() if k[0] == "infer"}
                 self._h_frame = torch.empty((fh, fw, 3), dtype=torch.uint8, pin_memory=True)
                 self._h_frame_np = self._h_frame.numpy()
                 self._d_frame = torch.empty((fh, fw, 3), dtype=torch.uint8, device=dev)
@@ -579,20 +694,27 @@ class TensorRTBackend:
         self._frame_shape = frame_shape
 
     def _frame_body(self) -> None:
-        torch = self._torch
-        card = self.card
+        io = self._io
+        with self._torch.cuda.stream(self._stream):
+            self._d_frame.copy_(self._h_frame, non_blocking=True)
+            self._prep(self._d_frame, io.d_in)
+            self._execute()
+            self._download(io)
+
+    def _labels_body(self) -> None:
+        torch, card, io = self._torch, self.card, self._io
         with torch.cuda.stream(self._stream):
             self._d_frame.copy_(self._h_frame, non_blocking=True)
-            self._prep(self._d_frame, self._d_in)
+            self._prep(self._d_frame, io.d_in)
             self._execute()
-            logits = self._d_out[card.output("semantic_logits").name]
+            logits = io.d_out[card.output("semantic_logits").name]
             self._d_labels.copy_(torch.argmax(logits[0], dim=0))  # first maximum on ties, as numpy
             self._h_labels.copy_(self._d_labels, non_blocking=True)
             if self._h_heat is not None:
-                self._h_heat.copy_(self._d_out[card.output("center_heatmap").name][0, 0], non_blocking=True)
+                self._h_heat.copy_(io.d_out[card.output("center_heatmap").name][0, 0], non_blocking=True)
             if self._h_off is not None:
                 off = card.output("center_offsets")
-                d_off = self._d_out[off.name][0]
+                d_off = io.d_out[off.name][0]
                 if off.order == "xy":  # normalise to (dy, dx)
                     self._h_off[0].copy_(d_off[1], non_blocking=True)
                     self._h_off[1].copy_(d_off[0], non_blocking=True)
@@ -619,12 +741,11 @@ class TensorRTBackend:
         self._context = None
         self._engine = None
         self._runtime = None
-        self._d_in = self._h_in = self._h_in_np = None
-        self._d_out = self._h_out = self._h_out_np = {}
+        self._io = None
         self._h_frame = self._h_frame_np = self._d_frame = self._prep = None
         self._d_labels = self._h_labels = self._h_heat = self._h_off = None
         self._frame_results = {}
-        self._shape = self._frame_shape = None
+        self._frame_shape = None
 
     def __enter__(self) -> TensorRTBackend:
         return self
@@ -635,13 +756,19 @@ class TensorRTBackend:
 
 __all__ = [
     "AREA_SHRINK",
+    "IO_DTYPES",
+    "IOBuffers",
     "TensorRTBackend",
     "TorchPreprocessor",
     "available",
+    "bind_io_buffers",
     "check_engine_tensors",
     "check_shape_in_profile",
     "frame_to_input",
+    "initial_input_shape",
+    "io_dtype",
     "normalisation",
+    "replay_on_stream",
     "resize_matrix",
     "resize_mode",
 ]

@@ -63,15 +63,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "build-engine",
         help="build a TensorRT engine (FP32/FP16/INT8) from an ONNX model",
         description=(
-            "Build a self-describing TensorRT 10 engine from MODEL.onnx (with its MODEL.card.json beside it) "
+            "Build a self-describing TensorRT engine from MODEL.onnx (with its MODEL.card.json beside it) "
             "and store it in the engine cache, where `perception run --backend tensorrt` finds it. Needs an "
-            "NVIDIA GPU, TensorRT 10 and a CUDA build of PyTorch; see docs/tensorrt.md."
+            "NVIDIA GPU, TensorRT 10 or 11 and a CUDA build of PyTorch. TensorRT 11 takes the precision from "
+            "the model (an FP16 export for fp16, a Q/DQ model for int8); see docs/tensorrt.md."
         ),
     )
     p.add_argument("model", type=Path, metavar="MODEL.onnx", help="the ONNX model (its card must sit beside it)")
     p.add_argument("--precision", choices=PRECISIONS, default="fp16",
                    help="fp16 (default): ~2x FP32 speed on tensor cores, near-identical labels; int8: faster "
-                        "again, needs --calib-dir or --calib-cache")
+                        "again. The model's own precision when it carries one (FP16 export, Q/DQ model; always "
+                        "so on TensorRT 11); an FP32 model at int8 needs --calib-dir or --calib-cache (10.x)")
     cal = p.add_argument_group("INT8 calibration")
     cal.add_argument("--calib-dir", type=Path, metavar="DIR",
                      help="folder of representative images (searched recursively), preprocessed like the runtime")
@@ -132,7 +134,7 @@ def options_from_args(args: argparse.Namespace):
     if args.precision != "int8" and (args.calib_dir is not None or args.calib_cache is not None):
         raise ConfigError(f"--calib-dir/--calib-cache only apply to --precision int8 (asked {args.precision})")
     has_cache = args.calib_cache is not None and args.calib_cache.is_file()
-    if args.precision == "int8" and args.calib_dir is None and not has_cache:
+    if args.precision == "int8" and args.calib_dir is None and not has_cache and not _quantized(args.model):
         raise ConfigError(
             "--precision int8 needs --calib-dir DIR (representative images) or an existing --calib-cache FILE"
         )
@@ -152,6 +154,17 @@ def options_from_args(args: argparse.Namespace):
         calib_cache=args.calib_cache,
         timing_cache=args.timing_cache,
     )
+
+
+def _quantized(model: Path) -> bool:
+    """Whether ``model`` is a Q/DQ model (which carries its own INT8 scales); False if unreadable."""
+    from perception.backends.engine_build import model_is_quantized
+    from perception.errors import EngineError
+
+    try:
+        return Path(model).is_file() and model_is_quantized(model)
+    except EngineError:
+        return False
 
 
 def main(args: argparse.Namespace) -> int:
@@ -182,13 +195,15 @@ def main(args: argparse.Namespace) -> int:
         for line in cache.explain_miss(request):
             log.info("other cached engine: %s", line)
     t0 = time.monotonic()
-    blob = build_engine(model_path=model, card=card, options=options, device=args.device)
+    built = build_engine(model_path=model, card=card, options=options, device=args.device)
     seconds = time.monotonic() - t0
-    metadata = write_engine_file(target, request, blob, extra={"built_by": "perception build-engine",
-                                                              "build_seconds": round(seconds, 1)})
+    metadata = write_engine_file(target, request, built.blob, extra={"built_by": "perception build-engine",
+                                                                    "build_seconds": round(seconds, 1),
+                                                                    **built.metadata()})
     shapes = ", ".join(p.describe() for p in request.profiles)
     print(
         f"built {target}\n  {options.precision} {shapes} on {gpu.name} (sm {gpu.compute_capability}), "
-        f"TensorRT {trt.__version__}\n  {metadata.engine_size / 1e6:.1f} MB in {seconds:.1f} s, key {request.key()}"
+        f"TensorRT {trt.__version__}, {built.metadata()['network']} network\n"
+        f"  {metadata.engine_size / 1e6:.1f} MB in {seconds:.1f} s, key {request.key()}"
     )
     return 0

@@ -104,6 +104,87 @@ def export_onnx(
     return path
 
 
+FLOAT32_ONLY_INPUTS = {"Resize": (1, 2)}
+"""Inputs that ONNX requires in float32 whatever the data's type (``Resize``'s ``roi`` and
+``scales``): :func:`convert_to_fp16` leaves the constants feeding them alone."""
+
+FP16_MAX = 65504.0
+
+
+def convert_to_fp16(src: str | Path, dst: str | Path) -> Path:
+    """Write an FP16 copy of an FP32 ONNX model: the precision TensorRT 11 builds (it has no FP16 flag).
+
+    Every float32 weight and constant becomes float16 (clipped to ±65504), except those feeding
+    :data:`FLOAT32_ONLY_INPUTS`; ``Cast`` nodes to float32 cast to float16 instead. The graph's
+    inputs and outputs stay float32, so the model card, the preprocessing and every backend's
+    buffers are unchanged: a ``Cast`` to float16 follows each input and a ``Cast`` to float32
+    precedes each output (TensorRT fuses them into the first and last layers). Checked with
+    ``onnx.checker``; returns ``dst``.
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    model = onnx.load(str(src))
+    graph = model.graph
+    keep32 = {n.input[i] for n in graph.node for i in FLOAT32_ONLY_INPUTS.get(n.op_type, ()) if i < len(n.input)}
+
+    def half(t: onnx.TensorProto) -> onnx.TensorProto:
+        a = numpy_helper.to_array(t)
+        return numpy_helper.from_array(np.clip(a, -FP16_MAX, FP16_MAX).astype(np.float16), t.name)
+
+    for i, init in enumerate(graph.initializer):
+        if init.data_type == TensorProto.FLOAT and init.name not in keep32:
+            graph.initializer[i].CopyFrom(half(init))
+    for node in graph.node:
+        for attr in node.attribute:
+            if node.op_type == "Constant" and attr.t.data_type == TensorProto.FLOAT and node.output[0] not in keep32:
+                attr.t.CopyFrom(half(attr.t))
+            elif node.op_type == "Cast" and attr.name == "to" and attr.i == TensorProto.FLOAT \
+                    and node.output[0] not in keep32:
+                attr.i = TensorProto.FLOAT16
+    casts_in = []
+    for inp in graph.input:
+        if inp.type.tensor_type.elem_type != TensorProto.FLOAT:
+            continue
+        low = f"{inp.name}_fp16"
+        for node in graph.node:
+            node.input[:] = [low if x == inp.name else x for x in node.input]
+        casts_in.append(helper.make_node("Cast", [inp.name], [low], to=TensorProto.FLOAT16, name=f"{low}_cast"))
+    casts_out = []
+    for out in graph.output:
+        if out.type.tensor_type.elem_type != TensorProto.FLOAT:
+            continue
+        low = f"{out.name}_fp16"
+        for node in graph.node:
+            node.output[:] = [low if x == out.name else x for x in node.output]
+            node.input[:] = [low if x == out.name else x for x in node.input]
+        casts_out.append(helper.make_node("Cast", [low], [out.name], to=TensorProto.FLOAT, name=f"{out.name}_cast"))
+    nodes = [*casts_in, *graph.node, *casts_out]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    del graph.value_info[:]  # stale float32 types; shape inference below fills them again
+    model = onnx.shape_inference.infer_shapes(model)
+    onnx.checker.check_model(model, full_check=True)
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(dst))
+    return dst
+
+
+def onnx_precision(path: str | Path) -> str:
+    """``"int8"`` (Q/DQ nodes), ``"fp16"`` (float16 weights) or ``"fp32"``: what a strongly typed
+    TensorRT build of this ONNX file computes in. Reads the file with ``onnx``."""
+    import onnx
+    from onnx import TensorProto
+
+    graph = onnx.load(str(path)).graph
+    if any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in graph.node):
+        return "int8"
+    if any(i.data_type == TensorProto.FLOAT16 for i in graph.initializer):
+        return "fp16"
+    return "fp32"
+
+
 def build_card(
     *,
     input_size: tuple[int, int] = (480, 352),

@@ -128,3 +128,41 @@ def test_auto_selection_falls_back_to_onnxruntime_without_tensorrt():
     assert kind == "onnxruntime" and why
     with pytest.raises(BackendError, match="unknown backend"):
         select_backend_kind("openvino")
+
+
+# --- the backend owns its preprocessing (issue 27, deliverable 5) ----------------------------------------
+
+
+def _old_segmenter_outputs(backend, card, input_size, frame):
+    """What Segmenter did before the backend owned its preprocessing: a CPU Preprocessor, then infer."""
+    return backend.infer({"image": Preprocessor(card=card, input_size=input_size)(frame)})
+
+
+@pytest.mark.parametrize("frame_hw", [(48, 64), (96, 128), (360, 480), (40, 72)])
+@pytest.mark.parametrize("input_size", [None, (128, 96)])
+def test_infer_frame_is_bit_identical_to_preprocess_then_infer(tiny, frame_hw, input_size):
+    card = load_card(tiny)
+    frame = np.random.default_rng(3).integers(0, 255, (*frame_hw, 3), dtype=np.uint8)
+    with open_backend(tiny, input_size=input_size) as a, open_backend(tiny, input_size=input_size) as b:
+        want = {k: v.copy() for k, v in _old_segmenter_outputs(a, card, input_size, frame).items()}
+        got = b.infer_frame(frame)
+        assert set(got) == set(want)
+        for name in want:
+            assert got[name].dtype == want[name].dtype
+            np.testing.assert_array_equal(got[name], want[name])
+        out = Segmenter(backend=b)(frame)
+        np.testing.assert_array_equal(out.semantic_logits, want["semantic_logits"][0])
+        np.testing.assert_array_equal(out.center_heatmap, want["center_heatmap"][0, 0])
+        np.testing.assert_array_equal(out.center_offsets, want["center_offsets"][0])
+        assert out.input_size == b.input_size
+
+
+def test_segmenter_uses_the_backends_preprocessing_and_size(tiny):
+    with open_backend(tiny, input_size=(128, 96)) as b:
+        assert Segmenter(backend=b, input_size=(128, 96)).input_size == (128, 96)
+        with pytest.raises(BackendError, match="runs at 128x96 but 64x48 was asked for"):
+            Segmenter(backend=b, input_size=(64, 48))
+        with pytest.raises(BackendError, match=r"BGR uint8\[H, W, 3\]"):
+            b.infer_frame(np.zeros((48, 64), np.uint8))
+        with pytest.raises(BackendError, match="float32"):
+            Segmenter(backend=b)(np.zeros((48, 64, 3), np.float32))

@@ -1,6 +1,6 @@
 """The TensorRT backend. CPU tests: availability, lazy imports, tensor checks, selection. GPU tests
 (marked ``gpu``) build tiny real engines and compare them with ONNX Runtime; they skip cleanly
-without TensorRT 10 and a CUDA GPU."""
+without TensorRT (10 or 11) and a CUDA GPU."""
 
 from __future__ import annotations
 
@@ -154,18 +154,35 @@ def test_fp32_engine_matches_onnxruntime(tiny, tmp_path):
             trt.infer({"image": x.astype(np.float64)})
 
 
+@pytest.fixture(scope="module")
+def tiny_fp16(tiny) -> Path:
+    """The tiny model converted by the project's FP16 export (what TensorRT 11 builds FP16 from)."""
+    pytest.importorskip("onnx")
+    from perception.modelcard import save_card
+    from perception.models.export import convert_to_fp16
+
+    out = convert_to_fp16(tiny, tiny.with_name("tiny_fp16.onnx"))
+    save_card(load_card(tiny), out)
+    return out
+
+
 @pytest.mark.gpu
 @gpu
-def test_fp16_labels_agree_and_frame_path_matches(tiny, tmp_path):
+@pytest.mark.parametrize("route", ["fp16 model", "builder flag"])
+def test_fp16_labels_agree_and_frame_path_matches(tiny, tiny_fp16, tmp_path, route):
+    from perception.backends.engine_build import import_tensorrt, tensorrt_api
     from perception.backends.preprocess import Preprocessor
 
+    if route == "builder flag" and not tensorrt_api(import_tensorrt()).precision_flags:
+        pytest.skip("TensorRT 11 has no FP16 builder flag")
+    model = tiny_fp16 if route == "fp16 model" else tiny
     card = load_card(tiny)
     pre = Preprocessor(card=card)
     agree = total = 0
-    with _ort(tiny) as ort, TensorRTBackend(model_path=tiny, card=card, engine_cache_dir=tmp_path) as trt:
+    with _ort(tiny) as ort, TensorRTBackend(model_path=model, card=card, engine_cache_dir=tmp_path) as trt:
         for frame in _frames(6, shape=(96, 128, 3)):  # 2x downscale: the GPU path resizes
             ref = ort.infer({"image": pre(frame).copy()})["semantic_logits"][0].argmax(axis=0)
-            out = trt.infer_frame(frame)
+            out = trt.infer_frame_labels(frame)
             assert out["labels"].dtype == np.uint8 and out["labels"].shape == ref.shape
             assert out["center_heatmap"].shape == ref.shape and out["center_offsets"].shape == (2, *ref.shape)
             agree += int((out["labels"] == ref).sum())
@@ -202,13 +219,91 @@ def test_cuda_graph_gives_the_same_results(tiny, tmp_path):
     card = load_card(tiny)
     frames = _frames(3, shape=(96, 128, 3), seed=3)
     with TensorRTBackend(model_path=tiny, card=card, engine_cache_dir=tmp_path, precision="fp32") as plain:
-        want = [{k: v.copy() for k, v in plain.infer_frame(f).items()} for f in frames]
+        want = [{k: v.copy() for k, v in plain.infer_frame_labels(f).items()} for f in frames]
     with TensorRTBackend(model_path=tiny, card=card, engine_cache_dir=tmp_path, precision="fp32",
                          use_cuda_graph=True) as graphed:
         for frame, ref in zip(frames, want):
-            got = graphed.infer_frame(frame)
+            got = graphed.infer_frame_labels(frame)
             np.testing.assert_array_equal(got["labels"], ref["labels"])
             np.testing.assert_allclose(got["center_offsets"], ref["center_offsets"], atol=1e-5)
+
+
+@pytest.mark.gpu
+@gpu
+def test_infer_frame_matches_onnxruntimes_infer_frame(tiny, tmp_path):
+    """The pipeline's path (Segmenter → backend.infer_frame): GPU preprocessing + engine vs the CPU
+    Preprocessor + ONNX Runtime, outputs keyed and shaped alike."""
+    from perception.inference import Segmenter
+
+    card = load_card(tiny)
+    with _ort(tiny) as ort, TensorRTBackend(model_path=tiny, card=card, engine_cache_dir=tmp_path,
+                                            precision="fp32") as trt:
+        for frame in _frames(3, shape=(96, 128, 3), seed=11):
+            want = {k: v.copy() for k, v in ort.infer_frame(frame).items()}
+            got = trt.infer_frame(frame)
+            assert set(got) == set(want)
+            for name, ref in want.items():
+                assert got[name].shape == ref.shape
+                np.testing.assert_allclose(got[name], ref, rtol=0, atol=0.05)  # one grey level of preprocessing
+        out = Segmenter(backend=trt)(_frames(1, shape=(96, 128, 3))[0])
+        assert out.semantic_logits.shape == (11, 12, 16) and out.input_size == trt.input_size
+
+
+@pytest.mark.gpu
+@gpu
+def test_cuda_graph_results_are_ready_when_only_the_backends_stream_is_synchronised(tmp_path):
+    """Issue 26, defect 1: the replay must run on the backend's stream, which is all ``infer_frame``
+    waits for. A slow model (heavy layers at a large size) leaves a replay on another stream still
+    running when the call returns; the results are read straight away, with no device-wide sync."""
+    heavy = make_tiny_model(tmp_path / "heavy", input_size=(512, 384), heavy_layers=12)
+    card = load_card(heavy)
+    frames = _frames(4, shape=(384, 512, 3), seed=21)
+    with TensorRTBackend(model_path=heavy, card=card, engine_cache_dir=tmp_path, precision="fp32") as plain:
+        want = [{k: v.copy() for k, v in plain.infer_frame(f).items()} for f in frames]
+    with TensorRTBackend(model_path=heavy, card=card, engine_cache_dir=tmp_path, precision="fp32",
+                         use_cuda_graph=True) as graphed:
+        for _ in range(3):
+            for frame, ref in zip(frames, want):
+                got = graphed.infer_frame(frame)  # no torch.cuda.synchronize() before reading
+                np.testing.assert_allclose(got["semantic_logits"], ref["semantic_logits"], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.gpu
+def test_replay_on_stream_runs_on_that_stream():
+    """The CUDA half of defect 1 without TensorRT: a graph captured on a side stream, replayed with
+    :func:`replay_on_stream`, has written its pinned host result once that one stream is synchronised."""
+    torch = _cuda_or_skip()
+    from perception.backends.tensorrt import replay_on_stream
+
+    stream = torch.cuda.Stream()
+    a = torch.randn((2048, 2048), device="cuda")
+    x = torch.empty((2048, 2048), device="cuda")
+    host = torch.empty((2048, 2048), pin_memory=True)
+
+    def body():
+        with torch.cuda.stream(stream):
+            y = x
+            for _ in range(30):  # long enough that an unsynchronised reader would see stale memory
+                y = torch.tanh(a @ y)
+            host.copy_(y, non_blocking=True)
+
+    x.copy_(torch.eye(2048, device="cuda"))
+    torch.cuda.synchronize()
+    body()
+    stream.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph, stream=stream):
+        body()
+    for scale in (0.5, 2.0, -1.0):
+        x.copy_(torch.eye(2048, device="cuda") * scale)
+        torch.cuda.synchronize()
+        want = x.clone()
+        for _ in range(30):
+            want = torch.tanh(a @ want)
+        want = want.cpu()
+        host.zero_()
+        replay_on_stream(torch, graph, stream)  # waits for `stream` only
+        torch.testing.assert_close(host, want, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.gpu
@@ -356,10 +451,10 @@ def test_int8_calibrated_build_then_found_without_calibration_data(tiny, tmp_pat
     with TensorRTBackend(model_path=tiny, card=card, engine_cache_dir=cache, precision="int8",
                          build_options=opts) as built:
         assert built.metadata.request.build_options["calibration"]["images"] == 8
-        labels = built.infer_frame(_frames(1, shape=(96, 128, 3))[0])["labels"].copy()
+        labels = built.infer_frame_labels(_frames(1, shape=(96, 128, 3))[0])["labels"].copy()
     assert (tmp_path / "tiny.calib").is_file()
     with TensorRTBackend(model_path=tiny, card=card, engine_cache_dir=cache, precision="int8") as found:
         assert found.engine_path == built.engine_path
-        np.testing.assert_array_equal(found.infer_frame(_frames(1, shape=(96, 128, 3))[0])["labels"], labels)
+        np.testing.assert_array_equal(found.infer_frame_labels(_frames(1, shape=(96, 128, 3))[0])["labels"], labels)
     with pytest.raises(EngineError, match="INT8 needs calibration data"):
         TensorRTBackend(model_path=tiny, card=card, engine_cache_dir=tmp_path / "empty", precision="int8")

@@ -73,3 +73,20 @@ def test_label_agreement_on_synthetic_images(random_net, exported: Path) -> None
     r = label_agreement(random_net, exported, imgs, input_size=(96, 64))
     assert r["pixels"] == 2 * 72 * 100
     assert r["agreement"] >= 0.999
+
+
+def test_fp16_copy_keeps_float32_io_and_agrees(exported: Path, tmp_path: Path) -> None:
+    from perception.models.export import convert_to_fp16, onnx_precision
+
+    fp16 = convert_to_fp16(exported, tmp_path / "tiny_fp16.onnx")
+    assert onnx_precision(fp16) == "fp16" and onnx_precision(exported) == "fp32"
+    assert fp16.stat().st_size < 0.6 * exported.stat().st_size
+    proto = onnx.load(str(fp16))
+    assert [i.type.tensor_type.elem_type for i in proto.graph.input] == [onnx.TensorProto.FLOAT]
+    assert {o.type.tensor_type.elem_type for o in proto.graph.output} == {onnx.TensorProto.FLOAT}
+    x = np.random.default_rng(4).standard_normal((1, 3, 64, 96)).astype(np.float32)
+    ref = onnx_session(exported).run(None, {"image": x})
+    got = onnx_session(fp16).run(None, {"image": x})
+    for g, r in zip(got, ref):
+        assert g.dtype == np.float32 and g.shape == r.shape
+    assert (got[0].argmax(1) == ref[0].argmax(1)).mean() >= 0.99
