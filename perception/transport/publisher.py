@@ -194,6 +194,11 @@ class Publisher:
         self._last_classes_ns = 0
         self._closed = False
 
+        self.curve = curve is not None
+        self._open(curve, hwm=hwm, linger_ms=linger_ms, log_interval_s=log_interval_s)
+        self._send_classes()
+
+    def _open(self, curve: CurveServerKeys | None, *, hwm: int, linger_ms: int, log_interval_s: float) -> None:
         self._ctx = zmq.Context(io_threads=1)
         self._zap: ZapHandler | None = None
         try:
@@ -205,12 +210,10 @@ class Publisher:
             raise
         self.endpoint: str = self._sock.getsockopt_string(zmq.LAST_ENDPOINT)
         """The bound endpoint, with the real port when port 0 / ``*`` was asked for."""
-        self.curve = curve is not None
-        if not self.curve and not is_local(self.endpoint):
+        if curve is None and not is_local(self.endpoint):
             log.warning("publishing on %s without CURVE: any host that can reach it can read the stream "
                         "(previews included) and nothing tells subscribers it is this pipeline; bind "
                         "127.0.0.1 or set publish.curve (perception keys generate)", self.endpoint)
-        self._send_classes()
 
     # --- properties -------------------------------------------------------------------------
     @property

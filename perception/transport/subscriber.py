@@ -164,7 +164,7 @@ class Subscriber:
                 self.handshakes += 1
                 continue
             why = _HANDSHAKE_EVENTS.get(ev["event"], "the handshake failed")
-            if why != self.handshake_failure:
+            if self.handshake_failure is None:  # libzmq retries every reconnect interval: say it once
                 log.warning("%s: %s", self.address, why)
             self.handshake_failure = why
 
