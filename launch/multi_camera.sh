@@ -5,11 +5,16 @@
 #
 #   launch/multi_camera.sh camera:0 camera:1                 # ports 5555, 5556
 #   BASE_PORT=6000 CONFIG=configs/camera.yaml launch/multi_camera.sh rtsp://a/x rtsp://b/y
+#
+# Pipelines bind 127.0.0.1 (HOST): only this host can read them. HOST=0.0.0.0 serves the network;
+# do that with CURVE on (publish.curve in CONFIG, see configs/camera.yaml), else every host that can
+# reach the ports reads the streams and the pipelines print a warning.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PERCEPTION=${PERCEPTION:-.venv/bin/perception}
 CONFIG=${CONFIG:-configs/camera.yaml}
 BASE_PORT=${BASE_PORT:-5555}
+HOST=${HOST:-127.0.0.1}
 [ $# -ge 1 ] || { echo "usage: $0 SOURCE [SOURCE ...]" >&2; exit 2; }
 
 pids=()
@@ -19,10 +24,10 @@ trap 'stop_all; wait; exit 130' INT TERM
 i=0
 for src in "$@"; do
   port=$((BASE_PORT + i))
-  "$PERCEPTION" run "$CONFIG" --source "$src" --publish "tcp://0.0.0.0:$port" \
+  "$PERCEPTION" run "$CONFIG" --source "$src" --publish "tcp://$HOST:$port" \
       --set "source.camera_id=cam$i" &
   pids+=($!)
-  echo "camera cam$i ($src) -> tcp://0.0.0.0:$port (pid $!)" >&2
+  echo "camera cam$i ($src) -> tcp://$HOST:$port (pid $!)" >&2
   i=$((i + 1))
 done
 

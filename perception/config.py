@@ -105,32 +105,52 @@ class TrackingConfig(TrackerParams):
         return self.replace()
 
 
+class CurveConfig(_Section):
+    """ZeroMQ CURVE: encrypted publishing to the listed clients only (keys from ``perception keys generate``)."""
+
+    secret_key: str
+    """The publisher's secret key file (``NAME.key_secret``); subscribers get its ``NAME.key``."""
+    client_keys: tuple[str, ...] = Field(min_length=1)
+    """Public key files (``NAME.key``) of the clients allowed to subscribe, or folders of them; a ZAP
+    handler refuses every other client."""
+
+
 class PublishConfig(_Section):
     address: str = "tcp://127.0.0.1:5555"
+    """Where to bind: tcp://HOST:PORT (port 1-65535, 0 or * = any free one), ipc://PATH or inproc://NAME.
+    A host other than 127.0.0.1 exposes the stream to the network: set ``curve`` then."""
     topic: str = "perception"
     encoding: Literal["raw", "zstd", "lz4"] = "raw"
     level: int | None = None
     """Compression level (zstd 1-22, lz4 0-16); None = the codec's fast default."""
     hwm: int = Field(default=4, ge=1)
-    """Messages queued per subscriber before new ones are dropped (and counted)."""
+    """Messages queued per reader; a reader whose queue is full loses new ones (it alone; counted)."""
     preview: Literal["none", "jpeg"] = "jpeg"
     """Also send a small JPEG of the input frame so viewers can draw an overlay."""
     wait_for_subscribers: int = Field(default=0, ge=0)
     """Hold the first frame until this many subscribers have connected (replay tests, recorders)."""
     wait_timeout_s: float = Field(default=10.0, gt=0)
+    curve: CurveConfig | None = None
+    """Encrypt and authenticate (None: plain TCP that anyone reaching the port can read)."""
 
     @field_validator("address")
     @classmethod
     def _address(cls, v: str) -> str:
-        if not v.startswith(("tcp://", "ipc://", "inproc://")):
-            raise ValueError(f"must start with tcp://, ipc:// or inproc://, got {v!r}")
-        return v
+        from perception.errors import TransportError
+        from perception.transport.address import check_address
+
+        try:
+            return check_address(v, bind=True, check_files=False)
+        except TransportError as exc:
+            raise ValueError(str(exc)) from None
 
 
 class OutputConfig(_Section):
     overlay: str | None = None
     """Write the label colours blended over the frames to this .mp4 file."""
     overlay_alpha: float = Field(default=0.5, ge=0, le=1)
+    overwrite: bool = False
+    """Replace existing output files (``perception run --force``); otherwise an existing file is an error."""
     plugins: tuple[str, ...] = ()
     """Extra sinks from outside the package, each ``module:factory`` (a callable taking the
     :class:`~perception.outputs.base.SinkConfig` and returning a sink or None); see ``docs/architecture.md``."""

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""ZeroMQ publish -> receive throughput of 1920x1080 label maps, raw / zstd / lz4.
+"""ZeroMQ publish -> receive throughput of 1920x1080 label maps, raw / zstd / lz4, CURVE off and on.
 
 The publisher runs in this process and publishes as fast as it can for ``--seconds``; a subscriber in a
 separate process (spawned, so nothing is shared but the socket) receives and fully decodes every
@@ -7,20 +7,25 @@ message. Label maps are synthetic street scenes in CamVid's classes (sky, buildi
 trees, poles, cars, pedestrians, with ragged boundaries like a real network's output), not noise,
 so the compression ratios are representative.
 
-Prints one row per encoding: messages/s received, MB/s of label data (uncompressed equivalent) and on
-the wire, compression ratio, publisher encode time and subscriber decode time per message, and the
-publisher's drop count (publish() returning False because the subscriber's queue was full: the
-publisher never waits, so drops are how back-pressure shows).
+Prints one row per encoding and CURVE setting: messages/s received, MB/s of label data (uncompressed
+equivalent) and on the wire, compression ratio, publisher encode time and subscriber decode time per
+message, how often the publisher found the subscriber's queue full (publish() returning False: the
+publisher never waits, so that is how back-pressure shows) and the subscriber's gaps in ``seq``, and,
+for CURVE rows, messages/s as a share of the same encoding without CURVE (the cost of encryption:
+both ends encrypt / decrypt every byte on top of the rest).
 
-    .venv/bin/python tools/bench_transport.py [--seconds 3] [--width 1920 --height 1080]
+    .venv/bin/python tools/bench_transport.py [--seconds 3] [--width 1920 --height 1080] [--curve off,on]
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import multiprocessing as mp
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -83,10 +88,12 @@ def street_labels(width: int, height: int, variant: int, seed: int = 0) -> np.nd
     return lab
 
 
-def _subscriber(endpoint: str, ready, results, idle_s: float) -> None:
+def _subscriber(endpoint: str, ready, results, idle_s: float, keys: tuple[str, str] | None) -> None:
     from perception.transport.subscriber import Subscriber
 
-    with Subscriber(address=endpoint, rcvhwm=4) as sub:
+    logging.getLogger("perception").setLevel(logging.ERROR)  # the table says what fell behind
+    server_key, client_keys = keys if keys else (None, None)
+    with Subscriber(address=endpoint, rcvhwm=4, server_key=server_key, client_keys=client_keys) as sub:
         ready.set()
         n = 0
         wire = 0
@@ -125,7 +132,16 @@ def _decode_ms(encoding: str, labels: np.ndarray, reps: int) -> tuple[float, flo
     return (t1 - t0) / reps * 1e3, (t2 - t1) / reps * 1e3, size
 
 
-def bench(encoding: str, maps: list[np.ndarray], seconds: float) -> dict:
+def _keys(folder: Path) -> tuple[object, tuple[str, str]]:
+    """A server and a client key pair in ``folder``: (server keys, (server .key, client .key_secret))."""
+    from perception.transport.curve import CurveServerKeys, write_key_pair
+
+    server_pub, server_secret = write_key_pair(folder, "server")
+    client_pub, client_secret = write_key_pair(folder, "client")
+    return CurveServerKeys.load(server_secret, [client_pub]), (str(server_pub), str(client_secret))
+
+
+def bench(encoding: str, maps: list[np.ndarray], seconds: float, curve: tuple | None = None) -> dict:
     from perception.modelcard import CAMVID_CLASSES
     from perception.transport.publisher import Publisher
     from perception.types import ClassInfo, FrameMeta
@@ -133,9 +149,11 @@ def bench(encoding: str, maps: list[np.ndarray], seconds: float) -> dict:
     classes = [ClassInfo(id=c.id, name=c.name, color=tuple(c.color), is_thing=c.is_thing) for c in CAMVID_CLASSES]
     h, w = maps[0].shape
     ctx = mp.get_context("spawn")
-    with Publisher(address="tcp://127.0.0.1:0", encoding=encoding, classes=classes, hwm=4) as pub:
+    server_keys, client_files = curve if curve else (None, None)
+    with Publisher(address="tcp://127.0.0.1:0", encoding=encoding, classes=classes, hwm=4, curve=server_keys,
+                   log_interval_s=3600) as pub:
         ready, results = ctx.Event(), ctx.Queue()
-        proc = ctx.Process(target=_subscriber, args=(pub.endpoint, ready, results, 1.0), daemon=True)
+        proc = ctx.Process(target=_subscriber, args=(pub.endpoint, ready, results, 1.0, client_files), daemon=True)
         proc.start()
         try:
             if not ready.wait(60):
@@ -168,31 +186,40 @@ def bench(encoding: str, maps: list[np.ndarray], seconds: float) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--seconds", type=float, default=3.0, help="publishing time per encoding (default 3)")
+    ap.add_argument("--seconds", type=float, default=3.0, help="publishing time per row (default 3)")
     ap.add_argument("--width", type=int, default=1920)
     ap.add_argument("--height", type=int, default=1080)
     ap.add_argument("--encodings", default="raw,zstd,lz4")
+    ap.add_argument("--curve", default="off,on", help="CURVE settings to run, 'off', 'on' or 'off,on' (default)")
     args = ap.parse_args(argv)
+    logging.getLogger("perception").setLevel(logging.ERROR)  # the table says what fell behind
 
     maps = [street_labels(args.width, args.height, v) for v in range(8)]
     mb = maps[0].nbytes / 1e6
     print(f"label maps {args.width}x{args.height} uint8 ({mb:.2f} MB raw), {len(maps)} street-scene variants, "
-          f"{args.seconds:g} s per encoding, subscriber in a separate process")
-    head = (f"{'encoding':8} {'msg/s':>8} {'MB/s data':>10} {'MB/s wire':>10} {'ratio':>7} "
-            f"{'enc ms':>7} {'dec ms':>7} {'sent':>6} {'dropped':>8} {'gaps':>5}")
+          f"{args.seconds:g} s per row, subscriber in a separate process, TCP on 127.0.0.1")
+    head = (f"{'encoding':8} {'curve':5} {'msg/s':>8} {'MB/s data':>10} {'MB/s wire':>10} {'ratio':>7} "
+            f"{'enc ms':>7} {'dec ms':>7} {'sent':>6} {'full':>5} {'gaps':>5} {'vs off':>7}")
     print(head)
     print("-" * len(head))
-    for encoding in args.encodings.split(","):
-        enc_ms, dec_ms, _size = _decode_ms(encoding, maps[0], 20)
-        r = bench(encoding, maps, args.seconds)
-        rate = (r["n"] - 1) / r["span"] if r["span"] > 0 else 0.0
-        wire_per_msg = r["wire"] / max(1, r["n"])
-        print(f"{encoding:8} {rate:8.1f} {rate * mb:10.1f} {rate * wire_per_msg / 1e6:10.2f} "
-              f"{maps[0].nbytes / wire_per_msg:7.1f} {enc_ms:7.2f} {dec_ms:7.2f} {r['published']:6d} "
-              f"{r['dropped']:8d} {r['gaps']:5d}")
+    with tempfile.TemporaryDirectory() as tmp:
+        curve = _keys(Path(tmp)) if "on" in args.curve.split(",") else None
+        for encoding in args.encodings.split(","):
+            enc_ms, dec_ms, _size = _decode_ms(encoding, maps[0], 20)
+            plain_rate = None
+            for setting in args.curve.split(","):
+                r = bench(encoding, maps, args.seconds, curve if setting == "on" else None)
+                rate = (r["n"] - 1) / r["span"] if r["span"] > 0 else 0.0
+                plain_rate = rate if setting == "off" else plain_rate
+                vs = f"{rate / plain_rate:7.2f}" if setting == "on" and plain_rate else f"{'':7}"
+                wire_per_msg = r["wire"] / max(1, r["n"])
+                print(f"{encoding:8} {setting:5} {rate:8.1f} {rate * mb:10.1f} {rate * wire_per_msg / 1e6:10.2f} "
+                      f"{maps[0].nbytes / wire_per_msg:7.1f} {enc_ms:7.2f} {dec_ms:7.2f} {r['published']:6d} "
+                      f"{r['dropped']:5d} {r['gaps']:5d} {vs}")
     print("msg/s: messages received and decoded per second; MB/s data: uncompressed label bytes/s; "
           "MB/s wire: label-part bytes/s as sent; ratio = raw / wire size; enc/dec ms: per message, "
-          "in-process; dropped: publish() returned False (subscriber behind).")
+          "in-process (no CURVE); full: times publish() found the subscriber's queue full; gaps: messages "
+          "the subscriber lost; vs off: msg/s with CURVE / without.")
     return 0
 
 

@@ -26,6 +26,7 @@ _COMMAND_MODULES = (
     "perception.cli.eval_tracking",  # eval-tracking
     "perception.cli.build_engine",  # build-engine
     "perception.cli.record",  # record
+    "perception.cli.keys",  # keys generate
 )
 
 

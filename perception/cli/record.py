@@ -26,12 +26,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "/perception/CAM/input). Optionally streams the same to a Rerun viewer."
         ),
     )
-    p.add_argument("--connect", default="tcp://127.0.0.1:5555", metavar="ADDR",
-                   help="publisher endpoint to connect to (default: %(default)s)")
-    p.add_argument("--topic", default="perception", metavar="T",
-                   help="topic the publisher uses (default: %(default)s)")
+    from perception.cli.keys import add_subscriber_arguments
+
+    add_subscriber_arguments(p)
     p.add_argument("--out", metavar="FILE.mcap", default=None,
                    help="MCAP file to write (required unless a --rerun option is given)")
+    p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     p.add_argument("--max-frames", type=int, default=None, metavar="N",
                    help="stop after N frames (default: until --timeout or Ctrl-C)")
     p.add_argument("--timeout", type=float, default=None, metavar="S",
@@ -49,9 +49,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_record(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from perception.cli.keys import silence_reason, subscriber_from_args
     from perception.errors import PerceptionError
+    from perception.outputs.overlay import refuse_existing
     from perception.outputs.recorder import McapRecorder, record
-    from perception.transport.subscriber import Subscriber
 
     want_rerun = bool(args.rerun or args.rerun_connect or args.rerun_save)
     if args.out is None and not want_rerun:
@@ -62,14 +65,17 @@ def run_record(args: argparse.Namespace) -> int:
         return 2
     sinks = []
     recorder = None
+    silence = ""
     try:
+        if args.out is not None:
+            refuse_existing(Path(args.out), overwrite=args.force, what="--out")
         if want_rerun:
             from perception.outputs.rerun import rerun_sink_from_args
 
             sinks.append(rerun_sink_from_args(args))
-        if args.out is not None:
-            recorder = McapRecorder(args.out, with_input=args.with_input, compression=args.compression)
-        with Subscriber(address=args.connect, topic=args.topic, rcvhwm=RECORD_RCVHWM) as sub:
+        with subscriber_from_args(args, rcvhwm=RECORD_RCVHWM) as sub:  # bad key files fail before --out is created
+            if args.out is not None:
+                recorder = McapRecorder(args.out, with_input=args.with_input, compression=args.compression)
             try:
                 stats = record(subscriber=sub, recorder=recorder, max_frames=args.max_frames,
                                idle_timeout_s=args.timeout, progress=not args.no_progress, sinks=sinks)
@@ -77,6 +83,7 @@ def run_record(args: argparse.Namespace) -> int:
                 stats = recorder.stats if recorder is not None else None
                 log.info("interrupted; closing the recording")
             gaps = sub.gaps
+            silence = silence_reason(sub, args)
     except PerceptionError as exc:
         print(f"perception record: {exc}", file=sys.stderr)
         return 1
@@ -89,7 +96,7 @@ def run_record(args: argparse.Namespace) -> int:
     where = f" to {args.out}" if args.out else ""
     print(f"recorded {frames} frame(s){where} ({gaps} missed by the subscriber)", file=sys.stderr)
     if frames == 0:
-        print("perception record: no message arrived (is the pipeline publishing on "
-              f"{args.connect}, topic {args.topic!r}?)", file=sys.stderr)
+        print(f"perception record: no message arrived on {args.connect}, topic {args.topic!r}: {silence}",
+              file=sys.stderr)
         return 1
     return 0

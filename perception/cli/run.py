@@ -29,6 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--publish", metavar="ADDR", help="ZeroMQ address to bind (overrides publish.address; "
                                                      "default tcp://127.0.0.1:5555)")
     p.add_argument("--overlay", metavar="OUT.mp4", help="write the label colours blended over the frames to a video")
+    p.add_argument("--force", action="store_true",
+                   help="overwrite existing output files (--overlay); without it an existing file is an error")
     p.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames (overrides source.max_frames)")
     p.add_argument("--mode", choices=("live", "replay"),
                    help="live: drop stale frames; replay: every frame, paced at the recorded rate x "
@@ -51,6 +53,8 @@ def build_config(args: argparse.Namespace):
         overrides.append(f"publish.address={json.dumps(args.publish)}")
     if args.overlay:
         overrides.append(f"output.overlay={json.dumps(args.overlay)}")
+    if args.force:
+        overrides.append("output.overwrite=true")
     if args.max_frames is not None:
         overrides.append(f"source.max_frames={args.max_frames}")
     if args.mode:
@@ -75,12 +79,15 @@ def main(args: argparse.Namespace) -> int:
         lat = (f", capture->publish latency p50 {summary.latency_ms_p50:.1f} ms, p99 {summary.latency_ms_p99:.1f} ms"
                if summary.latency_ms_p50 is not None else "")
         c = summary.counters
-        drops = sum(c.get(k, 0) for k in ("dropped_capture", "dropped_post", "dropped_publish"))
+        drops = sum(c.get(k, 0) for k in ("dropped_capture", "dropped_post"))
+        behind = c.get("dropped_publish", 0)
         head = "interrupted after " if summary.interrupted else ""
+        # dropped_publish is not a pipeline drop: a reader's full queue refused the frame, the others got it
         print(f"perception: {head}{summary.frames} frames in {summary.seconds:.1f} s "
               f"({summary.fps:.1f} frames/s){lat}; "
-              f"dropped {drops} (capture {c.get('dropped_capture', 0)}, post {c.get('dropped_post', 0)}, "
-              f"publish {c.get('dropped_publish', 0)})"
+              f"dropped {drops} (capture {c.get('dropped_capture', 0)}, post {c.get('dropped_post', 0)})"
+              + (f"; a reader fell behind {behind} time(s) (it lost frames, see its seq gaps; the other "
+                 "readers were unaffected)" if behind else "")
               + (f"; overlay written to {config.output.overlay}" if config.output.overlay else ""),
               file=sys.stderr)
     return 130 if summary.interrupted else 0

@@ -20,12 +20,12 @@ class OverlayWriter:
     """Writes label colours blended over the frames (and tracked IDs) to one video file (OpenCV, mp4v)."""
 
     def __init__(self, *, path: str | Path, size: tuple[int, int], fps: float,
-                 classes: tuple[ClassInfo, ...], alpha: float) -> None:
+                 classes: tuple[ClassInfo, ...], alpha: float, overwrite: bool = False) -> None:
         import cv2
 
         from perception import viz
 
-        self.path = Path(path)
+        self.path = refuse_existing(Path(path), overwrite=overwrite, what="output.overlay")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), float(fps), size)
         if not self._writer.isOpened():
@@ -52,6 +52,15 @@ class OverlayWriter:
             self._writer = None
 
 
+def refuse_existing(path: Path, *, overwrite: bool, what: str, flag: str = "--force") -> Path:
+    """``path`` unchanged; ConfigError when it exists and ``overwrite`` is False (or it is a folder)."""
+    if path.is_dir():
+        raise ConfigError(f"{what}: {path} is a folder; give a file name")
+    if path.exists() and not overwrite:
+        raise ConfigError(f"{what}: {path} exists; pass {flag} to overwrite it (or choose another name)")
+    return path
+
+
 def camera_path(path: Path, camera_id: str, *, first: bool) -> Path:
     """The first camera gets the configured name; each other one a suffixed one (``out_cam1.mp4``)."""
     if first:
@@ -65,9 +74,10 @@ class OverlaySink:
 
     name = "overlay"
 
-    def __init__(self, *, path: Path, alpha: float) -> None:
+    def __init__(self, *, path: Path, alpha: float, overwrite: bool = False) -> None:
         self.path = path
         self.alpha = alpha
+        self.overwrite = overwrite
         self._run: RunContext | None = None
         self._writers: dict[str, OverlayWriter] = {}
 
@@ -81,7 +91,7 @@ class OverlaySink:
             path = camera_path(self.path, cam, first=not self._writers)
             w = self._writers[cam] = OverlayWriter(
                 path=path, size=(result.meta.width, result.meta.height), fps=self._run.fps,
-                classes=self._run.classes, alpha=self.alpha,
+                classes=self._run.classes, alpha=self.alpha, overwrite=self.overwrite,
             )
             log.info("overlay of camera %s -> %s", cam, path)
         return w
@@ -105,4 +115,5 @@ def make_sink(config: SinkConfig) -> OverlaySink | None:
     path = Path(out.overlay)
     if path.suffix.lower() not in VIDEO_SUFFIXES:
         raise ConfigError(f"'output.overlay': expected a .mp4 file name, got {out.overlay!r}")
-    return OverlaySink(path=path, alpha=out.overlay_alpha)
+    refuse_existing(path, overwrite=out.overwrite, what="output.overlay")  # before any process starts
+    return OverlaySink(path=path, alpha=out.overlay_alpha, overwrite=out.overwrite)

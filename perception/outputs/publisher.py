@@ -8,15 +8,29 @@ from __future__ import annotations
 
 import logging
 
+from perception.config import PublishConfig
 from perception.outputs.base import Ending, RunContext, SinkConfig
+from perception.transport.curve import CurveServerKeys
 from perception.transport.publisher import Publisher
 from perception.types import FrameResult
 
 log = logging.getLogger(__name__)
 
 
+def curve_keys(cfg: PublishConfig) -> CurveServerKeys | None:
+    """The CURVE keys named by ``publish.curve`` (None without it). Raises TransportError naming a
+    missing or malformed key file."""
+    if cfg.curve is None:
+        return None
+    return CurveServerKeys.load(cfg.curve.secret_key, cfg.curve.client_keys)
+
+
 class PublisherSink:
-    """Publishes label messages (and the class table, and the end-of-stream message) over ZeroMQ."""
+    """Publishes label messages (and the class table, and the end-of-stream message) over ZeroMQ.
+
+    :meth:`write` returns False when some reader's queue was full (that reader lost the message, the
+    others got it): the pipeline's ``dropped_publish`` counts those (see :class:`PublisherStats`).
+    """
 
     name = "publisher"
 
@@ -28,9 +42,10 @@ class PublisherSink:
         p = self._cfg
         self.publisher = Publisher(
             address=p.address, topic=p.topic, encoding=p.encoding, level=p.level, hwm=p.hwm,
-            preview=p.preview, classes=run.classes,
+            preview=p.preview, classes=run.classes, curve=curve_keys(p),
         )
-        log.info("publishing on %s (topic %r, %s)", self.publisher.endpoint, p.topic, p.encoding)
+        log.info("publishing on %s (topic %r, %s%s)", self.publisher.endpoint, p.topic, p.encoding,
+                 ", CURVE" if p.curve else "")
         if p.wait_for_subscribers:
             self.publisher.wait_for_subscribers(p.wait_for_subscribers, timeout_s=p.wait_timeout_s, stop=run.stop)
 
@@ -50,5 +65,7 @@ class PublisherSink:
 
 
 def make_sink(config: SinkConfig) -> PublisherSink:
-    """The publisher is always on: it is how the pipeline's output reaches anyone."""
+    """The publisher is always on: it is how the pipeline's output reaches anyone. The CURVE key files
+    are read here too, so that a bad one fails before any process starts."""
+    curve_keys(config.publish)
     return PublisherSink(config)

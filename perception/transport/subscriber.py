@@ -9,6 +9,7 @@ everything queued and decodes only the newest label message (older ones are coun
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -16,6 +17,8 @@ from typing import Any
 import zmq
 
 from perception.errors import TransportError
+from perception.transport.address import check_address
+from perception.transport.curve import CurveClientKeys, apply_client
 from perception.transport.publisher import DEFAULT_ADDRESS, DEFAULT_TOPIC, _topic_ok
 from perception.transport.wire import (
     CLASSES_SUFFIX,
@@ -30,6 +33,35 @@ from perception.types import ClassInfo
 
 log = logging.getLogger(__name__)
 
+_HANDSHAKE_EVENTS = {
+    zmq.EVENT_HANDSHAKE_FAILED_AUTH: "the publisher refused this client's CURVE key",
+    zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: "the security handshake failed (one side uses CURVE and the other "
+                                         "does not, or the server key is wrong)",
+    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL: "the security handshake failed (wrong server key?)",
+}
+
+
+def _connect(ctx: zmq.Context, address: str, topic_b: bytes, rcvhwm: int, curve: CurveClientKeys | None
+             ) -> tuple[zmq.Socket, zmq.Socket]:
+    """A SUB socket connected to ``address`` (a CURVE client when ``curve`` is given) and a monitor
+    socket that reports its failed handshakes."""
+    sock = ctx.socket(zmq.SUB)
+    try:
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.RCVHWM, int(rcvhwm))
+        sock.setsockopt(zmq.SUBSCRIBE, topic_b)  # prefix: also matches <topic>/classes
+        if curve is not None:
+            apply_client(sock, curve)
+        events = zmq.EVENT_HANDSHAKE_SUCCEEDED
+        for ev in _HANDSHAKE_EVENTS:
+            events |= ev
+        monitor = sock.get_monitor_socket(events)
+        sock.connect(address)
+    except zmq.ZMQError as exc:
+        sock.close(linger=0)
+        raise TransportError(f"cannot connect a subscriber to {address!r}: {exc.strerror}") from exc
+    return sock, monitor
+
 
 class Subscriber:
     """Receives label messages (and the class table) published on ``topic`` at ``address``."""
@@ -41,6 +73,9 @@ class Subscriber:
         topic: str = DEFAULT_TOPIC,
         latest_only: bool = False,
         rcvhwm: int = 16,
+        server_key: str | os.PathLike | bytes | None = None,
+        client_keys: str | os.PathLike | tuple[bytes, bytes] | None = None,
+        log_interval_s: float = 10.0,
     ) -> None:
         """
         Args:
@@ -49,10 +84,18 @@ class Subscriber:
             latest_only: return only the newest queued message on each ``recv`` (skipping older ones).
             rcvhwm: messages queued on this side before the publisher starts dropping for us; larger
                 rides out longer pauses of the reader but holds more memory and delivers staler frames.
+            server_key: with CURVE, the publisher's public key file (``NAME.key``) or its z85 key as bytes.
+            client_keys: with CURVE, this client's secret key file (``NAME.key_secret``, whose public key
+                the publisher lists in ``publish.curve.client_keys``) or a ``(public, secret)`` z85 pair.
+            log_interval_s: messages lost by this reader (gaps in ``seq``) are logged at most this often.
         """
         if int(rcvhwm) < 1:
             raise TransportError(f"rcvhwm must be >= 1, got {rcvhwm}")
-        self.address = address
+        if (server_key is None) != (client_keys is None):
+            raise TransportError("CURVE needs both server_key (the publisher's public key) and client_keys "
+                                 "(this client's secret key file)")
+        curve = None if server_key is None else CurveClientKeys.load(server_key, client_keys)
+        self.address = check_address(address, bind=False)
         self.topic = _topic_ok(topic)
         self.latest_only = bool(latest_only)
         self._topic_b = topic.encode()
@@ -76,21 +119,62 @@ class Subscriber:
         self.end: StreamEnd | None = None
         """The publisher's end-of-stream message, once received (then :meth:`recv` returns None at
         once and iteration stops)."""
+        self.handshake_failure: str | None = None
+        """Why the last security handshake with the publisher failed (None when none did): with CURVE,
+        a refused key or a wrong server key; a client without CURVE meeting a CURVE publisher."""
+        self.handshakes = 0
+        """Completed handshakes (connections that can carry messages)."""
+        self._log_interval_s = float(log_interval_s)
+        self._logged_gaps, self._last_gap_log = 0, -float("inf")
         self._closed = False
         self._ctx = zmq.Context(io_threads=1)
-        sock = self._ctx.socket(zmq.SUB)
         try:
-            sock.setsockopt(zmq.LINGER, 0)
-            sock.setsockopt(zmq.RCVHWM, int(rcvhwm))
-            sock.setsockopt(zmq.SUBSCRIBE, self._topic_b)  # prefix: also matches <topic>/classes
-            sock.connect(address)
-        except zmq.ZMQError as exc:
-            sock.close(linger=0)
+            self._sock, self._monitor = _connect(self._ctx, address, self._topic_b, rcvhwm, curve)
+        except BaseException:
             self._ctx.term()
-            raise TransportError(f"cannot connect a subscriber to {address!r}: {exc.strerror}") from exc
-        self._sock = sock
+            raise
         self._poller = zmq.Poller()
-        self._poller.register(sock, zmq.POLLIN)
+        self._poller.register(self._sock, zmq.POLLIN)
+        self._poller.register(self._monitor, zmq.POLLIN)
+
+    def _wait(self, wait_ms: int) -> bool:
+        """Wait up to ``wait_ms`` (-1: forever) for a message; handle monitor events and log gaps meanwhile.
+        Returns True when a message can be read, False when the time is up."""
+        deadline = None if wait_ms < 0 else time.monotonic() + wait_ms / 1000
+        while True:
+            self._log_gaps()
+            left = -1 if deadline is None else max(0, int((deadline - time.monotonic()) * 1000))
+            ready = dict(self._poller.poll(left))
+            if self._monitor in ready:
+                self._read_monitor()
+            if self._sock in ready:
+                return True
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+
+    def _read_monitor(self) -> None:
+        from zmq.utils.monitor import recv_monitor_message
+
+        while True:
+            try:
+                ev = recv_monitor_message(self._monitor, zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if ev["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                self.handshakes += 1
+                continue
+            why = _HANDSHAKE_EVENTS.get(ev["event"], "the handshake failed")
+            if self.handshake_failure is None:  # libzmq retries every reconnect interval: say it once
+                log.warning("%s: %s", self.address, why)
+            self.handshake_failure = why
+
+    def _log_gaps(self) -> None:
+        now = time.monotonic()
+        if self.gaps > self._logged_gaps and now - self._last_gap_log >= self._log_interval_s:
+            log.warning("%s: this reader lost %d message(s) since the last report (%d in all, gaps in seq): it "
+                        "reads slower than the publisher sends; latest_only=True keeps up by skipping",
+                        self.address, self.gaps - self._logged_gaps, self.gaps)
+            self._logged_gaps, self._last_gap_log = self.gaps, now
 
     # --- properties -------------------------------------------------------------------------
     @property
@@ -170,7 +254,7 @@ class Subscriber:
                 wait_ms = -1
             else:
                 wait_ms = max(0, int((deadline - time.monotonic()) * 1000))
-            if not self._poller.poll(wait_ms):
+            if not self._wait(wait_ms):
                 if deadline is None or time.monotonic() >= deadline:
                     return None
                 continue
@@ -221,6 +305,8 @@ class Subscriber:
         if self._closed:
             return
         self._closed = True
+        self._sock.disable_monitor()
+        self._monitor.close(linger=0)
         self._sock.close(linger=0)
         self._ctx.term()
 

@@ -39,25 +39,24 @@ def test_end_arrives_after_every_message_and_stops_iteration(tcp_address):
 
 
 def test_missing_at_end_counts_the_dropped_tail(tcp_address):
-    # big raw messages, tiny queues and a subscriber that does not read: drops start quickly; the
-    # run stops right after a dropped message, so the stream's last messages never reach the reader
+    # big raw messages, tiny queues and a subscriber that does not read: its queue fills quickly and it
+    # loses every later message; the stream's last messages never reach it
     w, h = 1920, 1080
     with Publisher(address=tcp_address, classes=CLASSES, hwm=1) as pub, \
             Subscriber(address=pub.endpoint, rcvhwm=1) as sub:
         _subscribed(pub)
         i = 0
-        while True:
-            sent = pub.publish(FrameResult(meta=make_meta(i, w, h), labels=np.full((h, w), i % 200, np.uint8)))
+        while pub.stats.dropped == 0 or i < 50:
+            pub.publish(FrameResult(meta=make_meta(i, w, h), labels=np.full((h, w), i % 200, np.uint8)))
             i += 1
-            if not sent and pub.stats.dropped >= 3 and pub.stats.sent >= 2:
-                break
-            assert i < 10_000, "the stalled subscriber never made the publisher drop"
-        ended = threading.Thread(target=pub.end_stream, kwargs={"timeout_s": 30.0})
-        ended.start()  # waits while the subscriber's queue is full
+            assert i < 10_000, "the stalled subscriber's queue never filled"
+        # the reader was set aside by libzmq: the end message is repeated until it reads again
+        ended = threading.Thread(target=pub.end_stream, kwargs={"timeout_s": 5.0})
+        ended.start()
         seqs = [m.seq for m in sub]
         ended.join(timeout=30)
     assert sub.end is not None and sub.end.last_seq == i - 1
-    assert sub.end.dropped == pub.stats.dropped and sub.end.published == pub.stats.sent
+    assert sub.end.dropped == pub.stats.dropped >= 1 and sub.end.published == pub.stats.sent == i
     assert seqs and seqs[-1] < i - 1 and sub.missing_at_end == i - 1 - seqs[-1] >= 1
     # every message of the stream is accounted for: received, lost before the first one received
     # (seq starts at 0; the class table sent on subscribing can fill a queue of 1), a gap in seq, or
@@ -65,7 +64,6 @@ def test_missing_at_end_counts_the_dropped_tail(tcp_address):
     head = sub.first_seq
     assert head == seqs[0]
     assert len(seqs) + head + sub.gaps + sub.missing_at_end == i
-    assert head + sub.gaps + sub.missing_at_end == pub.stats.dropped
 
 
 def test_end_message_round_trip_and_errors():
