@@ -46,11 +46,6 @@ class PostSettings:
     mode: Mode
 
 
-def tracker_params(tracking: TrackingConfig) -> dict:
-    """The :class:`~perception.tracking.Tracker` keywords of a ``tracking`` section."""
-    return tracking.model_dump(exclude={"enabled", "reid_model"})
-
-
 class PostProcessor:
     """Full-resolution labels, instances and tracks of one frame, as a :class:`FrameResult`."""
 
@@ -99,7 +94,7 @@ class PostProcessor:
         if tr is None:
             from perception.tracking.tracker import Tracker
 
-            tr = self._trackers[camera_id] = Tracker(**tracker_params(self._tracking))
+            tr = self._trackers[camera_id] = Tracker(self._tracking.params())
         return tr
 
     # ---------------------------------------------------------------------------------- per frame
