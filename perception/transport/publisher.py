@@ -323,9 +323,8 @@ class Publisher:
             if instances is not None:
                 instances = self._pooled_copy(instances)
             result = dataclasses.replace(result, labels=labels, instance_map=instances)
-        frames = self._encoder.encode_labels(
-            result, seq=seq, classes_version=self.classes_version, t_publish_wall_ns=time.time_ns()
-        )
+        # t_pub_wall is stamped by the encoder once the parts are compressed, just before the send
+        frames = self._encoder.encode_labels(result, seq=seq, classes_version=self.classes_version)
         try:
             everyone, tracker = self._send([self._topic_b, *frames], copy=False, track=raw)
         except TransportError:

@@ -4,6 +4,13 @@ received buffers (no copy for ``raw`` parts).
 ``latest_only=True`` is for consumers that want the freshest frame rather than every frame (viewers,
 controllers): ``ZMQ_CONFLATE`` does not work with multipart messages, so :meth:`Subscriber.recv` drains
 everything queued and decodes only the newest label message (older ones are counted in ``skipped``).
+
+Sessions: every message carries its publisher's random session id (``sid``). The subscriber follows one
+session: the first label message or class table it accepts sets it, a label message from another
+session is a publisher restart (counted in ``restarts``) and moves it there. A class table or an
+end-of-stream message from any other session is not obeyed: it is counted in ``foreign`` and logged
+(at most every 10 s). A session id is no authentication (anyone who can reach the port can copy it);
+that is what CURVE is for.
 """
 
 from __future__ import annotations
@@ -24,10 +31,10 @@ from perception.transport.wire import (
     CLASSES_SUFFIX,
     END_SUFFIX,
     ClassTable,
+    DecodeLimits,
     LabelMessage,
     MessageDecoder,
     StreamEnd,
-    unpack_header,
 )
 from perception.types import ClassInfo
 
@@ -76,6 +83,7 @@ class Subscriber:
         server_key: str | os.PathLike | bytes | None = None,
         client_keys: str | os.PathLike | tuple[bytes, bytes] | None = None,
         log_interval_s: float = 10.0,
+        limits: DecodeLimits | None = None,
     ) -> None:
         """
         Args:
@@ -88,6 +96,8 @@ class Subscriber:
             client_keys: with CURVE, this client's secret key file (``NAME.key_secret``, whose public key
                 the publisher lists in ``publish.curve.client_keys``) or a ``(public, secret)`` z85 pair.
             log_interval_s: messages lost by this reader (gaps in ``seq``) are logged at most this often.
+            limits: the most a message may announce (map and preview pixels, header bytes), checked
+                before decoding; None for :class:`~perception.transport.wire.DecodeLimits`' defaults.
         """
         if int(rcvhwm) < 1:
             raise TransportError(f"rcvhwm must be >= 1, got {rcvhwm}")
@@ -101,9 +111,12 @@ class Subscriber:
         self._topic_b = topic.encode()
         self._classes_topic_b = (topic + CLASSES_SUFFIX).encode()
         self._end_topic_b = (topic + END_SUFFIX).encode()
-        self._decoder = MessageDecoder()
+        self._decoder = MessageDecoder(limits=limits)
         self._table: ClassTable | None = None
+        self._pending_table: ClassTable | None = None  # the newest table of another session
+        self._session: int | None = None
         self._last: tuple[int, int] | None = None  # (session, seq)
+        self._foreign_logged_ns = 0
         self.first_seq: int | None = None
         """``seq`` of the first label message received from the current publisher session (None before
         any): the messages sent before it (a subscriber that joined a running stream, or ZeroMQ's
@@ -116,6 +129,9 @@ class Subscriber:
         """Label messages received (skipped ones included)."""
         self.restarts = 0
         """Times the publisher's session id changed or its sequence went backwards."""
+        self.foreign = 0
+        """Class tables and end-of-stream messages ignored because they came from a session other than
+        the one followed (see the module docstring)."""
         self.end: StreamEnd | None = None
         """The publisher's end-of-stream message, once received (then :meth:`recv` returns None at
         once and iteration stops)."""
@@ -187,11 +203,16 @@ class Subscriber:
         return None if self._table is None else self._table.version
 
     # --- receiving --------------------------------------------------------------------------
+    @property
+    def session(self) -> int | None:
+        """The publisher session followed (None before the first label message or class table)."""
+        return self._session
+
     def _account(self, header: dict[str, Any]) -> None:
         sid = header.get("sid", 0)
         seq = header.get("seq")
-        if not isinstance(seq, int) or not isinstance(sid, int):
-            raise TransportError("malformed message: header lacks an integer 'seq'")
+        if not isinstance(seq, int) or not isinstance(sid, int) or isinstance(seq, bool) or isinstance(sid, bool):
+            raise TransportError("malformed message: header lacks an integer 'seq' or 'sid'")
         self.received += 1
         if self._last is None:
             self.first_seq = seq
@@ -205,6 +226,40 @@ class Subscriber:
             elif seq > last_seq + 1:
                 self.gaps += seq - last_seq - 1
         self._last = (sid, seq)
+        self._follow(sid)
+
+    def _follow(self, sid: int) -> None:
+        """Follow session ``sid`` (a label message of it arrived); adopt its class table if one came first."""
+        if sid == self._session:
+            return
+        self._session = sid
+        if self._pending_table is not None and self._pending_table.session == sid:
+            self._table = self._pending_table
+        self._pending_table = None
+
+    def _foreign(self, what: str, sid: int) -> None:
+        self.foreign += 1
+        now = time.monotonic_ns()
+        if self.foreign == 1 or now - self._foreign_logged_ns >= 10_000_000_000:
+            self._foreign_logged_ns = now
+            log.warning("ignored a %s from publisher session %d while following session %s on %s (%d ignored so "
+                        "far): another process publishes on this address", what, sid, self._session, self.address,
+                        self.foreign)
+
+    def _take_table(self, table: ClassTable) -> None:
+        if self._session is None:
+            self._session = table.session
+        if table.session == self._session:
+            self._table = table
+        else:
+            self._pending_table = table  # adopted if a label message moves us to its session
+            self._foreign("class table", table.session)
+
+    def _take_end(self, end: StreamEnd) -> None:
+        if end.session == self._session:
+            self.end = end
+        else:
+            self._foreign("end-of-stream message", end.session)
 
     def _recv_frames(self, flags: int) -> list[Any] | None:
         try:
@@ -218,16 +273,16 @@ class Subscriber:
         """Classes are absorbed; a label message returns (header, frames-after-topic); others None."""
         topic = frames[0].bytes
         if topic == self._classes_topic_b:
-            self._table = self._decoder.decode_classes(frames[1:])
+            self._take_table(self._decoder.decode_classes(frames[1:]))
             return None
         if topic == self._end_topic_b:
-            self.end = self._decoder.decode_end(frames[1:])
+            self._take_end(self._decoder.decode_end(frames[1:]))
             return None
         if topic != self._topic_b:
             return None  # another topic sharing our prefix
         if len(frames) < 2:
             raise TransportError("malformed message: a label message has no header frame")
-        header = unpack_header(frames[1])
+        header = self._decoder.unpack_header(frames[1])
         self._account(header)
         return header, frames[1:]
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import msgpack
 import numpy as np
 import pytest
@@ -9,11 +11,14 @@ import pytest
 from perception.errors import TransportError
 from perception.transport.wire import (
     SCHEMA_MAJOR,
+    DecodeLimits,
     MessageDecoder,
     MessageEncoder,
+    TrackRecord,
     classes_version,
+    jpeg_size,
 )
-from perception.types import FrameResult, Instance, TrackState
+from perception.types import FrameResult, Instance, Track, TrackState
 from tests.transport.helpers import CLASSES, make_instances, make_labels, make_meta, make_tracks
 
 W, H = 64, 48
@@ -81,10 +86,59 @@ def test_tracks_round_trip_with_area_and_centroid():
     assert (b.instance_index, b.area, b.centroid, b.state) == (0, 0, (59.5, 20.0), TrackState.LOST)
 
 
-def test_track_area_from_extra_without_detections():
-    _, frames = _encode(MessageEncoder(), tracks=make_tracks()[:1])
-    (t,) = MessageDecoder().decode_labels(frames).tracks
-    assert (t.area, t.centroid) == (123, (9.0, 16.0))
+def test_instance_map_carries_per_message_indices_that_tracks_point_to():
+    """Map pixels are Instance.index values 1..ninst; tracks[j].idx names its mask, whatever its id."""
+    labels = make_labels(0, W, H)
+    imap = np.zeros((H, W), np.uint16)
+    imap[labels == 2] = 1
+    imap[labels == 3] = 2
+    dets = tuple(Instance(index=k, class_id=c, score=0.9, box=(0, 0, 1, 1), area=int((imap == k).sum()),
+                          centroid=(0.0, 0.0)) for k, c in ((1, 2), (2, 3)))
+    tracks = (Track(track_id=70000, instance_index=2, class_id=3, score=0.8, box=(1, 2, 3, 4), velocity=(0, 0),
+                    age=900, hits=800, state=TrackState.CONFIRMED),  # an id above uint16: nothing overflows
+              Track(track_id=5, instance_index=0, class_id=2, score=0.3, box=(10, 20, 30, 40), velocity=(0, 0),
+                    age=3, hits=1, state=TrackState.LOST))
+    frames = MessageEncoder(encoding="zstd").encode_labels(FrameResult(
+        meta=make_meta(0, W, H), labels=labels, instance_map=imap, instances=dets, tracks=tracks),
+        seq=0, t_publish_wall_ns=1)
+    msg = MessageDecoder().decode_labels(frames)
+    assert msg.n_instances == 2 and msg.header["ninst"] == 2
+    long_lived, coasting = msg.tracks
+    assert (long_lived.track_id, long_lived.instance_index) == (70000, 2)
+    assert long_lived.area == int((msg.instances == long_lived.instance_index).sum()) == dets[1].area
+    assert (coasting.instance_index, coasting.area, coasting.centroid) == (0, 0, (20.0, 30.0))  # box centre
+
+
+def test_decoded_track_is_a_track():
+    """TrackRecord extends types.Track (issue 27): the same fields, plus the mask's area and centroid."""
+    _, frames = _encode(MessageEncoder(), tracks=make_tracks(), instance_map=make_instances(make_labels(0, W, H)))
+    t = MessageDecoder().decode_labels(frames).tracks[0]
+    assert isinstance(t, Track) and isinstance(t, TrackRecord)
+    assert {f.name for f in dataclasses.fields(Track)} < {f.name for f in dataclasses.fields(TrackRecord)}
+    again = MessageEncoder().encode_labels(FrameResult(  # re-published as decoded: the same track map
+        meta=make_meta(0, W, H), labels=make_labels(0, W, H), instance_map=make_instances(make_labels(0, W, H)),
+        tracks=(t,)), seq=1, t_publish_wall_ns=1)
+    assert msgpack.unpackb(again[0])["tracks"][0] == msgpack.unpackb(frames[0])["tracks"][0]
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        ({"tracks": make_tracks()[:1]}, "points at instance 1, which this frame does not have"),  # no map at all
+        ({"instance_map": np.full((H, W), 7, np.uint16),
+          "instances": (Instance(index=1, class_id=2, score=1, box=(0, 0, 1, 1), area=1, centroid=(0, 0)),)},
+         "holds index 7 but the frame's instances stop at 1"),  # a map relabelled to track ids
+        ({"instances": (Instance(index=1, class_id=2, score=1, box=(0, 0, 1, 1), area=1, centroid=(0, 0)),) * 2},
+         "distinct"),
+        ({"instances": (Instance(index=2, class_id=2, score=1, box=(0, 0, 1, 1), area=1, centroid=(0, 0)),),
+          "tracks": make_tracks()[:1]}, "points at instance 1"),  # within 1..n but no such instance
+        ({"tracks": (dataclasses.replace(make_tracks()[1], box=(0.0, float("nan"), 1.0, 1.0)),)}, "non-finite box"),
+    ],
+)
+def test_encoder_refuses_maps_instances_and_tracks_that_disagree(change, match):
+    with pytest.raises(TransportError, match=match):
+        MessageEncoder().encode_labels(FrameResult(meta=make_meta(0, W, H), labels=make_labels(0, W, H), **change),
+                                       seq=0, t_publish_wall_ns=0)
 
 
 def test_preview_is_jpeg_downscaled():
@@ -154,8 +208,10 @@ def test_newer_major_version_is_rejected_clearly():
         (lambda f: _repack(f, h=H + 1), "h=49"),
         (lambda f: _repack(f, parts=[{"name": "labels", "dtype": "uint8", "shape": [H, W], "enc": "brotli"}]),
          "unknown encoding 'brotli'"),
-        (lambda f: _repack(f, parts=[{"name": "labels", "dtype": "float32", "shape": [H, W], "enc": "raw"}]),
+        (lambda f: _repack(f, parts=[{"name": "labels", "dtype": "uint16", "shape": [H, W], "enc": "raw"}]),
          "must be uint8"),
+        (lambda f: _repack(f, parts=[{"name": "labels", "dtype": "u1,(", "shape": [H, W], "enc": "raw"}]),
+         "unknown dtype 'u1,\\('"),
         (lambda f: _repack(f, parts=[{"name": "future", "dtype": "uint8", "shape": [H, W], "enc": "raw"}]),
          "no 'labels' part"),
         (lambda f: _repack(f, tracks=[{"id": 1, "cls": 2, "box": [1, 2, 3]}]), "track box"),
@@ -220,3 +276,118 @@ def test_compressed_part_of_the_wrong_size_is_refused_before_decompressing(encod
     header["parts"][0]["size"] = len(small[1])
     with pytest.raises(TransportError, match="header implies"):
         MessageDecoder().decode_labels([msgpack.packb(header), small[1]])
+
+
+# --- limits: checked before anything is allocated --------------------------------------------------
+
+
+def _zstd_bomb(nbytes: int) -> bytes:
+    """A few kB of zstd that declare and hold ``nbytes`` zeros (streamed: never held in memory)."""
+    import zstandard
+
+    cobj = zstandard.ZstdCompressor(level=1, write_content_size=True).compressobj(size=nbytes)
+    chunk = bytes(1 << 22)
+    body = [cobj.compress(chunk) for _ in range(nbytes // len(chunk))]
+    return b"".join([*body, cobj.compress(bytes(nbytes % len(chunk))), cobj.flush()])
+
+
+def test_compression_bomb_is_refused_before_decompressing():
+    import tracemalloc
+
+    side = 20000
+    bomb = _zstd_bomb(side * side)  # 400 MB of labels in ~13 kB
+    _, frames = _encode(MessageEncoder(encoding="zstd"))
+    tracemalloc.start()
+    try:
+        with pytest.raises(TransportError, match="over the limit"):
+            MessageDecoder().decode_labels(_repack([frames[0], bomb], w=side, h=side, parts=[
+                {"name": "labels", "dtype": "uint8", "shape": [side, side], "enc": "zstd", "size": len(bomb)}]))
+        with pytest.raises(TransportError, match="header implies"):  # a small map that announces a large frame
+            MessageDecoder().decode_labels(_repack([frames[0], bomb], parts=[
+                {"name": "labels", "dtype": "uint8", "shape": [H, W], "enc": "zstd", "size": len(bomb)}]))
+        assert tracemalloc.get_traced_memory()[1] < 8 << 20
+    finally:
+        tracemalloc.stop()
+
+
+def test_limits_are_configurable():
+    _, frames = _encode(MessageEncoder(encoding="lz4"))
+    MessageDecoder(limits=DecodeLimits(max_pixels=W * H)).decode_labels(frames)
+    with pytest.raises(TransportError, match="over the limit of 3071 pixels"):
+        MessageDecoder(limits=DecodeLimits(max_pixels=W * H - 1)).decode_labels(frames)
+    with pytest.raises(TransportError, match=r"header frame is .* bytes \(limit 64\)"):
+        MessageDecoder(limits=DecodeLimits(max_header_bytes=64)).decode_labels(frames)
+    with pytest.raises(TransportError, match="max_pixels must be a positive integer"):
+        DecodeLimits(max_pixels=0)
+
+
+@pytest.mark.parametrize("shape", [[2**62, 2**62], [2**63 - 1, 2], [-1, W], [H, W, 1], [True, W], [40000, 40000]])
+def test_shapes_that_overflow_or_disagree_are_refused(shape):
+    _, frames = _encode(MessageEncoder())
+    with pytest.raises(TransportError, match="malformed message"):
+        MessageDecoder().decode_labels(_repack(frames, parts=[
+            {"name": "labels", "dtype": "uint8", "shape": shape, "enc": "raw", "size": len(frames[1])}]))
+    with pytest.raises(TransportError, match="malformed message"):  # the same in w and h
+        MessageDecoder().decode_labels(_repack(frames, w=shape[-1], h=shape[0]))
+
+
+def _preview_frames(jpg: bytes, shape):
+    enc = MessageEncoder(preview="jpeg", preview_max_width=32)
+    _, frames = _encode(enc, frame=np.full((H, W, 3), 90, np.uint8))
+    header = msgpack.unpackb(frames[0])
+    header["parts"][1].update(shape=shape, size=len(jpg))
+    return [msgpack.packb(header), frames[1], jpg]
+
+
+def test_jpeg_dimensions_are_read_before_decoding():
+    import cv2
+
+    small = cv2.imencode(".jpg", np.full((24, 32, 3), 90, np.uint8))[1].tobytes()
+    assert jpeg_size(memoryview(small)) == (24, 32, 3)
+    sof = small.index(b"\xff\xc0")
+    huge = bytearray(small)
+    huge[sof + 5:sof + 9] = (20000).to_bytes(2, "big") * 2  # a 700-byte JPEG that declares 20000 x 20000
+    with pytest.raises(TransportError, match="is 20000x20000 with 3 component\\(s\\), the header says 32x24x3"):
+        MessageDecoder().decode_labels(_preview_frames(bytes(huge), [24, 32, 3]))
+    with pytest.raises(TransportError, match="over the limit"):
+        MessageDecoder().decode_labels(_preview_frames(bytes(huge), [20000, 20000, 3]))
+    progressive = cv2.imencode(".jpg", np.full((24, 32, 3), 90, np.uint8), [int(cv2.IMWRITE_JPEG_PROGRESSIVE), 1])[1]
+    with pytest.raises(TransportError, match="not baseline"):
+        MessageDecoder().decode_labels(_preview_frames(progressive.tobytes(), [24, 32, 3]))
+    png = cv2.imencode(".png", np.full((24, 32, 3), 90, np.uint8))[1].tobytes()
+    with pytest.raises(TransportError, match="not a JPEG"):
+        MessageDecoder().decode_labels(_preview_frames(png, [24, 32, 3]))
+    with pytest.raises(TransportError, match="malformed message: preview"):
+        MessageDecoder().decode_labels(_preview_frames(small[: len(small) // 3], [24, 32, 3]))
+    assert MessageDecoder().decode_labels(_preview_frames(small, [24, 32, 3])).preview.shape == (24, 32, 3)
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        ({"ninst": 1, "tracks": [{"id": 1, "idx": 2, "cls": 2, "box": [0, 0, 1, 1]}]}, "'idx' must be within 0..1"),
+        ({"ninst": 70000}, "'ninst' must be within 0..65535"),
+        ({"tracks": [{"id": 1, "cls": 256, "box": [0, 0, 1, 1]}]}, "'cls' must be within 0..255"),
+        ({"tracks": [{"id": 1, "cls": 2, "box": [0, 0, 1, float("nan")]}]}, "track box must be finite"),
+        ({"tracks": [{"id": 1, "cls": 2, "box": ["1", 0, 1, 1]}]}, "track box should be a number"),
+        ({"tracks": [{"id": 1, "cls": 2, "box": [0, 0, 1, 1], "state": 9}]}, "unknown track state 9"),
+        ({"lat": {"infer": "12"}}, "a 'lat' value should be a number"),
+        ({"v": True}, "integer schema version"),
+        ({"seq": False}, "'seq' should be int"),
+    ],
+)
+def test_malformed_header_values_raise_transport_error(change, match):
+    _, frames = _encode(MessageEncoder())
+    with pytest.raises(TransportError, match=match):
+        MessageDecoder().decode_labels(_repack(frames, **change))
+
+
+def test_malformed_class_tables_raise_transport_error():
+    enc = MessageEncoder()
+    header = msgpack.unpackb(enc.encode_classes(CLASSES, t_publish_wall_ns=0))
+    header["classes"][0]["id"] = 300
+    with pytest.raises(TransportError, match=r"'id' must be within 0\.\.255"):
+        MessageDecoder().decode_classes([msgpack.packb(header)])
+    with pytest.raises(TransportError, match="expected kind 'classes'"):
+        MessageDecoder().decode_classes([enc.encode_end(last_seq=0, published=1, dropped=0, reason="end",
+                                                        t_publish_wall_ns=0)])
