@@ -31,8 +31,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from perception.types import FrameResult
-
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
@@ -41,7 +39,7 @@ from perception.config import default_model_path  # noqa: E402
 from perception.inference import Segmenter  # noqa: E402
 from perception.transport.publisher import Publisher  # noqa: E402
 from perception.transport.subscriber import Subscriber  # noqa: E402
-from perception.types import FrameMeta  # noqa: E402
+from perception.types import FrameMeta, FrameResult  # noqa: E402
 
 DASHCAM = REPO.parent / "shared" / "data" / "video" / "solidWhiteRight.mp4"
 
