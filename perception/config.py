@@ -8,11 +8,12 @@ shape; components take typed keyword arguments, mapped from these objects in the
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from perception.errors import ConfigError
 from perception.paths import DATA_ROOT
@@ -35,7 +36,11 @@ class SourceConfig(_Section):
     uri: str = "synthetic"
     """Video file, image folder, camera:N, /dev/videoN, rtsp:// or http:// URL, gst:<pipeline>,
     a recorded drive (.bag, .mcap, ROS 2 bag folder) or 'synthetic[:key=value,...]'."""
-    camera_id: str = "cam0"
+    camera_id: str | None = None
+    """The stream's id, carried in every message (``cam``); None = ``cam0``, ``cam1``, … by the stream's
+    place in ``sources``. Letters, digits, ``-`` and ``_``; unique among the streams."""
+    mode: Literal["live", "replay"] | None = None
+    """This stream's mode; None = the top-level ``mode``, else live for cameras and URLs, replay otherwise."""
     loop: bool = False
     fps: float | None = Field(default=None, gt=0)
     """Frame rate of an image folder (for pacing and timestamps); ignored where the input has one."""
@@ -156,9 +161,24 @@ class OutputConfig(_Section):
     :class:`~perception.outputs.base.SinkConfig` and returning a sink or None); see ``docs/architecture.md``."""
 
 
+class BatchConfig(_Section):
+    max_size: int = Field(default=4, ge=1, le=64)
+    """At most this many frames, one per stream, go through one backend call. 1 = no batching. Larger
+    batches use a many-core CPU or a GPU better, at the cost of the time a frame waits for the others."""
+    timeout_ms: float = Field(default=5.0, ge=0)
+    """How long inference waits for a frame of another stream to fill a batch once it holds one; frames
+    of a single stream never wait."""
+
+
 class RuntimeConfig(_Section):
     slots: int = Field(default=4, ge=2, le=64)
-    """Frames in flight in shared memory; more absorbs jitter, fewer bounds latency and memory."""
+    """Frames in flight in shared memory, per stream; more absorbs jitter, fewer bounds latency and
+    memory. Each stream has its own slots, so a busy camera cannot starve another."""
+    max_streams: int = Field(default=16, ge=1, le=256)
+    """Streams one pipeline can run at once, counting those added while it runs."""
+    control: str | None = None
+    """ZeroMQ REQ/REP endpoint on which ``perception streams add|remove|list`` reach the running pipeline,
+    e.g. ``tcp://127.0.0.1:5560``; loopback addresses only; None = no control endpoint."""
     stop_timeout_s: float = Field(default=2.0, gt=0)
     status_interval_s: float = Field(default=2.0, gt=0)
     progress: bool = True
@@ -167,6 +187,9 @@ class RuntimeConfig(_Section):
 
 class PipelineConfig(_Section):
     source: SourceConfig = Field(default_factory=SourceConfig)
+    """The input of a single-stream run (use ``sources`` for several)."""
+    sources: tuple[SourceConfig, ...] = ()
+    """Several streams in one run, each a source section of its own; replaces ``source``."""
     mode: Literal["live", "replay"] | None = None
     """live: drop stale frames (policy 'latest'); replay: process every frame (policy 'every').
     None picks live for cameras and URLs, replay for files, folders, drives and synthetic input."""
@@ -177,6 +200,42 @@ class PipelineConfig(_Section):
     publish: PublishConfig = Field(default_factory=PublishConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
+    batch: BatchConfig = Field(default_factory=BatchConfig)
+
+    @model_validator(mode="after")
+    def _one_way_to_name_sources(self) -> PipelineConfig:
+        if self.sources and "source" in self.model_fields_set:
+            raise ValueError("give either 'source' (one stream) or 'sources' (several), not both")
+        streams = self.streams()
+        ids = [s.camera_id for s in streams]
+        for cam in ids:
+            if not STREAM_ID.fullmatch(cam):
+                raise ValueError(f"stream id {cam!r}: use letters, digits, '-' and '_' only")
+        dup = sorted({c for c in ids if ids.count(c) > 1})
+        if dup:
+            raise ValueError(f"stream id {dup[0]!r} is used by more than one source; ids must be unique")
+        if len(streams) > self.runtime.max_streams:
+            raise ValueError(f"{len(streams)} sources but runtime.max_streams is {self.runtime.max_streams}")
+        return self
+
+    def streams(self) -> tuple[SourceConfig, ...]:
+        """Every stream's source section, with its id (``cam0``, ``cam1``, … by place when not given) and
+        its mode (its own, else the top-level ``mode``) filled in."""
+        return tuple(resolve_stream(s, index=i, mode=self.mode) for i, s in enumerate(self.sources or (self.source,)))
+
+
+STREAM_ID = re.compile(r"[A-Za-z0-9_-]+")
+"""What a stream id may be made of (it names files and appears on the command line as ``ID=SRC``)."""
+
+
+def resolve_stream(source: SourceConfig, *, index: int, mode: str | None = None) -> SourceConfig:
+    """``source`` with its id and mode filled in: ``cam<index>`` and ``mode`` when they are None."""
+    changes = {}
+    if source.camera_id is None:
+        changes["camera_id"] = f"cam{index}"
+    if source.mode is None and mode is not None:
+        changes["mode"] = mode
+    return source.model_copy(update=changes) if changes else source
 
 
 def _allowed_keys(model: type[BaseModel], loc: tuple) -> list[str]:
@@ -277,10 +336,17 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     return out
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> PipelineConfig:
-    """Read a YAML file (default ``configs/default.yaml``), apply ``--set`` overrides, validate."""
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | None = None, *, sources: list[dict] | None = None
+) -> PipelineConfig:
+    """Read a YAML file (default ``configs/default.yaml``), apply ``--set`` overrides, validate.
+
+    ``sources`` (several ``--source`` options) replaces the file's ``source`` and ``sources``.
+    """
     p = Path(path) if path else DEFAULT_CONFIG
     data = load_yaml(p) if p.exists() or path else {}
     if overrides:
         data = apply_overrides(data, overrides)
+    if sources is not None and isinstance(data, dict):
+        data = {k: v for k, v in data.items() if k != "source"} | {"sources": sources}
     return parse_config(data, origin=str(p))

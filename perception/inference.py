@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -58,28 +59,43 @@ class Segmenter:
         return self._input_size
 
     def __call__(self, frame_bgr: np.ndarray) -> ModelOutputs:
-        out = self.backend.infer_frame(frame_bgr)
+        return self._outputs(self.backend.infer_frame(frame_bgr), 0)
+
+    def batch(self, frames: Sequence[np.ndarray]) -> list[ModelOutputs]:
+        """Several frames (of any sizes) through one backend call; ``outputs[i]`` for ``frames[i]``.
+
+        One frame gives exactly what :meth:`__call__` gives. The outputs are views of the backend's
+        buffers, valid until the next call.
+        """
+        out = self.backend.infer_frames(frames)
+        return [self._outputs(out, i) for i in range(len(frames))]
+
+    def _outputs(self, out: dict[str, np.ndarray], i: int) -> ModelOutputs:
         heat = offsets = None
         if self._hm is not None:
-            heat = out[self._hm.name][0, 0]
+            heat = out[self._hm.name][i, 0]
             if self._hm.activation == "sigmoid":
-                if self._hm_buf is None or self._hm_buf.shape != heat.shape:
-                    self._hm_buf = np.empty_like(heat)
-                np.negative(heat, out=self._hm_buf)
-                np.exp(self._hm_buf, out=self._hm_buf)
-                self._hm_buf += 1.0
-                np.reciprocal(self._hm_buf, out=self._hm_buf)
-                heat = self._hm_buf
+                heat = 1.0 / (1.0 + np.exp(-heat)) if i else self._sigmoid(heat)
         if self._off is not None:
-            offsets = out[self._off.name][0]
+            offsets = out[self._off.name][i]
             if self._off.order == "xy":
                 offsets = offsets[::-1]
             if self._off.units == "input_px":
                 offsets = offsets / float(self._off.stride)
         return ModelOutputs(
-            semantic_logits=out[self._sem][0],
+            semantic_logits=out[self._sem][i],
             center_heatmap=heat,
             center_offsets=offsets,
             stride=self.stride,
             input_size=self._input_size,
         )
+
+    def _sigmoid(self, heat: np.ndarray) -> np.ndarray:
+        """The sigmoid of the first frame's heatmap into a reused buffer."""
+        if self._hm_buf is None or self._hm_buf.shape != heat.shape:
+            self._hm_buf = np.empty_like(heat)
+        np.negative(heat, out=self._hm_buf)
+        np.exp(self._hm_buf, out=self._hm_buf)
+        self._hm_buf += 1.0
+        np.reciprocal(self._hm_buf, out=self._hm_buf)
+        return self._hm_buf

@@ -12,7 +12,7 @@ pipeline never has to know where the model runs.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -46,6 +46,11 @@ class Backend(Protocol):
         Returns what :meth:`infer` returns for that input (batch 1, keyed by output name), possibly
         views of reused buffers. Raises :class:`BackendError` for anything but a BGR uint8 frame.
         """
+        ...
+
+    def infer_frames(self, frames: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
+        """:meth:`infer_frame` for several frames in one backend call: outputs with batch ``len(frames)``,
+        row ``i`` for ``frames[i]``. A single frame gives exactly what :meth:`infer_frame` gives."""
         ...
 
     def close(self) -> None: ...

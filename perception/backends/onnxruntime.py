@@ -173,6 +173,16 @@ class OnnxRuntimeBackend:
         check_frame(frame_bgr)
         return self.infer({self.card.input.name: self._preprocess(frame_bgr)})
 
+    def infer_frames(self, frames) -> dict[str, np.ndarray]:
+        """Several frames in one call (batch ``n = len(frames)``): each preprocessed as by
+        :meth:`infer_frame`; one frame is exactly :meth:`infer_frame`. See
+        :meth:`~perception.backends.base.Backend.infer_frames`."""
+        for f in frames:
+            check_frame(f)
+        if len(frames) == 1:
+            return self.infer({self.card.input.name: self._preprocess(frames[0])})
+        return self.infer({self.card.input.name: self._preprocess.batch(frames)})
+
     def close(self) -> None:
         self._binding = None
         self._session = None

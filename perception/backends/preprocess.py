@@ -30,12 +30,29 @@ class Preprocessor:
         self._offset = (-mean / std).reshape(3, 1, 1)
         self._out = np.empty((1, 3, self.height, self.width), dtype=np.float32)
         self._resized = np.empty((self.height, self.width, 3), dtype=np.uint8)
+        self._batches: dict[int, np.ndarray] = {}
 
     @property
     def input_size(self) -> tuple[int, int]:
         return self.width, self.height
 
     def __call__(self, frame_bgr: np.ndarray) -> np.ndarray:
+        self.fill(frame_bgr, self._out[0])
+        return self._out
+
+    def batch(self, frames) -> np.ndarray:
+        """Several frames → ``float32[n, 3, h, w]``, each row as :meth:`__call__` makes it (a buffer per
+        batch size, reused)."""
+        n = len(frames)
+        buf = self._batches.get(n)
+        if buf is None:
+            buf = self._batches[n] = np.empty((n, 3, self.height, self.width), dtype=np.float32)
+        for row, frame in zip(buf, frames):
+            self.fill(frame, row)
+        return buf
+
+    def fill(self, frame_bgr: np.ndarray, out: np.ndarray) -> None:
+        """Write one frame's network input into ``out`` (``float32[3, h, w]``, e.g. a row of a batch)."""
         if frame_bgr.ndim != 3 or frame_bgr.shape[2] != 3 or frame_bgr.dtype != np.uint8:
             raise ValueError(f"expected a BGR uint8[H, W, 3] frame, got {frame_bgr.dtype}{list(frame_bgr.shape)}")
         fh, fw = frame_bgr.shape[:2]
@@ -46,7 +63,5 @@ class Preprocessor:
             interp = cv2.INTER_AREA if shrink > 1.5 else cv2.INTER_LINEAR
             resized = cv2.resize(frame_bgr, (self.width, self.height), dst=self._resized, interpolation=interp)
         chw = resized.transpose(2, 0, 1)[list(self._order)]  # small uint8 gather, [3, h, w]
-        out = self._out[0]
         np.multiply(chw, self._scale, out=out, casting="unsafe")
         out += self._offset
-        return self._out

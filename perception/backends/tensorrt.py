@@ -642,6 +642,17 @@ class TensorRTBackend:
         self._launch(("frame", frame_bgr.shape), self._frame_body)
         return dict(self._io.h_out_np)
 
+    def infer_frames(self, frames) -> dict[str, np.ndarray]:
+        """Several frames: one :meth:`infer_frame` each, outputs stacked on the batch axis (copies).
+
+        Not a batched engine call yet: the GPU preprocessing fills one input at a time. A single frame is
+        exactly :meth:`infer_frame` (views of the pinned buffers).
+        """
+        if len(frames) == 1:
+            return self.infer_frame(frames[0])
+        rows = [{k: v.copy() for k, v in self.infer_frame(f).items()} for f in frames]
+        return {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}
+
     def infer_frame_labels(self, frame_bgr: np.ndarray) -> dict[str, np.ndarray]:
         """Labels fast path: as :meth:`infer_frame`, with the argmax on the GPU too, so only small
         results come back instead of ``C`` float logit planes.

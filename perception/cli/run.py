@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 
 RUN_HELP = """\
@@ -22,7 +23,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("config", nargs="?", default=None,
                    help="YAML configuration (default: configs/default.yaml: ONNX Runtime on the CPU, "
                         "the bundled model, a synthetic scene)")
-    p.add_argument("--source", metavar="SRC", help="input to read (overrides source.uri); see the forms above")
+    p.add_argument("--source", metavar="[ID=]SRC", action="append", dest="sources",
+                   help="input to read (overrides source.uri); see the forms above. Repeat it for several "
+                        "streams in one run, each optionally named ID= (letters, digits, - and _; default "
+                        "cam0, cam1, ... in order)")
     p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
                    help="override any configuration key, e.g. --set publish.encoding=zstd "
                         "--set model.backend=auto (repeatable; values are YAML)")
@@ -43,27 +47,55 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=main)
 
 
+def split_source(text: str) -> tuple[str | None, str]:
+    """``"front=rtsp://..."`` → ``("front", "rtsp://...")``; a SRC without an ``ID=`` prefix (or one whose
+    part before ``=`` is not an id, as in ``synthetic:num_frames=30``) → ``(None, text)``."""
+    m = _ID_PREFIX.fullmatch(text)
+    return (m.group(1), m.group(2)) if m else (None, text)
+
+
+_ID_PREFIX = re.compile(r"([A-Za-z0-9_-]+)=(.+)", re.DOTALL)
+
+
+def _source_overrides(args: argparse.Namespace) -> tuple[list[str], list[dict] | None]:
+    """``--source``, ``--max-frames`` and ``--topic`` as ``--set`` overrides of ``source`` (one stream), or
+    as the entries of ``sources`` (several)."""
+    per_source = {}
+    if args.max_frames is not None:
+        per_source["max_frames"] = args.max_frames
+    if args.topics:
+        per_source["topics"] = list(args.topics)
+    if args.sources and len(args.sources) > 1:
+        entries = []
+        for text in args.sources:
+            cam, uri = split_source(text)
+            entries.append({"uri": uri, **({"camera_id": cam} if cam else {}), **per_source})
+        return [], entries
+    overrides = [f"source.{k}={json.dumps(v)}" for k, v in per_source.items()]
+    if args.sources:
+        cam, uri = split_source(args.sources[0])
+        overrides.append(f"source.uri={json.dumps(uri)}")
+        if cam:
+            overrides.append(f"source.camera_id={json.dumps(cam)}")
+    return overrides, None
+
+
 def build_config(args: argparse.Namespace):
     from perception.config import load_config
 
-    overrides = list(args.overrides)
-    if args.source:
-        overrides.append(f"source.uri={json.dumps(args.source)}")
+    overrides, sources = _source_overrides(args)
+    overrides = list(args.overrides) + overrides
     if args.publish:
         overrides.append(f"publish.address={json.dumps(args.publish)}")
     if args.overlay:
         overrides.append(f"output.overlay={json.dumps(args.overlay)}")
     if args.force:
         overrides.append("output.overwrite=true")
-    if args.max_frames is not None:
-        overrides.append(f"source.max_frames={args.max_frames}")
     if args.mode:
         overrides.append(f"mode={args.mode}")
     if args.speed is not None:
         overrides.append(f"replay.speed={args.speed}")
-    if args.topics:
-        overrides.append(f"source.topics={json.dumps(args.topics)}")
-    return load_config(args.config, overrides)
+    return load_config(args.config, overrides, sources=sources)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -71,23 +103,43 @@ def main(args: argparse.Namespace) -> int:
 
     config = build_config(args)
     pipeline = Pipeline(config=config)
-    logging.getLogger(__name__).info("source %s, model %s", config.source.uri, config.model.path)
+    logging.getLogger(__name__).info("sources %s, model %s", ", ".join(s.uri for s in config.streams()),
+                                     config.model.path)
     summary = pipeline.run()
     if args.json:
         print(json.dumps(summary.__dict__))
     else:
-        lat = (f", capture->publish latency p50 {summary.latency_ms_p50:.1f} ms, p99 {summary.latency_ms_p99:.1f} ms"
-               if summary.latency_ms_p50 is not None else "")
-        c = summary.counters
-        drops = sum(c.get(k, 0) for k in ("dropped_capture", "dropped_post"))
-        behind = c.get("dropped_publish", 0)
-        head = "interrupted after " if summary.interrupted else ""
-        # dropped_publish is not a pipeline drop: a reader's full queue refused the frame, the others got it
-        print(f"perception: {head}{summary.frames} frames in {summary.seconds:.1f} s "
-              f"({summary.fps:.1f} frames/s){lat}; "
-              f"dropped {drops} (capture {c.get('dropped_capture', 0)}, post {c.get('dropped_post', 0)})"
-              + (f"; a reader fell behind {behind} time(s) (it lost frames, see its seq gaps; the other "
-                 "readers were unaffected)" if behind else "")
-              + (f"; overlay written to {config.output.overlay}" if config.output.overlay else ""),
-              file=sys.stderr)
-    return 130 if summary.interrupted else 0
+        print(summary_line(summary, config), file=sys.stderr)
+        for line in stream_lines(summary):
+            print(line, file=sys.stderr)
+    failed = [cam for cam, s in summary.streams.items() if s.get("state") == "failed"]
+    for cam in failed:
+        print(f"perception: error: stream {cam!r} failed: {summary.streams[cam].get('error', '')}", file=sys.stderr)
+    if summary.interrupted:
+        return 130
+    return 11 if failed else 0
+
+
+def summary_line(summary, config) -> str:
+    """The run in one line: frames, rate, latency, drops, outputs."""
+    lat = (f", capture->publish latency p50 {summary.latency_ms_p50:.1f} ms, p99 {summary.latency_ms_p99:.1f} ms"
+           if summary.latency_ms_p50 is not None else "")
+    c = summary.counters
+    drops = sum(c.get(k, 0) for k in ("dropped_capture", "dropped_post"))
+    behind = c.get("dropped_publish", 0)
+    head = "interrupted after " if summary.interrupted else ""
+    # dropped_publish is not a pipeline drop: a reader's full queue refused the frame, the others got it
+    return (f"perception: {head}{summary.frames} frames in {summary.seconds:.1f} s "
+            f"({summary.fps:.1f} frames/s){lat}; "
+            f"dropped {drops} (capture {c.get('dropped_capture', 0)}, post {c.get('dropped_post', 0)})"
+            + (f"; a reader fell behind {behind} time(s) (it lost frames, see its seq gaps; the other "
+               "readers were unaffected)" if behind else "")
+            + (f"; overlay written to {config.output.overlay}" if config.output.overlay else ""))
+
+
+def stream_lines(summary) -> list[str]:
+    """One line per stream when there are several."""
+    if len(summary.streams) < 2:
+        return []
+    return [f"  {cam}: {s.get('state', '?')}, {s.get('frames', 0)} frames ({s.get('fps', 0.0):.1f} frames/s)"
+            for cam, s in summary.streams.items()]

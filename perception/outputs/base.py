@@ -12,7 +12,8 @@ in ``output.plugins`` as ``module:factory``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from perception.config import OutputConfig, PublishConfig
@@ -37,11 +38,18 @@ class RunContext:
     classes: tuple[ClassInfo, ...]
     """The model's class table (ids, names, display colours)."""
     fps: float
-    """Nominal frame rate of the input (for video writers); 15 when the input has none."""
+    """Frame rate for a stream whose input has none (for video writers); see :meth:`fps_of`."""
     mode: Literal["live", "replay"]
     stop: Any = None
     """An event-like object (``is_set()``) that is set when the pipeline is stopping, or None; a sink
     that waits in :meth:`Sink.open` (e.g. for subscribers) gives up when it is set."""
+    stream_fps: Mapping[str, float] = field(default_factory=dict)
+    """Nominal frame rate of each stream by camera id, known before its first frame reaches a sink
+    (streams may be added while the pipeline runs)."""
+
+    def fps_of(self, camera_id: str) -> float:
+        """The nominal frame rate of a camera's stream (:attr:`fps` when unknown)."""
+        return self.stream_fps.get(camera_id, self.fps)
 
 
 @runtime_checkable

@@ -90,7 +90,7 @@ class OverlaySink:
         if w is None:
             path = camera_path(self.path, cam, first=not self._writers)
             w = self._writers[cam] = OverlayWriter(
-                path=path, size=(result.meta.width, result.meta.height), fps=self._run.fps,
+                path=path, size=(result.meta.width, result.meta.height), fps=self._run.fps_of(cam),
                 classes=self._run.classes, alpha=self.alpha, overwrite=self.overwrite,
             )
             log.info("overlay of camera %s -> %s", cam, path)

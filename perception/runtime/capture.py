@@ -1,29 +1,38 @@
-"""The capture stage: opens the source, decides the mode, and writes frames into shared-memory slots."""
+"""The capture stage, one process per stream: opens the source, decides the mode, fills the stream's slots.
+
+A stream owns ``runtime.slots`` slots of its own shared memory. Capture takes a free one (waiting when
+all are in flight, so a replay keeps every frame), copies the frame in and sends a :class:`WorkItem` to
+inference. The slot comes back on the stream's free channel once post-processing (or inference, for a
+stale live frame) is done with it. A slow, stalled or dead source stalls only its own process.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import queue
 import sys
 import time
+from collections import deque
 from dataclasses import dataclass
-from multiprocessing.queues import Queue
 
 import numpy as np
+import zmq
 
 from perception.config import ReplayConfig, SourceConfig
-from perception.runtime import stagekit
+from perception.runtime import channels, stagekit
 from perception.runtime.protocol import (
-    EOS,
     FRAME_KEY,
     Counter,
+    EndOfStream,
+    Go,
     Mode,
     Policy,
+    Ready,
+    Slots,
     SourceInfo,
     SourceOpened,
     WorkItem,
 )
-from perception.runtime.stagekit import StageHandles
+from perception.runtime.stagekit import StageHandles, StageLink
 from perception.types import FrameMeta
 
 log = stagekit.log
@@ -31,12 +40,15 @@ log = stagekit.log
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CaptureSettings:
-    """The configuration the capture stage reads."""
+    """The configuration one capture process reads."""
 
+    stream: int
+    """The stream's number in this run."""
+    row: int
+    """Its row of the shared counters."""
     source: SourceConfig
+    """Its source section, id and mode resolved (:meth:`PipelineConfig.streams`)."""
     replay: ReplayConfig
-    mode: Mode | None
-    """``config.mode``; None lets the source decide (live for cameras and streams, replay otherwise)."""
 
 
 def open_configured_source(cfg: SourceConfig):
@@ -45,7 +57,7 @@ def open_configured_source(cfg: SourceConfig):
 
     options = {**cfg.options, **({"topics": tuple(cfg.topics)} if cfg.topics else {})}
     return open_source(
-        cfg.uri, camera_id=cfg.camera_id, loop=cfg.loop, fps=cfg.fps, start_s=cfg.start_s,
+        cfg.uri, camera_id=cfg.camera_id or "cam0", loop=cfg.loop, fps=cfg.fps, start_s=cfg.start_s,
         max_frames=cfg.max_frames, width=cfg.width, height=cfg.height, options=options,
     )
 
@@ -59,49 +71,64 @@ def source_info(source, mode: Mode | None) -> SourceInfo:
     )
 
 
-def capture_main(handles: StageHandles, settings: CaptureSettings, descriptor_box: Queue) -> None:
-    stagekit.setup(handles, "capture")
+def capture_main(handles: StageHandles, settings: CaptureSettings) -> None:
+    stagekit.setup(handles, "capture", f"capture[{settings.source.camera_id}]")
     code = 0
-    slots = source = None
+    link = slots = source = None
     try:
         from perception.runtime.shm import SharedSlots
 
+        link = StageLink(handles, "capture", f"capture:{settings.stream}")
         source = open_configured_source(settings.source)
-        info = source_info(source, settings.mode)
-        handles.control.put(SourceOpened(info=info))
-        desc = stagekit.get(descriptor_box, handles.stop)
-        if desc is None:
+        info = source_info(source, settings.source.mode)
+        link.send(SourceOpened(stream=settings.stream, info=info))
+        cmd = link.wait_for(Slots)
+        if cmd is None:
             return
-        slots = SharedSlots.attach(desc)
-        handles.ready.set()
-        if not stagekit.wait(handles.go, handles.stop):
-            return
-        Capture(handles=handles, slots=slots, policy=info.policy, speed=settings.replay.speed).run(source)
+        slots = SharedSlots.attach(cmd.descriptor)
+        capture = Capture(handles=handles, link=link, settings=settings, slots=slots, policy=info.policy)
+        try:
+            link.send(Ready(stage="capture", stream=settings.stream))
+            if link.wait_for(Go) is not None:
+                capture.run(source)
+        finally:
+            capture.close()
     except BaseException as exc:
-        code = stagekit.fail(handles, "capture", exc)
+        code = stagekit.fail(link, "capture", exc, stream=settings.stream)
     finally:
         stagekit.close_quietly(source, "the source")
         stagekit.close_quietly(slots, "shared memory")
-        stagekit.finish_queues(handles, handles.outbox)
+        stagekit.close_quietly(link, "the control link")
     sys.exit(code)
 
 
 class Capture:
     """The capture loop: pace (replay), stamp, take a slot, copy the frame in, hand it on."""
 
-    def __init__(self, *, handles: StageHandles, slots, policy: Policy, speed: float) -> None:
+    def __init__(self, *, handles: StageHandles, link: StageLink, settings: CaptureSettings, slots,
+                 policy: Policy) -> None:
         from perception.sources.pacing import Pacer
 
-        self.h = handles
+        self.link = link
+        self.counters = handles.counters
+        self.stream, self.row = settings.stream, settings.row
         self.slots = slots
         self.policy = policy
+        speed = settings.replay.speed
         self.pacer = Pacer(speed=speed) if (policy == Policy.EVERY and speed) else None
         self.slot_shape = slots.array(FRAME_KEY, 0).shape
+        self.free = deque(range(slots.slots))
+        self.ctx = channels.context()
+        self.free_sock = channels.socket(self.ctx, zmq.PULL, handles.addresses.free(settings.stream), bind=True)
+        self.out = channels.socket(self.ctx, zmq.PUSH, handles.addresses.inference, bind=False)
+
+    def close(self) -> None:
+        channels.close(self.free_sock, self.out, self.ctx)
 
     def run(self, source) -> None:
-        h = self.h
         for meta, frame in source:
-            if h.stop.is_set():
+            self.link.commands()
+            if self.link.stopping:
                 return
             due_ns = self._due(meta)
             slot = self._acquire_slot()
@@ -110,12 +137,12 @@ class Capture:
             width, height = self._copy_in(frame, slot)
             now = time.monotonic_ns()
             sent = self._stamp(meta, width, height, due_ns if due_ns is not None else now)
-            h.outbox.put(WorkItem(slot=slot, meta=sent, t_slot_ns=now,
-                                  timings_ms={"capture": (now - sent.t_mono_ns) / 1e6}))
-            h.counters[Counter.CAPTURED] += 1
-            h.counters[Counter.SOURCE_DROPPED] = int(getattr(source, "dropped", 0))
-        if not h.stop.is_set():
-            h.outbox.put(EOS)
+            channels.send(self.out, WorkItem(stream=self.stream, slot=slot, meta=sent, t_slot_ns=now,
+                                             timings_ms={"capture": (now - sent.t_mono_ns) / 1e6}))
+            stagekit.bump(self.counters, self.row, Counter.CAPTURED)
+            stagekit.set_counter(self.counters, self.row, Counter.SOURCE_DROPPED, int(getattr(source, "dropped", 0)))
+        if not self.link.stopping:
+            channels.send(self.out, EndOfStream(stream=self.stream))
 
     def _due(self, meta: FrameMeta) -> int | None:
         """Paced replay: wait until the frame is due and return when that was (monotonic ns)."""
@@ -153,18 +180,19 @@ class Capture:
         cv2.resize(frame, (sw, sh), dst=dst, interpolation=cv2.INTER_AREA)
         return sw, sh
 
+    def _take_returned(self) -> None:
+        while (slot := channels.recv(self.free_sock, block=False)) is not None:
+            if isinstance(slot, int) and 0 <= slot < self.slots.slots:
+                self.free.append(slot)
+
     def _acquire_slot(self) -> int | None:
-        h = self.h
-        try:
-            return h.free.get_nowait()
-        except queue.Empty:
-            pass
-        if self.policy == Policy.LATEST:  # take back the oldest frame still waiting for inference
-            try:
-                item = h.outbox.get_nowait()
-            except queue.Empty:
-                item = None
-            if isinstance(item, WorkItem):
-                h.counters[Counter.DROPPED_CAPTURE] += 1
-                return item.slot
-        return stagekit.get(h.free, h.stop)
+        """A free slot, waiting while every slot is in flight; None when the pipeline stops first."""
+        self._take_returned()
+        while not self.free:
+            ready = self.link.wait(stagekit.POLL_MS, self.free_sock)
+            self.link.commands()
+            if self.link.stopping:
+                return None
+            if self.free_sock in ready:
+                self._take_returned()
+        return self.free.popleft()

@@ -1,17 +1,38 @@
-"""The inference stage: runs the model on each slot's frame and writes its outputs into the same slot."""
+"""The inference stage, one process for every stream: batches frames of different streams through the model.
+
+Frames arrive from every capture on one channel and wait in one queue per stream. A batch takes at most
+one frame per stream, round-robin from the stream after the one served first last time, up to
+``batch.max_size``; once it holds a frame it waits up to ``batch.timeout_ms`` for the other streams'
+(a stream on its own never waits). A live stream keeps only its newest waiting frame: older ones go back
+to its capture, counted as dropped. The outputs go into each frame's slot, and the item on to
+post-processing.
+"""
 
 from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 
 import numpy as np
+import zmq
 
-from perception.config import ModelConfig
-from perception.runtime import stagekit
-from perception.runtime.protocol import EOS, FRAME_KEY, OUTPUT_KEYS, Counter
-from perception.runtime.stagekit import StageHandles
+from perception.config import BatchConfig, ModelConfig
+from perception.runtime import channels, stagekit
+from perception.runtime.protocol import (
+    FRAME_KEY,
+    OUTPUT_KEYS,
+    Attached,
+    Counter,
+    EndOfStream,
+    Go,
+    Ready,
+    StreamAdded,
+    StreamRemoved,
+    WorkItem,
+)
+from perception.runtime.stagekit import StageHandles, StageLink
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -21,6 +42,7 @@ class InferenceSettings:
     model: ModelConfig
     model_path: str
     """``model.path`` resolved (see :meth:`ModelConfig.resolved_path`)."""
+    batch: BatchConfig
 
 
 def open_segmenter(settings: InferenceSettings):
@@ -36,46 +58,163 @@ def open_segmenter(settings: InferenceSettings):
     return backend, Segmenter(backend=backend)
 
 
-def inference_main(handles: StageHandles, settings: InferenceSettings, descriptor) -> None:
-    stagekit.setup(handles, "inference")
-    code = 0
-    slots = backend = None
-    try:
-        from perception.runtime.shm import SharedSlots
+def warm_up(seg, max_batch: int) -> None:
+    """One run per batch size the stage can form, so that no real frame pays for the runtime's first
+    allocation at that size (frames are resized to the network input, so sizes repeat)."""
+    w, h = seg.input_size
+    frame = np.zeros((h, w, 3), np.uint8)
+    for n in range(1, max_batch + 1):
+        seg.batch([frame] * n)
 
+
+def inference_main(handles: StageHandles, settings: InferenceSettings) -> None:
+    stagekit.setup(handles, "inference", "inference")
+    code = 0
+    link = backend = stage = None
+    try:
+        link = StageLink(handles, "inference", "inference")
         backend, seg = open_segmenter(settings)
-        slots = SharedSlots.attach(descriptor)
-        # one warm-up run so the first real frame's latency is not the allocator's
-        seg(np.zeros_like(slots.array(FRAME_KEY, 0)))
-        handles.ready.set()
-        if stagekit.wait(handles.go, handles.stop):
-            _loop(handles, slots, seg)
+        warm_up(seg, settings.batch.max_size)
+        stage = InferenceStage(handles=handles, link=link, seg=seg, batch=settings.batch)
+        link.send(Ready(stage="inference"))
+        stage.run()
     except BaseException as exc:
-        code = stagekit.fail(handles, "inference", exc)
+        code = stagekit.fail(link, "inference", exc)
     finally:
+        stagekit.close_quietly(stage, "the inference stage")
         stagekit.close_quietly(backend, "the backend")
-        stagekit.close_quietly(slots, "shared memory")
-        stagekit.finish_queues(handles, handles.outbox, handles.free)
+        stagekit.close_quietly(link, "the control link")
     sys.exit(code)
 
 
-def _loop(handles: StageHandles, slots, seg) -> None:
-    while True:
-        item = stagekit.get(handles.inbox, handles.stop)
-        if item is None:
-            return
-        if item == EOS:
-            handles.outbox.put(EOS)
-            return
+@dataclass
+class _Lane:
+    """One stream as inference sees it."""
+
+    row: int
+    live: bool
+    slots: object
+    free: zmq.Socket
+    waiting: deque = field(default_factory=deque)
+
+
+class InferenceStage:
+    def __init__(self, *, handles: StageHandles, link: StageLink, seg, batch: BatchConfig) -> None:
+        self.h = handles
+        self.link = link
+        self.seg = seg
+        self.max_size = batch.max_size
+        self.timeout_ns = int(batch.timeout_ms * 1e6)
+        self.lanes: dict[int, _Lane] = {}
+        self._next = 0  # round-robin position (a stream number)
+        self.ctx = channels.context()
+        self.inbox = channels.socket(self.ctx, zmq.PULL, handles.addresses.inference, bind=True)
+        self.outbox = channels.socket(self.ctx, zmq.PUSH, handles.addresses.post, bind=False)
+        self.going = False
+
+    def close(self) -> None:
+        for stream in list(self.lanes):
+            self._remove(stream)
+        channels.close(self.inbox, self.outbox, self.ctx)
+
+    # --------------------------------------------------------------------------------- commands
+    def _command(self, cmd) -> None:
+        if isinstance(cmd, Go):
+            self.going = True
+        elif isinstance(cmd, StreamAdded):
+            self._add(cmd)
+        elif isinstance(cmd, StreamRemoved):
+            self._remove(cmd.stream)
+
+    def _add(self, cmd: StreamAdded) -> None:
+        from perception.runtime.shm import SharedSlots
+
+        free = channels.socket(self.ctx, zmq.PUSH, self.h.addresses.free(cmd.stream), bind=False)
+        self.lanes[cmd.stream] = _Lane(row=cmd.row, live=cmd.info.mode == "live",
+                                       slots=SharedSlots.attach(cmd.descriptor), free=free)
+        self.link.send(Attached(stage="inference", stream=cmd.stream))
+
+    def _remove(self, stream: int) -> None:
+        lane = self.lanes.pop(stream, None)
+        if lane is not None:
+            lane.slots.close()
+            channels.close(lane.free)
+
+    # ------------------------------------------------------------------------------------- loop
+    def run(self) -> None:
+        while True:
+            for cmd in self.link.commands():
+                self._command(cmd)
+            if self.link.stopping:
+                return
+            self._receive()
+            batch = self._gather() if self.going else []
+            if batch:
+                self._infer(batch)
+            else:
+                self.link.wait(stagekit.POLL_MS, self.inbox)
+
+    def _receive(self) -> None:
+        """Everything that arrived, into its stream's queue (a live stream keeps only the newest frame)."""
+        while (item := channels.recv(self.inbox, block=False)) is not None:
+            lane = self.lanes.get(item.stream) if isinstance(item, (WorkItem, EndOfStream)) else None
+            if lane is None:
+                continue  # a removed stream's last items
+            if lane.live and isinstance(item, WorkItem):
+                while lane.waiting and isinstance(lane.waiting[-1], WorkItem):
+                    stale = lane.waiting.pop()
+                    channels.send(lane.free, stale.slot)
+                    stagekit.bump(self.h.counters, lane.row, Counter.DROPPED_CAPTURE)
+            lane.waiting.append(item)
+
+    def _ready(self) -> list[int]:
+        """Streams with a frame (or their end) waiting, round-robin from :attr:`_next`."""
+        order = sorted(self.lanes)
+        start = next((i for i, s in enumerate(order) if s >= self._next), 0)
+        return [s for s in order[start:] + order[:start] if self.lanes[s].waiting]
+
+    def _gather(self) -> list[tuple[int, WorkItem]]:
+        """Up to ``max_size`` frames, one per stream; waits up to the timeout for more streams."""
+        batch: list[tuple[int, WorkItem]] = []
+        deadline = None
+        while True:
+            for stream in self._ready():
+                if len(batch) >= self.max_size or any(s == stream for s, _ in batch):
+                    continue
+                item = self.lanes[stream].waiting.popleft()
+                if isinstance(item, EndOfStream):
+                    channels.send(self.outbox, item)  # after every frame of the stream sent before it
+                    continue
+                batch.append((stream, item))
+            others = len(self.lanes) - len(batch)
+            if not batch or len(batch) >= self.max_size or others <= 0 or self.timeout_ns <= 0:
+                break
+            deadline = deadline or time.monotonic_ns() + self.timeout_ns
+            left_ms = (deadline - time.monotonic_ns()) / 1e6
+            if left_ms <= 0:
+                break
+            self.link.wait(max(1, int(left_ms)), self.inbox)
+            self._receive()
+        if batch:
+            self._next = batch[-1][0] + 1
+        return batch
+
+    def _infer(self, batch: list[tuple[int, WorkItem]]) -> None:
         t0 = time.monotonic_ns()
-        out = seg(slots.array(FRAME_KEY, item.slot)[: item.meta.height, : item.meta.width])
-        for k in OUTPUT_KEYS:
-            v = getattr(out, k)
-            if v is not None:
-                np.copyto(slots.array(k, item.slot), v)
+        frames = [self.lanes[s].slots.array(FRAME_KEY, it.slot)[: it.meta.height, : it.meta.width] for s, it in batch]
+        outputs = self.seg.batch(frames)
+        for (stream, item), out in zip(batch, outputs):
+            slots = self.lanes[stream].slots
+            for k in OUTPUT_KEYS:
+                v = getattr(out, k)
+                if v is not None:
+                    np.copyto(slots.array(k, item.slot), v)
         t1 = time.monotonic_ns()
-        item.timings_ms["queue_inference"] = (t0 - item.t_slot_ns) / 1e6
-        item.timings_ms["inference"] = (t1 - t0) / 1e6
-        item.t_slot_ns = t1
-        handles.outbox.put(item)
-        handles.counters[Counter.INFERRED] += 1
+        for stream, item in batch:
+            item.timings_ms["queue_inference"] = (t0 - item.t_slot_ns) / 1e6
+            item.timings_ms["inference"] = (t1 - t0) / 1e6
+            if len(batch) > 1:
+                item.timings_ms["batch"] = float(len(batch))
+            item.t_slot_ns = t1
+            channels.send(self.outbox, item)
+            stagekit.bump(self.h.counters, self.lanes[stream].row, Counter.INFERRED)

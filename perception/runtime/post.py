@@ -13,21 +13,35 @@ jump between cameras), and each frame size its own upsampler (preallocated buffe
 from __future__ import annotations
 
 import logging
-import queue
 import sys
 import time
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
+import zmq
 
 from perception.config import PostprocessConfig, TrackingConfig
 from perception.modelcard import ModelCard, load_card
 from perception.outputs.base import Ending, RunContext, Sink, SinkConfig
-from perception.runtime import stagekit
-from perception.runtime.protocol import EOS, FRAME_KEY, OUTPUT_KEYS, Counter, Mode, Policy, StageReport, WorkItem
-from perception.runtime.stagekit import StageHandles
+from perception.runtime import channels, stagekit
+from perception.runtime.protocol import (
+    FRAME_KEY,
+    OUTPUT_KEYS,
+    Attached,
+    Counter,
+    EndOfStream,
+    Go,
+    Ready,
+    StageReport,
+    StreamAdded,
+    StreamEnded,
+    StreamRemoved,
+    StreamReport,
+    WorkItem,
+)
+from perception.runtime.stagekit import StageHandles, StageLink
 from perception.types import FrameMeta, FrameResult
 
 log = logging.getLogger(__name__)
@@ -41,16 +55,16 @@ class PostSettings:
     postprocess: PostprocessConfig
     tracking: TrackingConfig
     sinks: SinkConfig
-    fps: float
-    """Nominal frame rate of the input (15 when it has none), for video sinks."""
-    mode: Mode
 
 
 class PostProcessor:
     """Full-resolution labels, instances and tracks of one frame, as a :class:`FrameResult`."""
 
-    def __init__(self, *, card: ModelCard, postprocess: PostprocessConfig, tracking: TrackingConfig) -> None:
+    def __init__(self, *, card: ModelCard, postprocess: PostprocessConfig, tracking: TrackingConfig,
+                 input_size: tuple[int, int] | None = None) -> None:
         self.card = card
+        self._model_grid = input_size or card.input_size
+        """``(width, height)`` of the network input (what the outputs' grid is a stride of)."""
         self._method = postprocess.upsample
         self._refine_names = tuple(postprocess.refine_classes)
         self._upsamplers: dict[tuple[int, int], object] = {}
@@ -136,13 +150,41 @@ class PostProcessor:
     def stage_means(self) -> dict[str, float]:
         return {k: v / self._n for k, v in self._sums.items()} if self._n else {}
 
+    def warm(self, camera_id: str, size: tuple[int, int]) -> None:
+        """Build and run once everything a stream of this size needs (upsampler buffers, grouping,
+        the camera's tracker), on blank input, so that its first real frame pays for none of it."""
+        w, h = size
+        c = self.card
+        frame = np.zeros((h, w, 3), np.uint8)
+        sw, sh = self._model_grid
+        outputs = {o.kind: np.zeros((o.channels, sh // o.stride, sw // o.stride) if o.channels > 1
+                                    else (sh // o.stride, sw // o.stride), np.float32) for o in c.outputs}
+        labels = self._upsampler(size)(outputs["semantic_logits"], frame)
+        if self.grouper is not None:
+            self.grouper(outputs["semantic_logits"], outputs["center_heatmap"], outputs["center_offsets"], labels)
+            if self._tracks():
+                self._tracker(camera_id)
+
+    def forget(self, camera_id: str) -> None:
+        """Drop a removed stream's tracker."""
+        self._trackers.pop(camera_id, None)
+
 
 # ------------------------------------------------------------------------------------- the stage
-def open_sinks(settings: PostSettings, card: ModelCard, stop) -> list[Sink]:
+class _StopFlag:
+    """``is_set()`` over the stage's link, for sinks that wait in ``open`` (:attr:`RunContext.stop`)."""
+
+    def __init__(self, link: StageLink) -> None:
+        self._link = link
+
+    def is_set(self) -> bool:
+        return self._link.check_stop()
+
+
+def open_sinks(settings: PostSettings, run: RunContext) -> list[Sink]:
     """Build and open every configured sink; on a failure, close those already open and re-raise."""
     from perception.outputs.registry import make_sinks
 
-    run = RunContext(classes=tuple(card.class_infos()), fps=settings.fps, mode=settings.mode, stop=stop)
     opened: list[Sink] = []
     try:
         for sink in make_sinks(settings.sinks):
@@ -162,101 +204,185 @@ def close_sinks(sinks: list[Sink], reason: Ending) -> None:
             log.exception("closing output %s failed", sink.name)
 
 
-def postprocess_main(handles: StageHandles, settings: PostSettings, descriptor) -> None:
-    stagekit.setup(handles, "postprocess")
+def postprocess_main(handles: StageHandles, settings: PostSettings, input_size: tuple[int, int]) -> None:
+    stagekit.setup(handles, "postprocess", "postprocess")
     code = 0
-    slots = None
+    link = stage = None
     sinks: list[Sink] = []
-    ending: Ending = "stopped"
     try:
-        from perception.runtime.shm import SharedSlots
-
-        slots = SharedSlots.attach(descriptor)
+        link = StageLink(handles, "postprocess", "postprocess")
         card = load_card(settings.model_path)
-        post = PostProcessor(card=card, postprocess=settings.postprocess, tracking=settings.tracking)
-        sinks = open_sinks(settings, card, handles.stop)
-        handles.ready.set()
-        if stagekit.wait(handles.go, handles.stop):
-            loop = PostLoop(handles=handles, slots=slots, post=post, sinks=sinks,
-                            latest=Policy.for_mode(settings.mode) == Policy.LATEST)
-            ending = loop.run()
-            handles.control.put(loop.report())
+        post = PostProcessor(card=card, postprocess=settings.postprocess, tracking=settings.tracking,
+                             input_size=input_size)
+        run = RunContext(classes=tuple(card.class_infos()), fps=DEFAULT_FPS, mode="replay", stop=_StopFlag(link),
+                         stream_fps={})
+        sinks = open_sinks(settings, run)
+        stage = PostStage(handles=handles, link=link, post=post, sinks=sinks, run=run)
+        link.send(Ready(stage="postprocess"))
+        stage.run()
+        close_sinks(sinks, "end" if link.stop_reason == "end" else "stopped")
+        sinks = []
+        link.send(stage.report())
     except BaseException as exc:
-        code = stagekit.fail(handles, "postprocess", exc)
+        code = stagekit.fail(link, "postprocess", exc)
     finally:
-        close_sinks(sinks, ending)
-        stagekit.close_quietly(slots, "shared memory")
-        stagekit.finish_queues(handles, handles.free)
+        close_sinks(sinks, "stopped")
+        stagekit.close_quietly(stage, "the post-processing stage")
+        stagekit.close_quietly(link, "the control link")
     sys.exit(code)
 
 
-class PostLoop:
-    """Takes inferred slots in order (live: skips to the newest), writes each result to every sink."""
+DEFAULT_FPS = 15.0
+"""Frame rate given to video sinks for a stream whose input has none (an image folder without ``fps``)."""
 
-    def __init__(self, *, handles: StageHandles, slots, post: PostProcessor, sinks: list[Sink], latest: bool) -> None:
+
+@dataclass
+class _Lane:
+    """One stream as post-processing sees it."""
+
+    row: int
+    camera_id: str
+    live: bool
+    slots: object
+    free: zmq.Socket
+    latencies: deque = field(default_factory=lambda: deque(maxlen=100_000))
+    t_first: int | None = None
+    t_last: int | None = None
+
+
+class PostStage:
+    """Takes inferred frames in arrival order (a live stream: its newest only), writes each frame's
+    result to every sink, and hands the slot back to the stream's capture."""
+
+    def __init__(self, *, handles: StageHandles, link: StageLink, post: PostProcessor, sinks: list[Sink],
+                 run: RunContext) -> None:
         self.h = handles
-        self.slots = slots
+        self.link = link
         self.post = post
         self.sinks = sinks
-        self.latest = latest
-        self.latencies: deque[float] = deque(maxlen=100_000)
-        self.t_first: int | None = None
-        self.t_last: int | None = None
-        self._pending: deque = deque()
+        self.run_ctx = run
+        self.lanes: dict[int, _Lane] = {}
+        self.ended: dict[int, _Lane] = {}
+        self.pending: deque = deque()
+        self.going = False
+        self.ctx = channels.context()
+        self.inbox = channels.socket(self.ctx, zmq.PULL, handles.addresses.post, bind=True)
 
-    def run(self) -> Ending:
-        """Until the end of the stream (``"end"``) or a stop (``"stopped"``)."""
+    def close(self) -> None:
+        for stream in list(self.lanes):
+            self._remove(stream)
+        channels.close(self.inbox, self.ctx)
+
+    # --------------------------------------------------------------------------------- commands
+    def _command(self, cmd) -> None:
+        if isinstance(cmd, Go):
+            self.going = True
+        elif isinstance(cmd, StreamAdded):
+            self._add(cmd)
+        elif isinstance(cmd, StreamRemoved):
+            self._remove(cmd.stream)
+
+    def _add(self, cmd: StreamAdded) -> None:
+        from perception.runtime.shm import SharedSlots
+
+        free = channels.socket(self.ctx, zmq.PUSH, self.h.addresses.free(cmd.stream), bind=False)
+        self.lanes[cmd.stream] = _Lane(row=cmd.row, camera_id=cmd.camera_id, live=cmd.info.mode == "live",
+                                       slots=SharedSlots.attach(cmd.descriptor), free=free)
+        self.run_ctx.stream_fps[cmd.camera_id] = cmd.info.fps or DEFAULT_FPS
+        self.post.warm(cmd.camera_id, (cmd.info.width, cmd.info.height))
+        self.link.send(Attached(stage="postprocess", stream=cmd.stream))
+
+    def _remove(self, stream: int) -> None:
+        lane = self.lanes.pop(stream, None)
+        if lane is None:
+            return
+        self.ended[stream] = lane
+        self.post.forget(lane.camera_id)
+        self.pending = deque(it for it in self.pending if it.stream != stream)
+        lane.slots.close()
+        channels.close(lane.free)
+
+    # ------------------------------------------------------------------------------------- loop
+    def run(self) -> None:
+        """Until a stop (:attr:`StageLink.stop_reason` says why)."""
         while True:
-            item = self._pending.popleft() if self._pending else stagekit.get(self.h.inbox, self.h.stop)
-            if item is None:
-                return "stopped"
-            if item == EOS:
-                return "end"
-            if self.latest:
-                item = self._newest(item)
-            self._process(item)
+            for cmd in self.link.commands():
+                self._command(cmd)
+            if self.link.stopping:
+                return
+            self._receive()
+            if self.going and self.pending:
+                self._handle(self.pending.popleft())
+            else:
+                self.link.wait(stagekit.POLL_MS, self.inbox)
 
-    def _newest(self, item: WorkItem) -> WorkItem:
-        """Skip to the newest inferred frame; older ones are stale (their slots go back, counted)."""
-        while True:
-            try:
-                nxt = self.h.inbox.get_nowait()
-            except queue.Empty:
-                return item
-            if nxt == EOS:
-                self._pending.append(nxt)
-                return item
-            self.h.free.put(item.slot)
-            self.h.counters[Counter.DROPPED_POST] += 1
-            item = nxt
+    def _receive(self) -> None:
+        while (item := channels.recv(self.inbox, block=False)) is not None:
+            lane = self.lanes.get(item.stream) if isinstance(item, (WorkItem, EndOfStream)) else None
+            if lane is None:
+                continue
+            if lane.live and isinstance(item, WorkItem):
+                self._drop_older(item.stream, lane)
+            self.pending.append(item)
 
-    def _process(self, item: WorkItem) -> None:
+    def _drop_older(self, stream: int, lane: _Lane) -> None:
+        """A live stream's newer frame arrived: its frames still waiting here are stale."""
+        keep = deque()
+        for it in self.pending:
+            if it.stream == stream and isinstance(it, WorkItem):
+                channels.send(lane.free, it.slot)
+                stagekit.bump(self.h.counters, lane.row, Counter.DROPPED_POST)
+            else:
+                keep.append(it)
+        self.pending = keep
+
+    def _handle(self, item) -> None:
+        lane = self.lanes[item.stream]
+        if isinstance(item, EndOfStream):
+            self.link.send(StreamEnded(stream=item.stream))
+            return
         t0 = time.monotonic_ns()
         item.timings_ms["queue_post"] = (t0 - item.t_slot_ns) / 1e6
         meta = item.meta
         result = self.post.process(
             meta=meta,
-            frame=self.slots.array(FRAME_KEY, item.slot)[: meta.height, : meta.width],
-            outputs={k: self.slots.array(k, item.slot) for k in self.post.output_keys},
+            frame=lane.slots.array(FRAME_KEY, item.slot)[: meta.height, : meta.width],
+            outputs={k: lane.slots.array(k, item.slot) for k in self.post.output_keys},
             timings_ms=item.timings_ms,
         )
         dropped = sum(not sink.write(result) for sink in self.sinks)
-        self.h.free.put(item.slot)
+        channels.send(lane.free, item.slot)
         done = time.monotonic_ns()
-        self.latencies.append((done - meta.t_mono_ns) / 1e6)
-        self.t_first = self.t_first or done
-        self.t_last = done
-        self.h.counters[Counter.PUBLISHED] += 1
+        lane.latencies.append((done - meta.t_mono_ns) / 1e6)
+        lane.t_first = lane.t_first or done
+        lane.t_last = done
+        stagekit.bump(self.h.counters, lane.row, Counter.PUBLISHED)
         if dropped:
-            self.h.counters[Counter.DROPPED_PUBLISH] += 1
+            stagekit.bump(self.h.counters, lane.row, Counter.DROPPED_PUBLISH)
 
+    # ------------------------------------------------------------------------------------ report
     def report(self) -> StageReport:
-        lat = np.asarray(self.latencies) if self.latencies else np.zeros(0)
-        t0, t1 = self.t_first, self.t_last
+        lanes = [*self.ended.values(), *self.lanes.values()]
+        every = np.concatenate([np.asarray(ln.latencies) for ln in lanes]) if lanes else np.zeros(0)
+        firsts = [ln.t_first for ln in lanes if ln.t_first]
+        lasts = [ln.t_last for ln in lanes if ln.t_last]
+        t0, t1 = (min(firsts), max(lasts)) if firsts else (None, None)
         return StageReport(
-            frames=len(self.latencies),
+            frames=int(every.size),
             seconds=(t1 - t0) / 1e9 if t0 and t1 and t1 > t0 else 0.0,
-            latency_ms_p50=float(np.percentile(lat, 50)) if lat.size else None,
-            latency_ms_p99=float(np.percentile(lat, 99)) if lat.size else None,
+            latency_ms_p50=float(np.percentile(every, 50)) if every.size else None,
+            latency_ms_p99=float(np.percentile(every, 99)) if every.size else None,
             stage_ms=self.post.stage_means(),
+            streams={ln.camera_id: _stream_report(ln) for ln in lanes},
         )
+
+
+def _stream_report(lane: _Lane) -> StreamReport:
+    lat = np.asarray(lane.latencies)
+    t0, t1 = lane.t_first, lane.t_last
+    return StreamReport(
+        frames=int(lat.size),
+        seconds=(t1 - t0) / 1e9 if t0 and t1 and t1 > t0 else 0.0,
+        latency_ms_p50=float(np.percentile(lat, 50)) if lat.size else None,
+        latency_ms_p99=float(np.percentile(lat, 99)) if lat.size else None,
+    )

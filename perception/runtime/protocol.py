@@ -11,8 +11,9 @@ Drop policies:
   inference (counted as dropped) and reuses its slot; post-processing skips to the newest inferred
   frame. Nothing ever queues without bound: at most ``slots`` frames are in flight.
 
-Stages talk to the supervisor over one control queue, in the typed messages below
-(:class:`SourceOpened`, :class:`StageFailed`, :class:`StageReport`); nothing there is a bare tuple.
+Stages talk to the supervisor, and the supervisor to them, in the typed messages below (control
+messages up, commands down); nothing there is a bare tuple. They travel on the channels of
+:mod:`perception.runtime.channels`.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from perception.modelcard import ModelCard
+from perception.runtime.shm import ArraySpec, SlotsDescriptor
 from perception.types import FrameMeta
 
 Mode = Literal["live", "replay"]
@@ -68,6 +70,10 @@ def slot_layout(
 
 @dataclass(slots=True)
 class WorkItem:
+    """One frame on its way through the stages: which stream and slot, its metadata, its timings."""
+
+    stream: int
+    """The stream's number in this run (never reused; see :class:`StreamAdded`)."""
     slot: int
     meta: FrameMeta
     t_slot_ns: int
@@ -75,20 +81,27 @@ class WorkItem:
     timings_ms: dict[str, float] = field(default_factory=dict)
 
 
-EOS = "EOS"
-"""End-of-stream marker passed down the data queues."""
+@dataclass(frozen=True, slots=True)
+class EndOfStream:
+    """capture → inference → post-processing, after a stream's last frame: the input ran out."""
+
+    stream: int
 
 
 class Counter(enum.IntEnum):
-    """Indices of the shared int64 counters (each written by one process only)."""
+    """Indices of the shared int64 counters of one stream (each written by one process only)."""
 
     CAPTURED = 0
     DROPPED_CAPTURE = 1
+    """Frames that waited for inference while a newer one of the same live stream arrived (skipped)."""
     INFERRED = 2
     PUBLISHED = 3
     DROPPED_POST = 4
+    """Frames inferred but skipped by post-processing for a newer one of the same live stream."""
     DROPPED_PUBLISH = 5
+    """Frames whose result an output dropped for a slow consumer (the publisher: some reader was full)."""
     SOURCE_DROPPED = 6
+    """Frames the source itself skipped (a live grabber keeping only the newest)."""
 
 
 N_COUNTERS = len(Counter)
@@ -120,31 +133,107 @@ class SourceInfo:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SourceOpened:
-    """capture → supervisor: the source is open; size the shared memory by ``info``."""
+    """capture → supervisor: the source is open; size the stream's shared memory by ``info``."""
 
+    stream: int
     info: SourceInfo
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Ready:
+    """any stage → supervisor: initialised (model loaded, sinks open; capture: slots attached)."""
+
+    stage: Stage
+    stream: int = -1
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Attached:
+    """inference or post-processing → supervisor: the stream's slots are mapped, its state built."""
+
+    stage: Stage
+    stream: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class StageFailed:
-    """any stage → supervisor: the stage failed; ``message`` is one line naming the cause."""
+    """any stage → supervisor: the stage (capture: one stream's) failed; ``message`` names the cause."""
 
     stage: Stage
     message: str
+    stream: int = -1
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StreamEnded:
+    """post-processing → supervisor: a stream's last frame went to the sinks."""
+
+    stream: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StreamReport:
+    """What post-processing measured for one stream."""
+
+    frames: int
+    seconds: float
+    latency_ms_p50: float | None
+    latency_ms_p99: float | None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StageReport:
-    """postprocess → supervisor, once on its way out: what the run published."""
+    """postprocess → supervisor, once on its way out: what the run published (all streams, and each)."""
 
     frames: int
     seconds: float
     latency_ms_p50: float | None
     latency_ms_p99: float | None
     stage_ms: dict[str, float]
+    streams: dict[str, StreamReport] = field(default_factory=dict)
+    """By camera id."""
 
 
-ControlMessage = SourceOpened | StageFailed | StageReport
+ControlMessage = SourceOpened | Ready | Attached | StageFailed | StreamEnded | StageReport
+
+
+# ------------------------------------------------------------------------------------- commands
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Go:
+    """supervisor → a stage: start streaming."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Stop:
+    """supervisor → a stage: stop; ``reason`` is what the sinks tell consumers (``end``/``stopped``)."""
+
+    reason: str = "stopped"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Slots:
+    """supervisor → a capture: attach the stream's shared memory."""
+
+    descriptor: SlotsDescriptor
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StreamAdded:
+    """supervisor → inference and post-processing: a stream to serve (its slots, its settings)."""
+
+    stream: int
+    row: int
+    """Its row of the shared counters."""
+    camera_id: str
+    info: SourceInfo
+    descriptor: SlotsDescriptor
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StreamRemoved:
+    """supervisor → inference and post-processing: forget the stream (its capture is gone)."""
+
+    stream: int
 
 
 @dataclass
@@ -160,6 +249,9 @@ class RunSummary:
     counters: dict[str, int] = field(default_factory=dict)
     interrupted: bool = False
     mode: str = "replay"
+    streams: dict[str, dict] = field(default_factory=dict)
+    """Per stream (by camera id): ``state`` (ended, failed, removed, stopped), ``frames``, ``fps``,
+    latencies, ``counters``, and ``error`` for a failed one."""
 
     def take(self, report: StageReport) -> None:
         """Copy the post-processing stage's report in."""
@@ -168,3 +260,20 @@ class RunSummary:
         self.latency_ms_p50 = report.latency_ms_p50
         self.latency_ms_p99 = report.latency_ms_p99
         self.stage_ms = dict(report.stage_ms)
+        for cam, r in report.streams.items():
+            entry = self.streams.setdefault(cam, {})
+            entry.update(frames=r.frames, seconds=r.seconds, latency_ms_p50=r.latency_ms_p50,
+                         latency_ms_p99=r.latency_ms_p99,
+                         fps=(r.frames - 1) / r.seconds if r.seconds > 0 and r.frames > 1 else 0.0)
+
+
+def register_messages() -> None:
+    """Make every message type above sendable on the pipeline's channels."""
+    from perception.runtime import channels
+
+    channels.register(FrameMeta, WorkItem, EndOfStream, SourceInfo, SourceOpened, Ready, Attached, StageFailed,
+                      StreamEnded, StreamReport, StageReport, Go, Stop, Slots, StreamAdded, StreamRemoved,
+                      SlotsDescriptor, ArraySpec)
+
+
+register_messages()

@@ -1,51 +1,122 @@
-"""What every stage process shares: its handles, start-up, failure reporting and polling helpers.
+"""What every stage process shares: its handles, its link to the supervisor, start-up and failure.
 
-Every stage loop ignores SIGINT (the supervisor owns shutdown and sets ``stop``), polls its input queue
-with a short timeout so it notices ``stop`` promptly, reports a failure as one :class:`StageFailed` on
-the control queue and exits with its stage's code. No stage blocks forever on another.
+Every stage ignores SIGINT (the supervisor owns shutdown and sends :class:`Stop`), waits on its sockets
+with a short timeout so that it notices a stop or a dead supervisor promptly, reports a failure as one
+:class:`StageFailed` and exits with its stage's code. No stage blocks forever on another.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import queue
 import signal
 import sys
 import traceback
 from dataclasses import dataclass
-from multiprocessing.queues import Queue
-from multiprocessing.sharedctypes import SynchronizedArray
-from multiprocessing.synchronize import Event
 from typing import Any
 
-from perception.runtime.protocol import STAGE_EXIT_CODES, Stage, StageFailed
+import zmq
+
+from perception.runtime import channels
+from perception.runtime.channels import Addresses
+from perception.runtime.protocol import N_COUNTERS, STAGE_EXIT_CODES, Counter, Stage, StageFailed, Stop
 
 log = logging.getLogger(__name__)
 
-POLL_S = 0.05
+POLL_MS = 50
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StageHandles:
-    """The inter-process handles every stage gets (all picklable for the spawn start method)."""
+    """What a stage process is started with, besides its settings (all picklable for spawn)."""
 
-    stop: Event
-    """Set by anyone when the pipeline is stopping."""
-    ready: Event
-    """Set by this stage once initialised (model loaded, sockets bound)."""
-    go: Event
-    """Set by the supervisor once every stage is ready: start streaming."""
-    control: Queue
-    """To the supervisor: :data:`~perception.runtime.protocol.ControlMessage` values."""
-    counters: SynchronizedArray | Any
-    """Shared int64 counters indexed by :class:`~perception.runtime.protocol.Counter`."""
-    free: Queue
-    """Free slot indices."""
-    inbox: Queue | None
-    outbox: Queue | None
+    addresses: Addresses
+    counters: Any
+    """Shared int64 counters, ``max_streams`` rows of :class:`Counter` (``multiprocessing.Array``, no lock:
+    each counter has one writer)."""
     log_level: int = logging.WARNING
     parent_pid: int = 0
+
+
+def bump(counters: Any, row: int, counter: Counter, n: int = 1) -> None:
+    counters[row * N_COUNTERS + counter] += n
+
+
+def set_counter(counters: Any, row: int, counter: Counter, value: int) -> None:
+    counters[row * N_COUNTERS + counter] = value
+
+
+def read_counters(counters: Any, row: int) -> dict[str, int]:
+    return {k.name.lower(): int(counters[row * N_COUNTERS + k]) for k in Counter}
+
+
+class StageLink:
+    """A stage's DEALER socket to the supervisor's ROUTER: control messages up, commands down."""
+
+    def __init__(self, handles: StageHandles, stage: Stage, identity: str) -> None:
+        self.stage = stage
+        self.parent_pid = handles.parent_pid
+        self.ctx = channels.context()
+        self.sock = channels.socket(self.ctx, zmq.DEALER, handles.addresses.control, bind=False,
+                                    identity=identity.encode())
+        self.stop_reason: str | None = None
+        """Set once a :class:`Stop` arrived (or the supervisor is gone: ``stopped``)."""
+        self.pending: list[Any] = []
+        """Commands read but not yet taken."""
+
+    @property
+    def stopping(self) -> bool:
+        return self.stop_reason is not None
+
+    def send(self, msg: Any) -> None:
+        channels.send(self.sock, msg)
+
+    def _read(self) -> None:
+        """Move every command waiting on the socket to :attr:`pending` (a :class:`Stop` also sets
+        :attr:`stop_reason`, as does a dead supervisor)."""
+        while (msg := channels.recv(self.sock, block=False)) is not None:
+            if isinstance(msg, Stop):
+                self.stop_reason = msg.reason
+            self.pending.append(msg)
+        if self.orphaned():
+            self.stop_reason = self.stop_reason or "stopped"
+
+    def commands(self) -> list[Any]:
+        """Every command not yet taken, oldest first (they are taken by this call)."""
+        self._read()
+        got, self.pending = self.pending, []
+        return got
+
+    def check_stop(self) -> bool:
+        """Whether a stop came (leaves other commands for :meth:`commands`)."""
+        self._read()
+        return self.stopping
+
+    def wait(self, timeout_ms: int = POLL_MS, *others: zmq.Socket) -> set[zmq.Socket]:
+        """Wait until a command or one of ``others`` is readable (or the time is up); returns which are."""
+        poller = zmq.Poller()
+        poller.register(self.sock, zmq.POLLIN)
+        for s in others:
+            poller.register(s, zmq.POLLIN)
+        return {s for s, _ in poller.poll(timeout_ms)}
+
+    def wait_for(self, kind: type, timeout_ms: int = POLL_MS) -> Any | None:
+        """Wait for a command of ``kind`` and take it; None once a stop came first. Other commands stay
+        for :meth:`commands`."""
+        while True:
+            self._read()
+            for i, msg in enumerate(self.pending):
+                if isinstance(msg, kind):
+                    return self.pending.pop(i)
+            if self.stopping:
+                return None
+            self.wait(timeout_ms)
+
+    def orphaned(self) -> bool:
+        return os.getppid() != self.parent_pid
+
+    def close(self) -> None:
+        channels.close(self.sock, self.ctx)
 
 
 def _die_with_parent() -> None:
@@ -57,81 +128,43 @@ def _die_with_parent() -> None:
     PR_SET_PDEATHSIG = 1
     try:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):  # not fatal: get/wait also notice an orphaned stage
+    except (OSError, AttributeError):  # not fatal: StageLink.orphaned also notices
         log.debug("prctl(PR_SET_PDEATHSIG) unavailable")
 
 
-_PARENT_PID = os.getppid()
-
-
-def orphaned() -> bool:
-    return os.getppid() != _PARENT_PID
-
-
-def setup(handles: StageHandles, stage: Stage) -> None:
+def setup(handles: StageHandles, stage: Stage, label: str) -> None:
     """First thing in a stage process: die with the supervisor, ignore SIGINT, configure logging."""
-    global _PARENT_PID  # noqa: PLW0603 (set once per stage process, read by orphaned)
-    _PARENT_PID = handles.parent_pid
     _die_with_parent()
-    if orphaned():  # the supervisor died before prctl took effect
+    if os.getppid() != handles.parent_pid:  # the supervisor died before prctl took effect
         sys.exit(STAGE_EXIT_CODES[stage])
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # SIGTERM from the supervisor's shutdown or PDEATHSIG: leave through the finally blocks, quietly
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     logging.basicConfig(
         level=handles.log_level,
-        format=f"%(asctime)s %(levelname).1s {stage} %(name)s: %(message)s",
+        format=f"%(asctime)s %(levelname).1s {label} %(name)s: %(message)s",
         datefmt="%H:%M:%S",
         stream=sys.stderr,
     )
 
 
-def fail(handles: StageHandles, stage: Stage, exc: BaseException) -> int:
-    """Report ``exc`` to the supervisor as one line, ask everyone to stop; returns the stage's exit code."""
+def fail(link: StageLink | None, stage: Stage, exc: BaseException, *, stream: int = -1) -> int:
+    """Report ``exc`` to the supervisor as one line; returns the stage's exit code."""
     from perception.errors import PerceptionError
 
+    if isinstance(exc, SystemExit):
+        return int(exc.code or 0)
     if isinstance(exc, PerceptionError):
         msg = str(exc)
     else:
         msg = f"{type(exc).__name__}: {exc}"
         log.error("unexpected error in %s:\n%s", stage, traceback.format_exc())
-    try:
-        handles.control.put(StageFailed(stage=stage, message=msg), timeout=1.0)
-    except Exception:  # the supervisor is gone; the exit code still tells
-        pass
-    handles.stop.set()
-    return STAGE_EXIT_CODES[stage]
-
-
-def get(q: Queue, stop: Event) -> Any | None:
-    """Next item, or None once ``stop`` is set (or the supervisor is gone)."""
-    while not stop.is_set():
+    if link is not None:
         try:
-            return q.get(timeout=POLL_S)
-        except queue.Empty:
-            if orphaned():
-                stop.set()
-    return None
-
-
-def wait(event: Event, stop: Event) -> bool:
-    """Wait for ``event``; False when ``stop`` came first (or the supervisor is gone)."""
-    while not stop.is_set():
-        if event.wait(POLL_S):
-            return True
-        if orphaned():
-            stop.set()
-    return False
-
-
-def finish_queues(handles: StageHandles, *qs: Queue | None) -> None:
-    """At the end of a stream, the data queues are flushed at exit (their last items, e.g. the final
-    frame and the end-of-stream marker, must reach the next stage, which is still reading). When the
-    pipeline is stopping, nobody may read them any more: do not wait at exit to flush them. The
-    control queue (error message, summary) is always flushed: the supervisor always reads it."""
-    if not handles.stop.is_set():
-        return
-    for q in qs:
-        if q is not None:
-            q.cancel_join_thread()
+            link.send(StageFailed(stage=stage, message=msg, stream=stream))
+        except zmq.ZMQError:  # the supervisor is gone; the exit code still tells
+            pass
+    return STAGE_EXIT_CODES[stage]
 
 
 def close_quietly(thing: Any, what: str) -> None:

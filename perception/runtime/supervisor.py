@@ -1,10 +1,12 @@
-"""Starts, watches and stops the pipeline's processes.
+"""Starts, watches and stops the pipeline's processes: a capture per stream, one inference, one post.
 
-The supervisor owns every resource: the shared-memory slots (created here, unlinked here), the
-queues and the child processes. It maps the configuration onto each stage's own frozen settings (the
-one place that does so), stops everything on Ctrl-C / SIGTERM, at the end of a replay, or when any
-stage fails — the failing stage's exit code and message become a :class:`StageError`. Shutdown is
-bounded: children get ``stop_timeout_s`` to exit, then SIGTERM, then SIGKILL.
+The supervisor owns every resource: each stream's shared-memory slots (created here, their names
+unlinked as soon as the three stages have mapped them), the channels' control socket, and the child
+processes. It maps the configuration onto each stage's frozen settings (the one place that does so),
+adds and removes streams (at start, and while running through the control endpoint), and stops
+everything on Ctrl-C / SIGTERM, when every stream has ended, or when inference or post-processing fails
+(their exit code and message become a :class:`StageError`). A failed stream is reported and the others
+go on. Shutdown is bounded: children get ``stop_timeout_s`` to exit, then SIGTERM, then SIGKILL.
 """
 
 from __future__ import annotations
@@ -12,88 +14,48 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 import os
-import queue
 import signal
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
-from perception.config import PipelineConfig
+import zmq
+
+from perception.config import PipelineConfig, SourceConfig
 from perception.errors import ConfigError, StageError
 from perception.modelcard import load_card
 from perception.outputs.base import SinkConfig
+from perception.runtime import channels, stagekit
 from perception.runtime.capture import CaptureSettings, capture_main
 from perception.runtime.infer import InferenceSettings, inference_main
 from perception.runtime.post import PostSettings, postprocess_main
 from perception.runtime.protocol import (
     N_COUNTERS,
     STAGE_EXIT_CODES,
-    Counter,
+    Attached,
+    Go,
+    Ready,
     RunSummary,
-    SourceInfo,
+    Slots,
     SourceOpened,
     StageFailed,
     StageReport,
+    Stop,
+    StreamAdded,
+    StreamEnded,
+    StreamRemoved,
     slot_layout,
 )
 from perception.runtime.stagekit import StageHandles
+from perception.runtime.streams import Stream, StreamTable
 
 log = logging.getLogger(__name__)
 
-DEFAULT_FPS = 15.0
-"""Frame rate given to video sinks when the input has none (an image folder without ``source.fps``)."""
-
-
-@dataclass
-class _Run:
-    """The inter-process resources of one run (created by :meth:`Pipeline.run`, released by it)."""
-
-    ctx: mp.context.SpawnContext
-    stop: object
-    go: object
-    control: object
-    counters: object
-    free: object
-    q_cap: object
-    q_inf: object
-    desc_box: object
-    ready: dict
-    procs: dict = field(default_factory=dict)
-    errors: dict = field(default_factory=dict)
-    slots: object = None
-
-    @classmethod
-    def create(cls, slots: int) -> _Run:
-        ctx = mp.get_context("spawn")
-        return cls(
-            ctx=ctx, stop=ctx.Event(), go=ctx.Event(), control=ctx.Queue(),
-            counters=ctx.Array("q", N_COUNTERS, lock=False), free=ctx.Queue(),
-            q_cap=ctx.Queue(maxsize=slots + 1), q_inf=ctx.Queue(maxsize=slots + 1), desc_box=ctx.Queue(),
-            ready={s: ctx.Event() for s in STAGE_EXIT_CODES},
-        )
-
-    def handles(self, stage: str, inbox, outbox) -> StageHandles:
-        return StageHandles(
-            stop=self.stop, ready=self.ready[stage], go=self.go, control=self.control, counters=self.counters,
-            free=self.free, inbox=inbox, outbox=outbox, log_level=logging.getLogger().getEffectiveLevel(),
-            parent_pid=os.getpid(),
-        )
-
-    def start(self, stage: str, target, *args) -> None:
-        p = self.ctx.Process(target=target, args=args, name=f"perception-{stage}", daemon=True)
-        p.start()
-        self.procs[stage] = p
-        log.info("started stage %s pid %d", stage, p.pid)
-
-    def close_queues(self) -> None:
-        for q in (self.control, self.free, self.q_cap, self.q_inf, self.desc_box):
-            q.cancel_join_thread()
-            q.close()
+CORE_STAGES = ("inference", "postprocess")
 
 
 class Pipeline:
-    """One camera's pipeline: capture → inference → post-processing and outputs, three processes."""
+    """Many streams, one model: capture per stream → batched inference → post-processing and outputs."""
 
     def __init__(self, *, config: PipelineConfig, on_status: Callable[[dict], None] | None = None) -> None:
         self.config = config
@@ -105,201 +67,373 @@ class Pipeline:
                 f"'model.input_size': {config.model.input_size} but model {self.card.name!r} is fixed at "
                 f"{self.card.input_size}"
             )
+        from perception.backends.base import resolve_input_size
         from perception.outputs.registry import make_sinks
 
+        size = config.model.input_size
+        self.input_size = resolve_input_size(self.card, tuple(size) if size else None)
         make_sinks(self.sink_config())  # a bad output configuration fails here, before any process starts
-        self.source_info: SourceInfo | None = None
-        """Known once the capture stage has opened the source."""
-        self._interrupted = False
+        self.streams = StreamTable(max_streams=config.runtime.max_streams)
         self.pids: dict[str, int] = {}
+        self._interrupted = False
 
     # ------------------------------------------------------------------------ stage settings
     def sink_config(self) -> SinkConfig:
         return SinkConfig(publish=self.config.publish, output=self.config.output)
 
-    def capture_settings(self) -> CaptureSettings:
-        c = self.config
-        return CaptureSettings(source=c.source, replay=c.replay, mode=c.mode)
-
     def inference_settings(self) -> InferenceSettings:
-        return InferenceSettings(model=self.config.model, model_path=str(self.model_path))
+        return InferenceSettings(model=self.config.model, model_path=str(self.model_path), batch=self.config.batch)
 
-    def post_settings(self, info: SourceInfo) -> PostSettings:
+    def post_settings(self) -> PostSettings:
         c = self.config
         return PostSettings(model_path=str(self.model_path), postprocess=c.postprocess, tracking=c.tracking,
-                            sinks=self.sink_config(), fps=info.fps or DEFAULT_FPS, mode=info.mode)
-
-    def _layout(self, info: SourceInfo) -> dict:
-        from perception.backends.base import resolve_input_size
-
-        size = self.config.model.input_size
-        input_size = resolve_input_size(self.card, tuple(size) if size else None)
-        return slot_layout(self.card, input_size=input_size, width=info.width, height=info.height)
+                            sinks=self.sink_config())
 
     def _on_signal(self, signum, frame) -> None:
         self._interrupted = True
 
     # -------------------------------------------------------------------------------------- run
     def run(self) -> RunSummary:
-        rt = self.config.runtime
-        run = _Run.create(rt.slots)
-        old_int = signal.signal(signal.SIGINT, self._on_signal)
-        old_term = signal.signal(signal.SIGTERM, self._on_signal)
-        try:
-            summary = RunSummary(mode=self.config.mode or "replay")
-            if self._start(run):
-                summary.mode = self.source_info.mode
-                self._watch(run, summary)
-            return self._finish(run, summary)
-        finally:
-            signal.signal(signal.SIGINT, old_int)
-            signal.signal(signal.SIGTERM, old_term)
-            self._shutdown(run)
-            if run.slots is not None:
-                run.slots.close()
-            run.close_queues()
+        """Run until every stream has ended, an interrupt, or a failed core stage.
 
-    def _start(self, run: _Run) -> bool:
-        """Start every stage and wait until all are ready; False when interrupted or a stage failed."""
+        Returns the summary (streams that failed are in it, ``state`` ``failed``). Raises
+        :class:`StageError` when inference or post-processing failed, or when every stream failed.
+        """
+        old = signal.signal(signal.SIGINT, self._on_signal), signal.signal(signal.SIGTERM, self._on_signal)
+        run = _Run(self)
+        try:
+            run.start()
+            run.watch()
+            return run.finish()
+        finally:
+            signal.signal(signal.SIGINT, old[0])
+            signal.signal(signal.SIGTERM, old[1])
+            run.close()
+
+
+class _Run:
+    """One run's processes, sockets and streams (made by :meth:`Pipeline.run`, released by it)."""
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self.p = pipeline
+        self.cfg = pipeline.config
+        self.mp = mp.get_context("spawn")
+        self.addresses = channels.Addresses.new()
+        self.counters = self.mp.Array("q", self.cfg.runtime.max_streams * N_COUNTERS, lock=False)
+        self.handles = StageHandles(addresses=self.addresses, counters=self.counters,
+                                    log_level=logging.getLogger().getEffectiveLevel(), parent_pid=os.getpid())
+        self.ctx = channels.context()
+        self.router = channels.socket(self.ctx, zmq.ROUTER, self.addresses.control, bind=True, linger_ms=0)
+        self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        self.outbox: dict[str, list] = {}
+        """Commands for stages that have not connected yet (sent once they have)."""
+        self.control = None
+        self.procs: dict[str, mp.Process] = {}
+        self.ready: set[str] = set()
+        self.errors: dict[str, str] = {}
+        self.summary = RunSummary(mode=self.cfg.mode or "replay")
+        self.going = False
+        self.stop_reason = "stopped"
+        self.pending_adds: dict[int, list[bytes]] = {}
+        self.progress = None
+
+    # --------------------------------------------------------------------------------- start
+    def start(self) -> None:
+        from perception.runtime.control import ControlServer
+
+        if self.cfg.runtime.control:
+            self.control = ControlServer(self.ctx, self.cfg.runtime.control)
+            log.info("control endpoint %s", self.control.endpoint)
+        self._spawn("inference", inference_main, self.p.inference_settings())
+        self._spawn("postprocess", postprocess_main, self.p.post_settings(), self.p.input_size)
+        for source in self.cfg.streams():
+            self.add_stream(source)
+
+    def _spawn(self, name: str, target, *args) -> mp.Process:
+        proc = self.mp.Process(target=target, args=(self.handles, *args), name=f"perception-{name}", daemon=True)
+        proc.start()
+        self.procs[name] = proc
+        self.p.pids[name] = proc.pid
+        log.info("started stage %s pid %d", name, proc.pid)
+        return proc
+
+    def add_stream(self, source: SourceConfig) -> Stream:
+        stream = self.p.streams.add(source)
+        for k in range(N_COUNTERS):
+            self.counters[stream.row * N_COUNTERS + k] = 0
+        settings = CaptureSettings(stream=stream.number, row=stream.row, source=source, replay=self.cfg.replay)
+        label = "capture" if stream.number == 0 else f"capture:{stream.camera_id}"
+        stream.process = self._spawn(label, capture_main, settings)
+        return stream
+
+    def remove_stream(self, stream: Stream, state: str, error: str = "") -> None:
+        """Stop its capture (if still running), tell the other stages, free its slots."""
+        if not stream.active:
+            return
+        stream.state, stream.error = state, error
+        self._send(f"capture:{stream.number}", Stop(reason="stopped"))
+        for stage in CORE_STAGES:
+            self._send(stage, StreamRemoved(stream=stream.number))
+        stream.release()
+        self._record(stream)
+        log.info("stream %s %s%s", stream.camera_id, state, f": {error}" if error else "")
+
+    def _record(self, stream: Stream) -> None:
+        entry = self.summary.streams.setdefault(stream.camera_id, {})
+        entry.update(state=stream.state, uri=stream.source.uri,
+                     counters=stagekit.read_counters(self.counters, stream.row))
+        if stream.error:
+            entry["error"] = stream.error
+
+    # --------------------------------------------------------------------------------- messages
+    def _send(self, identity: str, msg) -> None:
+        """A command to a stage; kept until the stage has connected (a process that has exited gets none)."""
+        if self.outbox.get(identity):
+            self.outbox[identity].append(msg)
+            return
+        try:
+            channels.send_to(self.router, identity.encode(), msg)
+        except zmq.ZMQError as exc:
+            if exc.errno != zmq.EHOSTUNREACH:
+                raise
+            if self._alive(identity):
+                self.outbox.setdefault(identity, []).append(msg)
+
+    def _flush_outbox(self) -> None:
+        for identity in list(self.outbox):
+            waiting = self.outbox.pop(identity)
+            for i, msg in enumerate(waiting):
+                try:
+                    channels.send_to(self.router, identity.encode(), msg)
+                except zmq.ZMQError:
+                    if self._alive(identity):
+                        self.outbox[identity] = waiting[i:]
+                    break
+
+    def _alive(self, identity: str) -> bool:
+        if identity.startswith("capture:"):
+            stream = self.p.streams.get(int(identity.split(":", 1)[1]))
+            proc = stream.process if stream is not None else None
+        else:
+            proc = self.procs.get(identity)
+        return proc is not None and proc.exitcode is None
+
+    def _on_message(self, msg) -> None:
+        handler = {SourceOpened: self._on_source_opened, Ready: self._on_ready, Attached: self._on_attached,
+                   StageFailed: self._on_failed, StreamEnded: self._on_ended,
+                   StageReport: self.summary.take}.get(type(msg))
+        if handler is not None:
+            handler(msg)
+
+    def _on_source_opened(self, msg: SourceOpened) -> None:
         from perception.runtime.shm import SharedSlots
 
-        rt = self.config.runtime
-        run.start("capture", capture_main, run.handles("capture", None, run.q_cap), self.capture_settings(),
-                  run.desc_box)
-        self.pids["capture"] = run.procs["capture"].pid
-        opened = self._wait_for_source(run)
-        if opened is None:
-            return False
-        info = self.source_info = opened.info
-        run.slots = SharedSlots.create(layout=self._layout(info), slots=rt.slots)
-        log.info("shared memory %s: %d slots for %dx%d frames (%s)", run.slots.name, rt.slots, info.width,
-                 info.height, info.mode)
-        for i in range(rt.slots):
-            run.free.put(i)
-        run.desc_box.put(run.slots.descriptor)
-        desc = run.slots.descriptor
-        run.start("inference", inference_main, run.handles("inference", run.q_cap, run.q_inf),
-                  self.inference_settings(), desc)
-        run.start("postprocess", postprocess_main, run.handles("postprocess", run.q_inf, None),
-                  self.post_settings(info), desc)
-        self.pids.update({s: p.pid for s, p in run.procs.items()})
-        # every stage initialised (model loaded, sockets bound) before the first frame flows
-        while not all(e.is_set() for e in run.ready.values()):
-            if self._interrupted or self._check_children(run):
-                return False
-            time.sleep(0.02)
-        # every stage has attached: drop the name so that no kill, however hard, can leak it
-        run.slots.unlink()
-        run.go.set()
-        return True
+        stream = self.p.streams.get(msg.stream)
+        if stream is None or not stream.active:
+            return
+        info = stream.info = msg.info
+        layout = slot_layout(self.p.card, input_size=self.p.input_size, width=info.width, height=info.height)
+        stream.slots = SharedSlots.create(layout=layout, slots=self.cfg.runtime.slots)
+        log.info("stream %s: shared memory %s: %d slots for %dx%d frames (%s)", stream.camera_id, stream.slots.name,
+                 self.cfg.runtime.slots, info.width, info.height, info.mode)
+        desc = stream.slots.descriptor
+        self._send(f"capture:{stream.number}", Slots(descriptor=desc))
+        added = StreamAdded(stream=stream.number, row=stream.row, camera_id=stream.camera_id, info=info,
+                            descriptor=desc)
+        for stage in CORE_STAGES:
+            self._send(stage, added)
 
-    def _wait_for_source(self, run: _Run) -> SourceOpened | None:
-        while not self._interrupted:
-            try:
-                msg = run.control.get(timeout=0.05)
-            except queue.Empty:
-                if self._check_children(run):
-                    return None
-                continue
-            if isinstance(msg, StageFailed):
-                run.errors[msg.stage] = msg.message
-                return None
-            if isinstance(msg, SourceOpened):
-                return msg
-        return None
+    def _on_ready(self, msg: Ready) -> None:
+        if msg.stage == "capture":
+            self._on_attached(Attached(stage="capture", stream=msg.stream))
+        else:
+            self.ready.add(msg.stage)
 
-    def _watch(self, run: _Run, summary: RunSummary) -> None:
-        """Until the end of the stream, an interrupt or a failed stage."""
-        progress = self._progress(self._expected_frames())
+    def _on_attached(self, msg: Attached) -> None:
+        stream = self.p.streams.get(msg.stream)
+        if stream is None or not stream.active:
+            return
+        stream.attached.add(msg.stage)
+        if stream.state == "starting" and len(stream.attached) == 3:
+            stream.slots.unlink()  # every stage has mapped it: no kill, however hard, can leak the name
+            stream.state = "ready"
+            self._answer_add(stream, None)
+            if self.going:
+                self._go(stream)
+
+    def _go(self, stream: Stream) -> None:
+        stream.state = "live"
+        self._send(f"capture:{stream.number}", Go())
+
+    def _on_failed(self, msg: StageFailed) -> None:
+        if msg.stage != "capture":
+            self.errors.setdefault(msg.stage, msg.message)
+            return
+        stream = self.p.streams.get(msg.stream)
+        if stream is not None and stream.active:
+            self._answer_add(stream, msg.message)
+            self.remove_stream(stream, "failed", msg.message)
+
+    def _on_ended(self, msg: StreamEnded) -> None:
+        stream = self.p.streams.get(msg.stream)
+        if stream is not None and stream.active:
+            self.remove_stream(stream, "ended")
+
+    def _answer_add(self, stream: Stream, error: str | None) -> None:
+        envelope = self.pending_adds.pop(stream.number, None)
+        if envelope is not None and self.control is not None:
+            body = {"ok": False, "error": error} if error else {"ok": True, "stream": _describe(stream, self)}
+            self.control.reply(envelope, body)
+
+    # ------------------------------------------------------------------------------------ watch
+    def watch(self) -> None:
+        """Until every stream is done, an interrupt, or a failed core stage."""
         t_start = last_status = time.monotonic()
-        try:
-            while not self._interrupted:
-                self._drain_control(run, summary)
-                if self._check_children(run) or run.procs["postprocess"].exitcode == 0:
-                    return
-                published = run.counters[Counter.PUBLISHED]
-                if progress is not None and published != progress.n:
-                    progress.update(published - progress.n)
-                now = time.monotonic()
-                if now - last_status >= self.config.runtime.status_interval_s:
-                    last_status = now
-                    self._status(run.counters, now - t_start)
-                time.sleep(0.05)
-        finally:
-            if progress is not None:
-                progress.close()
+        poller = zmq.Poller()
+        poller.register(self.router, zmq.POLLIN)
+        if self.control is not None:
+            poller.register(self.control.sock, zmq.POLLIN)
+        while not self.p._interrupted and not self.errors:
+            poller.poll(stagekit.POLL_MS)
+            while (got := channels.recv_from(self.router)) is not None:
+                self._on_message(got[1])
+            self._flush_outbox()
+            if self.control is not None:
+                self._serve_control()
+            self._check_children()
+            self._maybe_go()
+            if self.going and not self.p.streams.active():
+                self.stop_reason = "end"
+                return
+            now = time.monotonic()
+            self._show_progress()
+            if now - last_status >= self.cfg.runtime.status_interval_s:
+                last_status = now
+                self._status(now - t_start)
 
-    # ---------------------------------------------------------------------------------- internals
-    def _expected_frames(self) -> int | None:
-        src = self.config.source
-        length = self.source_info.length
-        total = length if (length and not src.loop) else None
-        if src.max_frames:
-            total = min(total or src.max_frames, src.max_frames)
-        return total
+    def _maybe_go(self) -> None:
+        """Start streaming once inference and post are ready and every first stream is ready (or done)."""
+        if self.going or self.ready != set(CORE_STAGES):
+            return
+        if any(s.state == "starting" for s in self.p.streams):
+            return
+        self.going = True
+        for stage in CORE_STAGES:
+            self._send(stage, Go())
+        for stream in self.p.streams:
+            if stream.state == "ready":
+                self._go(stream)
+        modes = {s.info.mode for s in self.p.streams if s.info is not None}
+        self.summary.mode = modes.pop() if len(modes) == 1 else ("mixed" if modes else self.summary.mode)
+        self.progress = self._progress()
 
-    def _progress(self, total: int | None):
-        if not self.config.runtime.progress or self.source_info.mode != "replay" or not sys.stderr.isatty():
+    def _check_children(self) -> None:
+        for name, proc in list(self.procs.items()):
+            code = proc.exitcode
+            if code is None or code == 0:
+                continue
+            why = f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
+            stream = next((s for s in self.p.streams if s.process is proc), None)
+            if stream is None:
+                self.errors.setdefault(name, why)
+            elif stream.active:
+                self._answer_add(stream, why)
+                self.remove_stream(stream, "failed", why)
+            del self.procs[name]
+
+    def _serve_control(self) -> None:
+        from perception.runtime.commands import handle_request
+
+        for envelope, req in self.control.requests():
+            reply = handle_request(self, envelope, req)
+            if reply is not None:
+                self.control.reply(envelope, reply)
+
+    # ------------------------------------------------------------------------------- reporting
+    def _progress(self):
+        lengths = [s.info.length for s in self.p.streams if s.info and s.info.mode == "replay"]
+        if not self.cfg.runtime.progress or not lengths or not sys.stderr.isatty():
             return None  # logs and CI get the summary line, not a redrawn bar
         try:
             from tqdm import tqdm
         except ImportError:
             return None
+        total = None if None in lengths or any(s.source.loop for s in self.p.streams) else sum(lengths)
         return tqdm(total=total, unit="frame", desc="published", leave=True, dynamic_ncols=True, mininterval=0.5)
 
-    def _status(self, counters, elapsed: float) -> None:
-        c = {k.name.lower(): int(counters[k]) for k in Counter}
+    def _published(self) -> int:
+        rows = {s.row for s in self.p.streams}
+        return sum(stagekit.read_counters(self.counters, r)["published"] for r in rows)
+
+    def _show_progress(self) -> None:
+        if self.progress is not None:
+            n = self._published()
+            if n != self.progress.n:
+                self.progress.update(n - self.progress.n)
+
+    def _status(self, elapsed: float) -> None:
+        per = {s.camera_id: {"state": s.state, **stagekit.read_counters(self.counters, s.row)}
+               for s in self.p.streams.active()}
+        c = {"published": self._published(), "streams": per}
         c["fps"] = round(c["published"] / elapsed, 2) if elapsed > 0 else 0.0
         log.info("status: %s", c)
-        if self.on_status:
-            self.on_status(c)
+        if self.p.on_status:
+            self.p.on_status(c)
 
-    def _drain_control(self, run: _Run, summary: RunSummary) -> None:
-        while True:
-            try:
-                msg = run.control.get_nowait()
-            except queue.Empty:
-                return
-            if isinstance(msg, StageFailed):
-                run.errors.setdefault(msg.stage, msg.message)
-            elif isinstance(msg, StageReport):
-                summary.take(msg)
+    # ------------------------------------------------------------------------------------ finish
+    def finish(self) -> RunSummary:
+        """Stop every stage, collect post-processing's report, and say how the run went."""
+        reason = "stopped" if (self.p._interrupted or self.errors) else self.stop_reason
+        self._stop_all(reason)
+        for stream in self.p.streams:
+            if stream.active:
+                self.remove_stream(stream, "ended" if reason == "end" else "stopped")
+        s = self.summary
+        s.counters = _totals(self.counters, {st.row for st in self.p.streams})
+        if s.seconds > 0 and s.frames > 1:
+            s.fps = (s.frames - 1) / s.seconds
+        s.interrupted = self.p._interrupted
+        if self.errors:
+            stage = next(st for st in STAGE_EXIT_CODES if st in self.errors)
+            raise StageError(self.errors[stage], stage=stage, exit_code=STAGE_EXIT_CODES[stage])
+        failed = [st for st in self.p.streams if st.state == "failed"]
+        if failed and len(failed) == len(list(self.p.streams)):
+            msg = failed[0].error if len(failed) == 1 else "; ".join(f"{f.camera_id}: {f.error}" for f in failed)
+            raise StageError(msg, stage="capture", exit_code=STAGE_EXIT_CODES["capture"])
+        return s
 
-    def _check_children(self, run: _Run) -> bool:
-        """True when a stage has failed (exited non-zero or was killed)."""
-        for stage, p in run.procs.items():
-            code = p.exitcode
-            if code is not None and code != 0:
-                deadline = time.monotonic() + 1.0  # its last words may still be in the pipe
-                while stage not in run.errors and time.monotonic() < deadline:
-                    self._drain_control(run, RunSummary())
-                    if stage not in run.errors:
-                        time.sleep(0.02)
-                if stage not in run.errors:
-                    run.errors[stage] = (f"killed by signal {-code}" if code < 0 else f"exited with code {code}")
-                return True
-        return False
+    def _stop_all(self, reason: str) -> None:
+        """Stop captures, then inference, then post-processing (so its report covers every frame)."""
+        deadline = time.monotonic() + self.cfg.runtime.stop_timeout_s
+        for stream in self.p.streams:
+            self._send(f"capture:{stream.number}", Stop(reason=reason))
+        self._send("inference", Stop(reason=reason))
+        self._send("postprocess", Stop(reason=reason))
+        post = self.procs.get("postprocess")
+        while post is not None and post.is_alive() and time.monotonic() < deadline:
+            self._flush_outbox()
+            if self.router.poll(stagekit.POLL_MS):
+                while (got := channels.recv_from(self.router)) is not None:
+                    self._on_message(got[1])
+        while (got := channels.recv_from(self.router)) is not None:
+            self._on_message(got[1])
 
-    def _finish(self, run: _Run, summary: RunSummary) -> RunSummary:
-        self._shutdown(run)
-        self._drain_control(run, summary)  # the report a stopped stage sent on its way out
-        summary.counters = {k.name.lower(): int(run.counters[k]) for k in Counter}
-        if summary.seconds > 0 and summary.frames > 1:
-            summary.fps = (summary.frames - 1) / summary.seconds
-        if self._interrupted:
-            summary.interrupted = True
-        if run.errors:
-            # the first stage that failed on its own, not one that stopped because of it
-            stage = next(s for s in STAGE_EXIT_CODES if s in run.errors)
-            raise StageError(run.errors[stage], stage=stage, exit_code=STAGE_EXIT_CODES[stage])
-        return summary
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.close()
+        self._shutdown()
+        for stream in self.p.streams:
+            stream.release()
+        if self.control is not None:
+            self.control.close()
+        channels.close(self.router, self.ctx)
 
-    def _shutdown(self, run: _Run) -> None:
-        run.stop.set()
-        deadline = time.monotonic() + self.config.runtime.stop_timeout_s
-        for p in run.procs.values():
+    def _shutdown(self) -> None:
+        deadline = time.monotonic() + self.cfg.runtime.stop_timeout_s
+        procs = [p for p in self.p_all_procs() if p is not None]
+        for p in procs:
             p.join(timeout=max(0.0, deadline - time.monotonic()))
-        for p in run.procs.values():
+        for p in procs:
             if p.is_alive():
                 log.warning("stage %s did not stop in time; terminating", p.name)
                 p.terminate()
@@ -307,3 +441,24 @@ class Pipeline:
             if p.is_alive():
                 p.kill()
                 p.join(timeout=0.5)
+
+    def p_all_procs(self) -> list:
+        return [*self.procs.values(), *(s.process for s in self.p.streams if s.process not in self.procs.values())]
+
+
+def _totals(counters, rows: set[int]) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for r in rows:
+        for k, v in stagekit.read_counters(counters, r).items():
+            total[k] = total.get(k, 0) + v
+    return total
+
+
+def _describe(stream: Stream, run: _Run) -> dict:
+    info = stream.info
+    return {
+        "id": stream.camera_id, "uri": stream.source.uri, "state": stream.state, "error": stream.error,
+        "mode": info.mode if info else None, "width": info.width if info else None,
+        "height": info.height if info else None, "fps": info.fps if info else None,
+        "frames": stagekit.read_counters(run.counters, stream.row)["published"],
+    }
