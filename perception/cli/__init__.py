@@ -11,23 +11,20 @@ Errors from the project's exception tree print one line naming the cause and exi
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import os
 import sys
 
 from perception.errors import PerceptionError, StageError
 
-# module path -> registers one or more sub-commands
-_COMMAND_MODULES = (
-    "perception.cli.run",  # run
-    "perception.cli.view",  # view
-    "perception.cli.eval",  # eval
-    "perception.cli.eval_tracking",  # eval-tracking
-    "perception.cli.build_engine",  # build-engine
-    "perception.cli.record",  # record
-    "perception.cli.keys",  # keys generate
-)
+
+def _commands() -> tuple:
+    """Every sub-command's module, in the order ``--help`` lists them (each keeps its heavy imports inside
+    its handler, so importing them all costs little)."""
+    from perception.cli import build_engine, eval_tracking, keys, record, run, streams, view
+    from perception.cli import eval as eval_command
+
+    return run, streams, view, record, eval_command, eval_tracking, build_engine, keys
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,14 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for modname in _COMMAND_MODULES:
-        try:
-            mod = importlib.import_module(modname)
-        except ModuleNotFoundError as exc:
-            if exc.name == modname:  # that command is not part of this build
-                continue
-            raise
-        mod.register(sub)
+    for module in _commands():
+        module.register(sub)
     return parser
 
 

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from pydantic import ValidationError
 
 from perception.config import STREAM_ID, SourceConfig, resolve_stream
+from perception.runtime.streams import describe
 
 if TYPE_CHECKING:
     from perception.runtime.supervisor import _Run
@@ -16,9 +17,7 @@ def handle_request(run: _Run, envelope: list[bytes], req: dict) -> dict | None:
     """The reply to ``req``, or None when it comes later (an ``add``, once its source has opened)."""
     cmd = req.get("cmd")
     if cmd == "list":
-        from perception.runtime.supervisor import _describe
-
-        return {"ok": True, "streams": [_describe(s, run) for s in run.p.streams]}
+        return {"ok": True, "streams": [describe(s, run.counters) for s in run.p.streams]}
     if cmd == "add":
         return _add(run, envelope, req.get("source"))
     if cmd == "remove":

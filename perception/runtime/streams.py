@@ -89,3 +89,16 @@ class StreamTable:
         """The first ``camN`` no active stream uses."""
         taken = {s.camera_id for s in self.active()}
         return next(f"cam{i}" for i in range(len(taken) + 1) if f"cam{i}" not in taken)
+
+
+def describe(stream: Stream, counters) -> dict:
+    """A stream as ``perception streams list`` shows it."""
+    from perception.runtime.stagekit import read_counters
+
+    info = stream.info
+    return {
+        "id": stream.camera_id, "uri": stream.source.uri, "state": stream.state, "error": stream.error,
+        "mode": info.mode if info else None, "width": info.width if info else None,
+        "height": info.height if info else None, "fps": info.fps if info else None,
+        "frames": read_counters(counters, stream.row)["published"],
+    }

@@ -47,7 +47,7 @@ from perception.runtime.protocol import (
     slot_layout,
 )
 from perception.runtime.stagekit import StageHandles
-from perception.runtime.streams import Stream, StreamTable
+from perception.runtime.streams import Stream, StreamTable, describe
 
 log = logging.getLogger(__name__)
 
@@ -282,7 +282,7 @@ class _Run:
     def _answer_add(self, stream: Stream, error: str | None) -> None:
         envelope = self.pending_adds.pop(stream.number, None)
         if envelope is not None and self.control is not None:
-            body = {"ok": False, "error": error} if error else {"ok": True, "stream": _describe(stream, self)}
+            body = {"ok": False, "error": error} if error else {"ok": True, "stream": describe(stream, self.counters)}
             self.control.reply(envelope, body)
 
     # ------------------------------------------------------------------------------------ watch
@@ -452,13 +452,3 @@ def _totals(counters, rows: set[int]) -> dict[str, int]:
         for k, v in stagekit.read_counters(counters, r).items():
             total[k] = total.get(k, 0) + v
     return total
-
-
-def _describe(stream: Stream, run: _Run) -> dict:
-    info = stream.info
-    return {
-        "id": stream.camera_id, "uri": stream.source.uri, "state": stream.state, "error": stream.error,
-        "mode": info.mode if info else None, "width": info.width if info else None,
-        "height": info.height if info else None, "fps": info.fps if info else None,
-        "frames": stagekit.read_counters(run.counters, stream.row)["published"],
-    }

@@ -22,7 +22,11 @@ def test_default_config_file_is_valid_and_embedded_default():
     ("data", "needle"),
     [
         ({"source": {"url": "x"}}, "unknown key 'source.url'; allowed keys here: camera_id"),
-        ({"sources": {}}, "unknown key 'sources'"),
+        ({"sourcez": {}}, "unknown key 'sourcez'"),
+        ({"sources": [{"uri": "a"}, {"uri": "b", "camera_id": "cam0"}]},
+         "stream id 'cam0' is used by more than one source"),
+        ({"source": {"uri": "a"}, "sources": [{"uri": "b"}]}, "either 'source' (one stream) or 'sources'"),
+        ({"sources": [{"uri": "a", "camera_id": "front cam"}]}, "letters, digits"),
         ({"publish": {"encoding": "gzip"}}, "'publish.encoding': must be one of 'raw', 'zstd' or 'lz4'"),
         ({"model": {"backend": "cuda"}}, "'model.backend': must be one of 'onnxruntime', 'tensorrt' or 'auto'"),
         ({"mode": "fast"}, "'mode': must be one of 'live' or 'replay'"),
