@@ -71,7 +71,9 @@ def main(args: argparse.Namespace) -> int:
 
     config = build_config(args)
     pipeline = Pipeline(config=config)
-    logging.getLogger(__name__).info("source %s, model %s", config.source.uri, config.model.path)
+    from perception.redact import redact
+
+    logging.getLogger(__name__).info("source %s, model %s", redact(config.source.uri), config.model.path)
     summary = pipeline.run()
     if args.json:
         print(json.dumps(summary.__dict__))
