@@ -32,6 +32,32 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class ReconnectConfig(_Section):
+    """``source.reconnect``: how a live source (camera, RTSP/HTTP stream, GStreamer) reopens a lost input.
+
+    Exponential backoff with jitter: attempt n waits ``min(max_delay_s, initial_delay_s * 2**(n-1))``,
+    shortened by up to ``jitter`` (a fraction) at random. Replayed inputs ignore this section.
+    """
+
+    initial_delay_s: float = Field(default=0.5, gt=0)
+    """Wait before the first attempt; shorter recovers from a blip sooner, longer spares a rebooting server."""
+    max_delay_s: float = Field(default=5.0, gt=0)
+    """Cap of the wait, so the longest a returning camera waits to be tried again; shorter means more
+    connection attempts while it is down."""
+    max_attempts: int | None = Field(default=None, ge=0)
+    """Attempts per loss before the run fails (null = for as long as the run lasts; 0 = fail at the
+    first loss; a small number fails fast, e.g. when a supervisor of your own restarts the run)."""
+    jitter: float = Field(default=0.2, ge=0, le=1)
+    """Fraction by which each wait is randomly shortened, so cameras of one site do not reconnect in step."""
+
+    @model_validator(mode="after")
+    def _delays(self) -> ReconnectConfig:
+        if self.initial_delay_s > self.max_delay_s:
+            raise ValueError(f"initial_delay_s ({self.initial_delay_s:g}) must not exceed max_delay_s "
+                             f"({self.max_delay_s:g})")
+        return self
+
+
 class SourceConfig(_Section):
     uri: str = "synthetic"
     """Video file, image folder, camera:N, /dev/videoN, rtsp:// or http:// URL, gst:<pipeline>,
@@ -53,6 +79,11 @@ class SourceConfig(_Section):
     """Image topics to replay from a recorded drive (all image topics when empty)."""
     options: dict[str, Any] = Field(default_factory=dict)
     """Source-specific options (e.g. synthetic: num_frames, seed)."""
+    reconnect: ReconnectConfig = Field(default_factory=ReconnectConfig)
+    """How a live source reopens a lost input (default: for as long as the run lasts)."""
+    stall_timeout_s: float = Field(default=5.0, gt=0)
+    """A live source that delivers no frame for this long has lost its input (it is reopened per
+    ``source.reconnect``). Shorter notices a dead camera sooner; longer tolerates a stream that hiccups."""
 
 
 class ReplayConfig(_Section):
@@ -275,7 +306,8 @@ def parse_config(data: dict | None, *, origin: str = "configuration") -> Pipelin
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{origin}: the top level must be a mapping of sections, got {type(data).__name__}")
+        raise ConfigError(f"{origin}: the top level must be a mapping of sections (source:, model:, ...), "
+                          f"got a {_yaml_kind(data)}")
     try:
         return PipelineConfig.model_validate(data)
     except ValidationError as exc:
@@ -294,7 +326,25 @@ def load_yaml(path: str | Path) -> dict:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {p} is not valid YAML: {exc}") from exc
-    return data or {}
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {p}: the top level must be a mapping of sections (source:, model:, ...), "
+                          f"got a {_yaml_kind(data)}")
+    return data
+
+
+def _yaml_kind(value: object) -> str:
+    """How a YAML value reads to a user: list, string, number, ..."""
+    if isinstance(value, list):
+        return "list"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    return type(value).__name__
 
 
 def parse_assignment(item: str, *, option: str, example: str) -> tuple[str, Any]:
@@ -320,6 +370,9 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     """Apply ``key.sub=value`` strings (values parsed as YAML) to a nested dict, returning a copy."""
     import copy
 
+    if not isinstance(data, dict):
+        raise ConfigError(f"--set needs a configuration whose top level is a mapping of sections, got a "
+                          f"{_yaml_kind(data)}")
     out = copy.deepcopy(data)
     for item in overrides:
         key, value = parse_assignment(item, option="--set", example="publish.encoding=zstd")

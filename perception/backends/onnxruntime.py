@@ -142,6 +142,48 @@ class OnnxRuntimeBackend:
                     raise ModelCardError(
                         f"{where}: output {o.name!r} is {shape[2:]} but stride {o.stride} of the input gives {want}"
                     )
+        self._check_symbolic_strides(where)
+        self._check_output_grid(where)
+
+    def _check_symbolic_strides(self, where: str) -> None:
+        """Dims the model names: an output dim named like an input dim is at stride 1 along that axis."""
+        raw_in = self._session.get_inputs()[0].shape
+        raw_out = {a.name: a.shape for a in self._session.get_outputs()}
+        for o in self.card.outputs:
+            for axis, label in ((2, "height"), (3, "width")):
+                dim = raw_out[o.name][axis] if len(raw_out[o.name]) == 4 else None
+                if isinstance(dim, str) and len(raw_in) == 4 and dim == raw_in[axis] and o.stride != 1:
+                    raise ModelCardError(
+                        f"{where}: output {o.name!r} has the input's {label} ({dim!r}), so stride 1, but the card "
+                        f"says stride {o.stride}"
+                    )
+
+    def _check_output_grid(self, where: str) -> None:
+        """Outputs whose size the model does not declare: one dry inference at the run's input size.
+
+        Without it a card with the wrong stride would pass here and fail at the first frame (the
+        output buffers are sized from the card). Costs one inference on zeros at start-up, only for
+        models exported with dynamic sizes.
+        """
+        unknown = [o for o in self.card.outputs if any(d is None for d in self.outputs[o.name].shape[2:])]
+        if not unknown:
+            return
+        name = self.card.input.name
+        w, h = self.input_size
+        x = np.zeros((1, 3, h, w), dtype=np.dtype(self.inputs[name].dtype))
+        try:
+            got = self._session.run([o.name for o in unknown], {name: x})
+        except Exception as exc:  # onnxruntime raises its own types
+            raise ModelCardError(f"{where}: a dry run at the input size {w}x{h} failed: {exc}") from exc
+        for o, arr in zip(unknown, got):
+            want = (1, o.channels, h // o.stride, w // o.stride)
+            if tuple(arr.shape) != want:
+                hint = (f" (the model's stride is {h // arr.shape[2]})"
+                        if arr.ndim == 4 and arr.shape[2] and h % arr.shape[2] == 0 else "")
+                raise ModelCardError(
+                    f"{where}: at input {w}x{h} output {o.name!r} is {list(arr.shape)} but the card (channels "
+                    f"{o.channels}, stride {o.stride}) gives {list(want)}{hint}; fix the card"
+                )
 
     def _bind_outputs(self, in_shape: tuple[int, ...]) -> None:
         n, _, h, w = in_shape

@@ -16,6 +16,7 @@ import os
 import sys
 
 from perception.errors import PerceptionError, StageError
+from perception.redact import RedactingFilter, redact
 
 
 def _commands() -> tuple:
@@ -47,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname).1s %(processName)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    for handler in logging.getLogger().handlers:  # no password of a camera URL in any log line
+        handler.addFilter(RedactingFilter())
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
@@ -62,10 +65,10 @@ def main(argv: list[str] | None = None) -> int:
         os.close(devnull)
         return 128 + 13  # killed by SIGPIPE, by the shell's convention
     except StageError as exc:
-        print(f"perception: error: stage {exc.stage!r} failed: {exc}", file=sys.stderr)
+        print(redact(f"perception: error: stage {exc.stage!r} failed: {exc}"), file=sys.stderr)
         return exc.exit_code
     except PerceptionError as exc:
-        print(f"perception: error: {exc}", file=sys.stderr)
+        print(redact(f"perception: error: {exc}"), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("perception: interrupted", file=sys.stderr)

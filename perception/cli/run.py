@@ -103,7 +103,9 @@ def main(args: argparse.Namespace) -> int:
 
     config = build_config(args)
     pipeline = Pipeline(config=config)
-    logging.getLogger(__name__).info("sources %s, model %s", ", ".join(s.uri for s in config.streams()),
+    from perception.redact import redact
+
+    logging.getLogger(__name__).info("sources %s, model %s", ", ".join(redact(s.uri) for s in config.streams()),
                                      config.model.path)
     summary = pipeline.run()
     if args.json:
@@ -114,7 +116,8 @@ def main(args: argparse.Namespace) -> int:
             print(line, file=sys.stderr)
     failed = [cam for cam, s in summary.streams.items() if s.get("state") == "failed"]
     for cam in failed:
-        print(f"perception: error: stream {cam!r} failed: {summary.streams[cam].get('error', '')}", file=sys.stderr)
+        print(f"perception: error: stream {cam!r} failed: {redact(summary.streams[cam].get('error', ''))}",
+              file=sys.stderr)
     if summary.interrupted:
         return 130
     return 11 if failed else 0

@@ -61,6 +61,29 @@ def refuse_existing(path: Path, *, overwrite: bool, what: str, flag: str = "--fo
     return path
 
 
+def check_writable(path: Path, *, what: str) -> Path:
+    """``path`` unchanged; ConfigError when no file can be created there (checked by creating one).
+
+    The nearest folder of ``path`` that exists must be a folder we may write to (the missing ones are
+    created when the file is opened). Run before any process starts, so a wrong path is one line.
+    """
+    import tempfile
+
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise ConfigError(f"{what}: cannot write {path}: {folder} is not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=folder, prefix=".perception-probe-"):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ConfigError(f"{what}: cannot write {path}: {folder} is not writable ({reason}); choose another "
+                          f"path") from None
+    return path
+
+
 def camera_path(path: Path, camera_id: str, *, first: bool) -> Path:
     """The first camera gets the configured name; each other one a suffixed one (``out_cam1.mp4``)."""
     if first:
@@ -116,4 +139,5 @@ def make_sink(config: SinkConfig) -> OverlaySink | None:
     if path.suffix.lower() not in VIDEO_SUFFIXES:
         raise ConfigError(f"'output.overlay': expected a .mp4 file name, got {out.overlay!r}")
     refuse_existing(path, overwrite=out.overwrite, what="output.overlay")  # before any process starts
+    check_writable(path, what="output.overlay")
     return OverlaySink(path=path, alpha=out.overlay_alpha, overwrite=out.overwrite)

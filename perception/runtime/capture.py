@@ -52,14 +52,11 @@ class CaptureSettings:
 
 
 def open_configured_source(cfg: SourceConfig):
-    """The :class:`~perception.sources.base.Source` a ``source`` section describes."""
-    from perception.sources.factory import open_source
+    """The :class:`~perception.sources.base.Source` a ``source`` section describes (reconnects, stalls and
+    drive topics included: :func:`perception.sources.factory.open_configured`)."""
+    from perception.sources.factory import open_configured
 
-    options = {**cfg.options, **({"topics": tuple(cfg.topics)} if cfg.topics else {})}
-    return open_source(
-        cfg.uri, camera_id=cfg.camera_id or "cam0", loop=cfg.loop, fps=cfg.fps, start_s=cfg.start_s,
-        max_frames=cfg.max_frames, width=cfg.width, height=cfg.height, options=options,
-    )
+    return open_configured(cfg if cfg.camera_id else cfg.model_copy(update={"camera_id": "cam0"}))
 
 
 def source_info(source, mode: Mode | None) -> SourceInfo:

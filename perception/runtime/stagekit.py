@@ -140,12 +140,16 @@ def setup(handles: StageHandles, stage: Stage, label: str) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # SIGTERM from the supervisor's shutdown or PDEATHSIG: leave through the finally blocks, quietly
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    from perception.redact import RedactingFilter
+
     logging.basicConfig(
         level=handles.log_level,
         format=f"%(asctime)s %(levelname).1s {label} %(name)s: %(message)s",
         datefmt="%H:%M:%S",
         stream=sys.stderr,
     )
+    for handler in logging.getLogger().handlers:  # no password of a camera URL ever reaches a log
+        handler.addFilter(RedactingFilter())
 
 
 def fail(link: StageLink | None, stage: Stage, exc: BaseException, *, stream: int = -1) -> int:

@@ -23,6 +23,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from perception.errors import SourceError
+from perception.sources.health import HealthTracker, SourceHealth, SourceState
 from perception.types import FrameMeta
 
 FFMPEG_LOG_LEVEL = "8"
@@ -50,7 +51,15 @@ class Source(Protocol):
     frame was grabbed, when a file frame was read); ``pts_ns`` is the position in the stream (the
     container timestamp or ``frame_index / fps`` for files, time since open for live sources).
 
-    Classes that subclass this protocol explicitly inherit the context-manager methods.
+    Health: :meth:`health` returns a :class:`~perception.sources.health.SourceHealth` snapshot (state
+    ``starting``/``live``/``reconnecting``/``ended``/``failed``, frames delivered and read, dropped,
+    skipped as undecodable, reconnects, age of the last frame, the last error) that a runtime can
+    publish; ``state`` is its state alone. Both are safe to call from another thread while iterating.
+    A live source that loses its input reopens it (state ``reconnecting``) per its reconnect policy;
+    a replay skips and counts a corrupt frame, image or message instead of ending.
+
+    Classes that subclass this protocol explicitly inherit the context-manager methods and the
+    default :meth:`health` (which reads the source's ``_health`` :class:`HealthTracker`).
     """
 
     camera_id: str
@@ -64,6 +73,19 @@ class Source(Protocol):
     def __iter__(self) -> Iterator[tuple[FrameMeta, np.ndarray]]: ...
 
     def close(self) -> None: ...
+
+    def health(self) -> SourceHealth:
+        """A snapshot of the source's state and counters."""
+        tracker: HealthTracker | None = getattr(self, "_health", None)
+        if tracker is None:
+            return SourceHealth(state=SourceState.LIVE)
+        return tracker.snapshot()
+
+    @property
+    def state(self) -> SourceState:
+        """The state alone (see :class:`~perception.sources.health.SourceState`)."""
+        tracker: HealthTracker | None = getattr(self, "_health", None)
+        return SourceState.LIVE if tracker is None else tracker.state
 
     def __enter__(self) -> Source:
         return self

@@ -12,7 +12,8 @@ import cv2
 
 from perception.errors import ConfigError, SourceError
 from perception.sources.base import quiet_opencv
-from perception.sources.grabber import GrabbedSource, LatestFrameGrabber, LiveTimeouts
+from perception.sources.grabber import GrabbedSource, LatestFrameGrabber, LiveTimeouts, ReconnectPolicy
+from perception.sources.health import HealthTracker
 
 log = logging.getLogger(__name__)
 
@@ -30,16 +31,18 @@ class CameraSource(GrabbedSource):
             (a warning is logged when it differs). None keeps the camera's default.
         max_frames: stop after delivering this many frames (None = until closed).
         first_frame_timeout_s: see :class:`LiveTimeouts` ``first_frame_s``.
-        stall_timeout_s: see :class:`LiveTimeouts` ``stall_s``; a camera silent this long is dead.
-        reconnect_attempts: reopen a camera that stopped delivering this many times (default 0:
-            a dead camera raises at once).
-        reconnect_delay_s: first delay between reopen attempts (doubles each time).
+        stall_timeout_s: see :class:`LiveTimeouts` ``stall_s``; a camera silent this long is lost
+            and reopened.
+        reconnect: how a lost camera is reopened (None = the default :class:`ReconnectPolicy`:
+            backoff from 0.5 s up to 5 s, forever: a camera unplugged and plugged back streams again).
 
-    Attributes ``dropped`` (frames replaced before the consumer took them) and ``reconnects`` report
-    the grabber's counters. The yielded array is reused once the next frame is requested.
+    ``health()`` reports state and counters; ``dropped`` (frames replaced before the consumer took
+    them) and ``reconnects`` are two of them. The yielded array is reused once the next frame is
+    requested.
 
     Raises:
-        SourceError: the camera cannot be opened, delivers no first frame in time, or dies.
+        SourceError: the camera cannot be opened, delivers no first frame in time, or is lost and the
+            reconnect policy gives up.
     """
 
     is_live = True
@@ -55,8 +58,7 @@ class CameraSource(GrabbedSource):
         max_frames: int | None = None,
         first_frame_timeout_s: float = 5.0,
         stall_timeout_s: float = 5.0,
-        reconnect_attempts: int = 0,
-        reconnect_delay_s: float = 0.5,
+        reconnect: ReconnectPolicy | None = None,
     ) -> None:
         for key, value in (("width", width), ("height", height)):
             if value is not None and value < 1:
@@ -76,17 +78,12 @@ class CameraSource(GrabbedSource):
         self.camera_id = camera_id
         self._requested = (width, height, fps)
         self.fps: float | None = fps
+        timeouts = LiveTimeouts(first_frame_s=first_frame_timeout_s, stall_s=stall_timeout_s,
+                                reconnect=reconnect or ReconnectPolicy())
+        self._health = HealthTracker()
         self._grabber = LatestFrameGrabber(
-            name=self.name,
-            open_fn=self._open,
-            camera_id=camera_id,
-            timeouts=LiveTimeouts(
-                first_frame_s=first_frame_timeout_s,
-                stall_s=stall_timeout_s,
-                reconnect_attempts=reconnect_attempts,
-                reconnect_delay_s=reconnect_delay_s,
-            ),
-            max_frames=max_frames,
+            name=self.name, open_fn=self._open, camera_id=camera_id, timeouts=timeouts, max_frames=max_frames,
+            health=self._health,
         )
         self.width = self._grabber.width
         self.height = self._grabber.height
@@ -121,7 +118,6 @@ class CameraSource(GrabbedSource):
         if got[2] > 0 and math.isfinite(got[2]):
             self.fps = float(got[2])
         return cap
-
 
     def __repr__(self) -> str:
         return f"CameraSource({self.device!r}, {self.width}x{self.height}, fps={self.fps})"

@@ -11,9 +11,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
 from perception.errors import ConfigError, SourceError
+from perception.redact import redact
 from perception.sources.base import Source
+
+if TYPE_CHECKING:
+    from perception.config import SourceConfig
+    from perception.sources.grabber import ReconnectPolicy
 
 DRIVE_SUFFIXES = frozenset({".bag", ".mcap", ".db3"})
 """File suffixes of recorded drives (ROS 1 bag, MCAP, ROS 2 sqlite3 bag)."""
@@ -86,6 +92,8 @@ def open_source(
     width: int | None = None,
     height: int | None = None,
     options: Mapping[str, object] = _EMPTY,
+    reconnect: ReconnectPolicy | None = None,
+    stall_timeout_s: float | None = None,
 ) -> Source:
     """Open the source that ``spec`` names (see :func:`describe_sources` for the forms).
 
@@ -98,8 +106,12 @@ def open_source(
         start_s: start offset in seconds (files, folders with fps, drives).
         max_frames: stop after this many frames (synthetic: its ``num_frames``).
         width, height: requested size (camera, synthetic only).
-        options: further keyword arguments of the chosen source class (e.g. ``reconnect_attempts``
+        options: further keyword arguments of the chosen source class (e.g. ``open_timeout_s``
             for a stream); unknown ones are a ConfigError.
+        reconnect: how a live source (camera, stream, GStreamer) reopens a lost input (None = the
+            default: backoff up to 5 s, forever). Ignored by replayed inputs.
+        stall_timeout_s: no frame for this long is a loss for a live source (None = its default).
+            Ignored by replayed inputs.
 
     Raises:
         SourceError: the input does not exist or cannot be opened.
@@ -108,9 +120,14 @@ def open_source(
     spec = spec.strip()
     if not spec:
         raise ConfigError("empty source string; `perception run --help` lists the accepted forms")
+    live: dict[str, object] = {}
+    if reconnect is not None:
+        live["reconnect"] = reconnect
+    if stall_timeout_s is not None:
+        live["stall_timeout_s"] = stall_timeout_s
     r = _Request(
         spec=spec, camera_id=camera_id, loop=loop, fps=fps, start_s=start_s, max_frames=max_frames,
-        width=width, height=height, options=dict(options),
+        width=width, height=height, options=dict(options), live=live,
     )
     if spec == "synthetic" or spec.startswith("synthetic:"):
         return _open_synthetic(r)
@@ -136,6 +153,12 @@ class _Request:
     width: int | None
     height: int | None
     options: dict[str, object]
+    live: dict[str, object]
+    """``reconnect`` / ``stall_timeout_s`` when given: passed to live sources only."""
+
+    def live_options(self) -> dict[str, object]:
+        """``options`` with the live settings added (an explicit option wins)."""
+        return {**self.live, **self.options}
 
 
 def _open_synthetic(r: _Request) -> Source:
@@ -175,7 +198,7 @@ def _open_camera(r: _Request) -> Source:
     _check_options("camera", CameraSource, r.options, reserved)
     return CameraSource(
         device, camera_id=r.camera_id, width=r.width, height=r.height, fps=r.fps, max_frames=r.max_frames,
-        **r.options,
+        **r.live_options(),
     )
 
 
@@ -185,7 +208,8 @@ def _open_gstreamer(r: _Request) -> Source:
     _refuse("GStreamer", loop=r.loop, start_s=r.start_s, fps=r.fps, width=r.width, height=r.height)
     reserved = {"camera_id", "max_frames", "gstreamer"}
     _check_options("GStreamer", StreamSource, r.options, reserved)
-    return StreamSource(r.spec[4:], camera_id=r.camera_id, gstreamer=True, max_frames=r.max_frames, **r.options)
+    return StreamSource(r.spec[4:], camera_id=r.camera_id, gstreamer=True, max_frames=r.max_frames,
+                        **r.live_options())
 
 
 def _open_stream(r: _Request) -> Source:
@@ -194,12 +218,12 @@ def _open_stream(r: _Request) -> Source:
     scheme = r.spec.split("://", 1)[0].lower()
     if scheme not in URL_SCHEMES:
         raise SourceError(
-            f"unsupported URL scheme {scheme!r} in source {r.spec!r}; supported: {', '.join(URL_SCHEMES)}"
+            f"unsupported URL scheme {scheme!r} in source {redact(r.spec)!r}; supported: {', '.join(URL_SCHEMES)}"
         )
     _refuse("stream", loop=r.loop, start_s=r.start_s, fps=r.fps, width=r.width, height=r.height)
     reserved = {"camera_id", "max_frames", "gstreamer"}
     _check_options("stream", StreamSource, r.options, reserved)
-    return StreamSource(r.spec, camera_id=r.camera_id, max_frames=r.max_frames, **r.options)
+    return StreamSource(r.spec, camera_id=r.camera_id, max_frames=r.max_frames, **r.live_options())
 
 
 def _open_path(r: _Request) -> Source:
@@ -244,4 +268,26 @@ def _open_drive(r: _Request) -> Source:
     _refuse("recorded drive", fps=r.fps, width=r.width, height=r.height)
     return open_drive_source(
         r.spec, camera_id=r.camera_id, loop=r.loop, start_s=r.start_s, max_frames=r.max_frames, **r.options
+    )
+
+
+def reconnect_policy(cfg: SourceConfig) -> ReconnectPolicy:
+    """The :class:`~perception.sources.grabber.ReconnectPolicy` of a ``source.reconnect`` section."""
+    from perception.sources.grabber import ReconnectPolicy
+
+    rc = cfg.reconnect
+    return ReconnectPolicy(initial_delay_s=rc.initial_delay_s, max_delay_s=rc.max_delay_s,
+                           max_attempts=rc.max_attempts, jitter=rc.jitter)
+
+
+def open_configured(cfg: SourceConfig) -> Source:
+    """The source a ``source:`` configuration section describes (the one place that maps it).
+
+    ``source.reconnect`` and ``source.stall_timeout_s`` reach live sources; ``source.topics`` a drive.
+    """
+    options = {**cfg.options, **({"topics": tuple(cfg.topics)} if cfg.topics else {})}
+    return open_source(
+        cfg.uri, camera_id=cfg.camera_id, loop=cfg.loop, fps=cfg.fps, start_s=cfg.start_s,
+        max_frames=cfg.max_frames, width=cfg.width, height=cfg.height, options=options,
+        reconnect=reconnect_policy(cfg), stall_timeout_s=cfg.stall_timeout_s,
     )

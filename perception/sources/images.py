@@ -14,6 +14,7 @@ import numpy as np
 
 from perception.errors import ConfigError, SourceError
 from perception.sources.base import Source, as_bgr, make_meta, natural_key
+from perception.sources.health import HealthTracker
 from perception.types import FrameMeta
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,9 @@ class ImageFolderSource(Source):
         max_frames: stop after delivering this many frames (None = until the end).
 
     The frame size is the first image's; an image of another size is resized to it (a warning is
-    logged once). An image that cannot be decoded raises SourceError naming the file.
+    logged once). An image that cannot be decoded (truncated, corrupt, not an image) is skipped and
+    counted (``health().skipped``; a warning names the first, a summary the rest); only a folder with
+    no decodable image at all is a SourceError.
 
     The yielded array may be reused for the next frame.
     """
@@ -94,7 +97,17 @@ class ImageFolderSource(Source):
             raise SourceError(
                 f"start offset {start_s} s skips all {len(self.files)} images of {self.folder} at {fps:g} fps"
             )
-        first = self._decode(self.files[self._start])
+        self._health = HealthTracker()
+        first = None
+        for position in range(self._start, len(self.files)):
+            first = self._decode(self.files[position])
+            if first is not None:
+                break
+            self._skip(self.files[position])
+        if first is None:
+            raise SourceError(f"no image of {self.folder} can be decoded (all {len(self.files) - self._start} "
+                              f"are corrupt, truncated or not images)")
+        self._first_position = position
         self.height, self.width = int(first.shape[0]), int(first.shape[1])
         self._buffer = np.empty((self.height, self.width, 3), np.uint8)
         self._first: np.ndarray | None = as_bgr(first, width=self.width, height=self.height, out=self._buffer)
@@ -104,14 +117,24 @@ class ImageFolderSource(Source):
         self._closed = False
 
     @staticmethod
-    def _decode(path: Path) -> np.ndarray:
+    def _decode(path: Path) -> np.ndarray | None:
+        """The decoded image, or None when it cannot be read (corrupt, truncated, not an image, gone)."""
         image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if image is None:
-            raise SourceError(f"cannot decode image {path} (corrupt, truncated or not an image)")
-        return image
+        return image if image is not None and image.size else None
 
-    def _load(self, path: Path) -> np.ndarray:
+    def _skip(self, path: Path) -> None:
+        self._health.skip(f"cannot decode image {path} (corrupt, truncated or not an image)")
+        if self._health.skipped == 1:
+            log.warning("skipping image %s: cannot decode it (corrupt, truncated or not an image); further "
+                        "ones are counted", path)
+        else:
+            log.debug("skipping image %s: cannot decode it", path)
+
+    def _load(self, path: Path) -> np.ndarray | None:
         image = self._decode(path)
+        if image is None:
+            self._skip(path)
+            return None
         if (image.shape[1], image.shape[0]) != (self.width, self.height) and not self._warned_size:
             self._warned_size = True
             log.warning(
@@ -129,6 +152,15 @@ class ImageFolderSource(Source):
         if self._iterated:
             raise SourceError(f"image folder source {self.folder} can be iterated only once; open it again")
         self._iterated = True
+        try:
+            yield from self._frames()
+        finally:
+            self._health.end()
+            if self._health.skipped:
+                log.warning("%s: %d image(s) skipped as undecodable, %d delivered", self.folder,
+                            self._health.skipped, self._health.frames)
+
+    def _frames(self) -> Iterator[tuple[FrameMeta, np.ndarray]]:
         seq = 0
         period_ns = round(1e9 / self.fps) if self.fps else 0
         while True:
@@ -136,23 +168,22 @@ class ImageFolderSource(Source):
                 if self._closed:
                     return
                 if self._first is not None:
+                    if position < self._first_position:
+                        continue  # skipped (and counted) when the source was opened
                     image, self._first = self._first, None
                 else:
                     image = self._load(self.files[position])
+                    if image is None:
+                        continue
                 now_mono = time.monotonic_ns()
+                self._health.frame_read(now_mono)
                 pts_ns = seq * period_ns + self._start * period_ns if self.fps else now_mono - self._open_mono_ns
                 yield (
-                    make_meta(
-                        seq=seq,
-                        camera_id=self.camera_id,
-                        frame_index=position,
-                        pts_ns=pts_ns,
-                        width=self.width,
-                        height=self.height,
-                        t_mono_ns=now_mono,
-                    ),
+                    make_meta(seq=seq, camera_id=self.camera_id, frame_index=position, pts_ns=pts_ns,
+                              width=self.width, height=self.height, t_mono_ns=now_mono),
                     image,
                 )
+                self._health.frames += 1
                 seq += 1
                 if self.max_frames is not None and seq >= self.max_frames:
                     return

@@ -1,21 +1,24 @@
 """Network streams (``rtsp://``, ``http(s)://``) and GStreamer pipelines (``gst:...``) through OpenCV.
 
-Both are live: a background thread keeps only the newest frame, and a stream that stops delivering is
-reopened a bounded number of times (each attempt logged) before a SourceError ends it. An unreachable
-URL fails at once: OpenCV's open and read timeouts are set, and the first open is not retried.
+Both are live: a background thread keeps only the newest frame, and a stream that stops delivering
+(or delivers nothing for ``stall_timeout_s``) is reopened with backoff, by default for as long as the
+source is open (:class:`~perception.sources.grabber.ReconnectPolicy`). An unreachable URL fails at
+once: OpenCV's open and read timeouts are set, and the first open is not retried. Credentials in the
+URL never appear in a log line or an error (:func:`perception.redact.redact`).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import re
 
 import cv2
 
 from perception.errors import ConfigError, SourceError
+from perception.redact import redact
 from perception.sources.base import quiet_opencv
-from perception.sources.grabber import GrabbedSource, LatestFrameGrabber, LiveTimeouts
+from perception.sources.grabber import GrabbedSource, LatestFrameGrabber, LiveTimeouts, ReconnectPolicy
+from perception.sources.health import HealthTracker
 
 log = logging.getLogger(__name__)
 
@@ -24,11 +27,6 @@ URL_SCHEMES = ("rtsp", "rtsps", "http", "https")
 
 APPSINK_TAIL = " ! videoconvert ! video/x-raw,format=BGR ! appsink drop=true max-buffers=1 sync=false"
 """Appended to a ``gst:`` pipeline that does not end in an ``appsink`` of its own."""
-
-
-def redact(url: str) -> str:
-    """``rtsp://user:secret@host/x`` → ``rtsp://user:***@host/x``, for logs and error messages."""
-    return re.sub(r"(://[^/:@]+):[^/@]*@", r"\1:***@", url)
 
 
 def gstreamer_available() -> bool:
@@ -45,16 +43,17 @@ class StreamSource(GrabbedSource):
         camera_id: id put in every frame's :class:`FrameMeta`.
         gstreamer: open ``url`` as a GStreamer pipeline (needs an OpenCV built with GStreamer).
         max_frames: stop after delivering this many frames (None = until closed).
-        open_timeout_s: OpenCV/FFmpeg connect timeout. Short fails fast on a dead host; too short
-            fails on a slow RTSP handshake.
+        open_timeout_s: OpenCV/FFmpeg connect timeout (also of each reconnect attempt). Short fails
+            fast on a dead host; too short fails on a slow RTSP handshake.
         read_timeout_s: OpenCV/FFmpeg read timeout; a read blocked longer counts as a lost stream.
+            None = ``stall_timeout_s``, so a silent server is noticed within the stall timeout.
         first_frame_timeout_s: see :class:`LiveTimeouts` (streams buffer, so longer than for cameras).
-        stall_timeout_s: no new frame for this long (outside reconnects) ends the stream with an error.
-        reconnect_attempts: reopen a stream that stopped delivering this many times, then raise.
-        reconnect_delay_s: first delay between reopen attempts (doubles, capped at 5 s).
+        stall_timeout_s: no new frame for this long counts as a loss: the stream is reopened.
+        reconnect: how a lost stream is reopened (None = the default :class:`ReconnectPolicy`:
+            backoff from 0.5 s up to 5 s, forever).
 
-    Attributes ``dropped`` and ``reconnects`` report the grabber's counters. The yielded array is
-    reused once the next frame is requested.
+    ``health()`` reports state and counters; ``dropped`` and ``reconnects`` are two of them. The
+    yielded array is reused once the next frame is requested.
     """
 
     is_live = True
@@ -67,19 +66,21 @@ class StreamSource(GrabbedSource):
         gstreamer: bool = False,
         max_frames: int | None = None,
         open_timeout_s: float = 5.0,
-        read_timeout_s: float = 5.0,
+        read_timeout_s: float | None = None,
         first_frame_timeout_s: float = 10.0,
-        stall_timeout_s: float = 10.0,
-        reconnect_attempts: int = 5,
-        reconnect_delay_s: float = 0.5,
+        stall_timeout_s: float = 5.0,
+        reconnect: ReconnectPolicy | None = None,
     ) -> None:
         if max_frames is not None and max_frames < 1:
             raise ConfigError(f"max_frames must be >= 1 or None, got {max_frames!r}")
+        if read_timeout_s is None:
+            read_timeout_s = stall_timeout_s
         for key, value in (("open_timeout_s", open_timeout_s), ("read_timeout_s", read_timeout_s)):
             if not (value > 0 and math.isfinite(value)):
                 raise ConfigError(f"{key} must be a positive number of seconds, got {value!r}")
-        if reconnect_attempts < 0:
-            raise ConfigError(f"reconnect_attempts must be >= 0, got {reconnect_attempts!r}")
+        timeouts = LiveTimeouts(first_frame_s=first_frame_timeout_s, stall_s=stall_timeout_s,
+                                reconnect=reconnect or ReconnectPolicy())
+        self._health = HealthTracker()
         self.camera_id = camera_id
         self.gstreamer = gstreamer
         self.fps: float | None = None
@@ -107,16 +108,8 @@ class StreamSource(GrabbedSource):
         self._open_timeout_ms = round(open_timeout_s * 1000)
         self._read_timeout_ms = round(read_timeout_s * 1000)
         self._grabber = LatestFrameGrabber(
-            name=self.name,
-            open_fn=self._open,
-            camera_id=camera_id,
-            timeouts=LiveTimeouts(
-                first_frame_s=first_frame_timeout_s,
-                stall_s=stall_timeout_s,
-                reconnect_attempts=reconnect_attempts,
-                reconnect_delay_s=reconnect_delay_s,
-            ),
-            max_frames=max_frames,
+            name=self.name, open_fn=self._open, camera_id=camera_id, timeouts=timeouts, max_frames=max_frames,
+            health=self._health,
         )
         self.width = self._grabber.width
         self.height = self._grabber.height
@@ -146,7 +139,6 @@ class StreamSource(GrabbedSource):
         if fps > 0 and math.isfinite(fps) and fps < 1000:
             self.fps = float(fps)
         return cap
-
 
     def __repr__(self) -> str:
         return f"StreamSource({self.name!r}, {self.width}x{self.height}, fps={self.fps})"

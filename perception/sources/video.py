@@ -13,6 +13,7 @@ import numpy as np
 
 from perception.errors import ConfigError, SourceError
 from perception.sources.base import Source, as_bgr, make_meta, quiet_opencv
+from perception.sources.health import HealthTracker
 from perception.types import FrameMeta
 
 log = logging.getLogger(__name__)
@@ -20,6 +21,12 @@ log = logging.getLogger(__name__)
 DEFAULT_FPS = 30.0
 """Rate assumed for pts when the container declares none (and no ``fps`` was given). A wrong guess
 only mis-paces a replay; it never drops or reorders frames."""
+
+RESYNC_SLACK = 32
+"""Failed reads tried past damage, beyond the frames the container still declares, before the file
+is taken to end there. OpenCV's read stops at the first packet the decoder rejects; reading on
+usually finds the next good frame a few packets later. More rides out longer damage where the
+container declares no length; each try at the true end of a file costs next to nothing."""
 
 
 class VideoFileSource(Source):
@@ -38,6 +45,11 @@ class VideoFileSource(Source):
     Raises:
         SourceError: the file is missing, cannot be decoded, has no frames, or ``start_s`` is past its end.
         ConfigError: a bad argument value.
+
+    Damage: frames the decoder rejects (a corrupt part of the file) are skipped and counted in
+    ``health().skipped``, and decoding goes on after the damage where the container allows it;
+    ``frame_index`` of the frames after it jumps by the frames lost. A file that ends before the
+    frames its container declares is reported (``health().truncated``, one warning).
 
     The yielded array is one buffer, overwritten by the next frame.
     """
@@ -60,6 +72,8 @@ class VideoFileSource(Source):
         self.camera_id = camera_id
         self.loop = loop
         self.max_frames = max_frames
+        self._health = HealthTracker()
+        self._position = 0  # frames of the file consumed so far (decoded or skipped)
         if start_s < 0 or not math.isfinite(start_s):
             raise ConfigError(f"start_s must be a finite number of seconds >= 0, got {start_s!r}")
         if max_frames is not None and max_frames < 1:
@@ -105,8 +119,9 @@ class VideoFileSource(Source):
 
         width = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH))
         height = int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
-        ok, first = cap.read()
-        if not ok or first is None:
+        self._position = self._start_frame
+        first = self._read_raw(None)
+        if first is None:
             self.close()
             where = f" at {start_s} s" if start_s else ""
             raise SourceError(f"video file {self.path} has no decodable frames{where} (empty or corrupt)")
@@ -117,8 +132,8 @@ class VideoFileSource(Source):
         self._buffer = np.empty((self.height, self.width, 3), np.uint8)
         self._scratch = np.empty_like(self._buffer)
         self._pending: np.ndarray | None = as_bgr(first, width=self.width, height=self.height, out=self._scratch)
-        self._pending_index = self._start_frame
-        self._pending_pts_ns = self._pts_ns(self._start_frame)
+        self._pending_index = self._position - 1
+        self._pending_pts_ns = self._pts_ns(self._pending_index)
         self._iterated = False
 
     # ------------------------------------------------------------------ internals
@@ -139,15 +154,44 @@ class VideoFileSource(Source):
                 return round(msec * 1e6)
         return frame_index * self._period_ns
 
-    def _read(self) -> np.ndarray | None:
-        """Next frame of the file as ``uint8[H, W, 3]`` (a reused buffer), or None at the end or once closed."""
+    def _read_raw(self, out: np.ndarray | None) -> np.ndarray | None:
+        """Next decodable frame (as decoded), skipping damage; None at the end. Advances ``_position``
+        to just past the frame, counting the frames skipped on the way."""
         cap = self._cap
         if cap is None:  # closed while iterating: end quietly
             return None
-        ok, image = cap.read(self._buffer)
-        if not ok or image is None:
-            return None
-        if image is self._buffer:
+        ok, image = cap.read(out) if out is not None else cap.read()
+        if ok and image is not None:
+            self._position += 1
+            return image
+        remaining = (self.frame_count - self._position) if self.frame_count is not None else 0
+        for _ in range(max(remaining, 0) + RESYNC_SLACK):  # damage, or the end: read on to tell which
+            if not cap.grab():
+                continue
+            ok, image = cap.retrieve(out) if out is not None else cap.retrieve()
+            if ok and image is not None:
+                self._resynced()
+                return image
+        return None
+
+    def _resynced(self) -> None:
+        """A frame was decoded after damage: count what was lost, from its position in the file."""
+        lost = 1
+        fps = self.fps or DEFAULT_FPS
+        msec = self._cap.get(cv2.CAP_PROP_POS_MSEC) if self._cap is not None else -1.0
+        if msec > 0 and math.isfinite(msec):
+            lost = max(1, round(msec * fps / 1000) - self._position)
+        self._health.skipped += lost
+        self._health.last_error = f"{self.path}: {lost} damaged frame(s) skipped before frame {self._position + lost}"
+        if self._health.skipped == lost:
+            log.warning("%s: damaged data at frame %d: %d frame(s) skipped, decoding goes on (further damage is "
+                        "counted)", self.path, self._position, lost)
+        self._position += lost + 1
+
+    def _read(self) -> np.ndarray | None:
+        """Next frame of the file as ``uint8[H, W, 3]`` (a reused buffer), or None at the end or once closed."""
+        image = self._read_raw(self._buffer)
+        if image is None or image is self._buffer:
             return image
         return as_bgr(image, width=self.width, height=self.height, out=self._buffer)
 
@@ -156,6 +200,12 @@ class VideoFileSource(Source):
         if self._iterated:
             raise SourceError(f"video source {self.path} can be iterated only once; open it again")
         self._iterated = True
+        try:
+            yield from self._passes()
+        finally:
+            self._health.end()
+
+    def _passes(self) -> Iterator[tuple[FrameMeta, np.ndarray]]:
         seq = 0
         pass_offset_ns = 0  # added to pts on each loop pass so pts keeps increasing
         first_pts_ns = self._pending_pts_ns
@@ -166,43 +216,48 @@ class VideoFileSource(Source):
             self._pending = None
             last_pts_ns = pts_ns
             while image is not None:
-                meta = make_meta(
-                    seq=seq,
-                    camera_id=self.camera_id,
-                    frame_index=frame_index,
-                    pts_ns=pass_offset_ns + pts_ns,
-                    width=self.width,
-                    height=self.height,
-                )
+                self._health.frame_read()
+                meta = make_meta(seq=seq, camera_id=self.camera_id, frame_index=frame_index,
+                                 pts_ns=pass_offset_ns + pts_ns, width=self.width, height=self.height)
                 yield meta, image
+                self._health.frames += 1
                 seq += 1
                 if self.max_frames is not None and seq >= self.max_frames:
                     return
                 image = self._read()
                 if image is None:
                     break
-                frame_index += 1
+                frame_index = self._position - 1
                 new_pts = self._pts_ns(frame_index)
                 # Keep pts strictly increasing even when a container reports a stale timestamp.
                 pts_ns = new_pts if new_pts > last_pts_ns else last_pts_ns + self._period_ns
                 last_pts_ns = pts_ns
-            if self._cap is not None and self.frame_count is not None and frame_index + 1 < self.frame_count - 1:
-                log.warning(
-                    "%s: decoding stopped at frame %d of the %d the container declares (truncated file?)",
-                    self.path,
-                    frame_index + 1,
-                    self.frame_count,
-                )
+            self._check_end(frame_index)
             if not self.loop or self._cap is None:
                 return
             pass_offset_ns += last_pts_ns + self._period_ns - first_pts_ns
             self._seek_start()
+            self._position = self._start_frame
             first = self._read()
             if first is None:
                 raise SourceError(f"video file {self.path}: cannot read again after seeking back to loop")
             self._pending = first
-            self._pending_index = self._start_frame
-            self._pending_pts_ns = self._pts_ns(self._start_frame)
+            self._pending_index = self._position - 1
+            self._pending_pts_ns = self._pts_ns(self._pending_index)
+
+    def _check_end(self, last_index: int) -> None:
+        """After a pass: say so (once) when decoding stopped well before the frames the container declares."""
+        if self._cap is None or self.frame_count is None or last_index + 1 >= self.frame_count - 1:
+            return
+        lost = self.frame_count - (last_index + 1)
+        self._health.skipped += lost
+        self._health.last_error = (f"{self.path}: decoding stopped at frame {last_index + 1} of the "
+                                   f"{self.frame_count} the container declares (truncated or damaged to the end)")
+        if not self._health.truncated:
+            self._health.truncated = True
+            log.warning("%s: decoding stopped at frame %d of the %d the container declares (truncated file?); "
+                        "%d delivered, %d skipped", self.path, last_index + 1, self.frame_count,
+                        self._health.frames, self._health.skipped)
 
     def close(self) -> None:
         """Release the decoder. Idempotent."""

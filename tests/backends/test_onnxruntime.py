@@ -166,3 +166,20 @@ def test_segmenter_uses_the_backends_preprocessing_and_size(tiny):
             b.infer_frame(np.zeros((48, 64), np.uint8))
         with pytest.raises(BackendError, match="float32"):
             Segmenter(backend=b)(np.zeros((48, 64, 3), np.float32))
+
+
+@pytest.mark.parametrize("dynamic", [True, False], ids=["dynamic-size", "fixed-size"])
+def test_card_with_the_wrong_output_stride_is_refused_at_load(tmp_path, dynamic):
+    # Before: a dynamic-size model with a card saying stride 8 (the model's is 4) loaded fine and failed
+    # only at the first inference, when ONNX Runtime found the output buffers sized from the card.
+    p = make_tiny_model(tmp_path, dynamic=dynamic)
+    _edit_card(p, lambda d: [o.update(stride=8) for o in d["outputs"]])
+    with pytest.raises(ModelCardError, match=r"semantic_logits.*(stride 8|\(6, 8\))"):
+        open_backend(p)
+
+
+def test_dynamic_model_with_a_right_card_still_loads_and_runs(tmp_path):
+    p = make_tiny_model(tmp_path, dynamic=True)
+    with open_backend(p) as backend:
+        out = backend.infer_frame(np.zeros((48, 64, 3), np.uint8))
+    assert out["semantic_logits"].shape[2:] == (12, 16)

@@ -29,9 +29,12 @@ class MjpegServer:
         fps: float = 50.0,
         max_frames: int | None = None,
         hang_after: int | None = None,
+        port: int = 0,
     ) -> None:
         """``max_frames``: end each response after this many frames (the client sees the stream end).
-        ``hang_after``: after this many frames keep the connection open but send nothing (a stall)."""
+        ``hang_after``: after this many frames keep the connection open but send nothing (a stall).
+        ``port``: listen there (0 = any free port); a stopped server's port can be given to a new one,
+        which is how a test restarts "the camera"."""
         self.width, self.height, self.fps, self.max_frames = width, height, fps, max_frames
         self.hang_after = hang_after
         self.frames_sent = 0
@@ -69,7 +72,7 @@ class MjpegServer:
                 except (BrokenPipeError, ConnectionResetError):
                     pass
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self._httpd.daemon_threads = True
         self.port = self._httpd.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}/stream.mjpg"

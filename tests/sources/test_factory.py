@@ -60,7 +60,7 @@ def test_options_are_checked_against_the_source(tmp_path):
     video = write_video(tmp_path / "clip.mp4", frames=2)
     with pytest.raises(ConfigError, match=r"unknown option 'bogus' for a video file source; allowed: \(none\)"):
         open_source(str(video), options={"bogus": 1})
-    with pytest.raises(ConfigError, match=r"unknown option 'speed' for a stream source; allowed: .*reconnect_attempts"):
+    with pytest.raises(ConfigError, match=r"unknown option 'speed' for a stream source; allowed: .*stall_timeout_s"):
         open_source("rtsp://127.0.0.1:1/x", options={"speed": 2})
     with pytest.raises(ConfigError, match="set by its own argument"):
         open_source("camera:0", options={"camera_id": "x"})

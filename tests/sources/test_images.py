@@ -94,28 +94,53 @@ def test_empty_folder(tmp_path):
         open_source(str(tmp_path / "text"))
 
 
-def test_corrupt_first_image_fails_at_open(tmp_path):
+def _truncated_png(path, value: int) -> None:
+    """A real PNG cut short, as a crashed writer or a full disk leaves it."""
+    write_image(path, value)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) * 2 // 3])
+
+
+def test_corrupt_first_image_is_skipped_and_counted(tmp_path, caplog):
     root = tmp_path / "bad"
     root.mkdir()
     (root / "0.png").write_bytes(b"\x89PNG\r\n\x1a\n but then garbage")
     write_image(root / "1.png", 5)
-    with pytest.raises(SourceError, match=r"cannot decode image .*0\.png"):
-        open_source(str(root))
+    write_image(root / "2.png", 10)
+    with caplog.at_level(logging.WARNING, logger="perception.sources.images"):
+        with open_source(str(root)) as src:
+            metas = [m for m, _ in src]
+            health = src.health()
+    assert [m.frame_index for m in metas] == [1, 2] and [m.seq for m in metas] == [0, 1]
+    assert health.skipped == 1 and health.frames == 2 and "0.png" in health.last_error
+    assert "skipping image" in caplog.text and "0.png" in caplog.text
 
 
-def test_corrupt_image_midway_fails_when_reached(tmp_path):
+def test_a_truncated_png_midway_is_skipped_and_the_replay_goes_on(tmp_path, caplog):
     root = tmp_path / "bad"
     root.mkdir()
-    write_image(root / "1.jpg", 5)
-    write_image(root / "2.jpg", 10)
-    (root / "3.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
+    for i in range(6):
+        write_image(root / f"{i}.png", 10 * i)
+    _truncated_png(root / "2.png", 20)
+    (root / "4.png").write_bytes(b"")  # an empty file too
     src = ImageFolderSource(root)
-    seen = []
-    with pytest.raises(SourceError, match=r"cannot decode image .*3\.jpg"):
-        for meta, _ in src:
-            seen.append(meta.frame_index)
-    assert seen == [0, 1]
+    with caplog.at_level(logging.WARNING, logger="perception.sources.images"):
+        seen = [(meta.frame_index, int(frame[0, 0, 0])) for meta, frame in src]
     src.close()
+    assert [i for i, _ in seen] == [0, 1, 3, 5]
+    assert all(abs(v - 10 * i) <= 1 for i, v in seen)
+    health = src.health()
+    assert health.skipped == 2 and health.frames == 4 and health.state.value == "ended"
+    assert "2 image(s) skipped as undecodable, 4 delivered" in caplog.text
+
+
+def test_a_folder_of_only_corrupt_images_is_a_source_error(tmp_path):
+    root = tmp_path / "bad"
+    root.mkdir()
+    for i in range(3):
+        _truncated_png(root / f"{i}.png", i)
+    with pytest.raises(SourceError, match=r"no image of .*bad can be decoded \(all 3 are corrupt"):
+        open_source(str(root))
 
 
 def test_bad_arguments(folder):

@@ -10,12 +10,17 @@ import time
 import pytest
 
 from perception.errors import SourceError
+from perception.redact import redact
 from perception.sources import CameraSource, Source, StreamSource, open_source
-from perception.sources.stream import gstreamer_available, redact
+from perception.sources.grabber import NEVER_RECONNECT, ReconnectPolicy
+from perception.sources.health import SourceState
+from perception.sources.stream import gstreamer_available
 from tests.sources.media import frame_value
 from tests.sources.mjpeg_server import MjpegServer, closed_port
 
 JPEG_TOLERANCE = 5
+QUICK = ReconnectPolicy(initial_delay_s=0.05, max_delay_s=0.2)
+"""Backoff short enough for tests (the default waits up to 5 s between attempts)."""
 FAIL_FAST_S = 8.0
 """An unreachable input must fail within this long (the default open timeout is 5 s; refusals are instant)."""
 
@@ -50,16 +55,19 @@ def test_stream_reconnects_after_the_stream_ends(caplog):
     # Every response ends after 6 frames: the source reopens the URL and carries on.
     with MjpegServer(fps=100, max_frames=6) as server:
         with caplog.at_level(logging.WARNING, logger="perception.sources.grabber"):
-            with StreamSource(server.url, max_frames=20, reconnect_attempts=3, reconnect_delay_s=0.05) as src:
+            with StreamSource(server.url, max_frames=20, reconnect=QUICK) as src:
                 metas = [m for m, _ in src]
         assert [m.seq for m in metas] == list(range(20))
         assert src.reconnects >= 1 and server.connections >= 2
-    assert any("reconnect attempt 1/3" in r.getMessage() for r in caplog.records)
+        health = src.health()
+        assert health.reconnects == src.reconnects and health.losses >= 1 and health.frames == 20
+        assert health.state is SourceState.ENDED
+    assert any("stopped delivering frames; reconnecting" in r.getMessage() for r in caplog.records)
 
 
-def test_stream_gives_up_after_bounded_reconnects(caplog):
+def test_stream_gives_up_after_a_finite_number_of_attempts(caplog):
     server = MjpegServer(fps=50)
-    src = StreamSource(server.url, reconnect_attempts=2, reconnect_delay_s=0.05, stall_timeout_s=5.0)
+    src = StreamSource(server.url, reconnect=ReconnectPolicy(initial_delay_s=0.05, max_delay_s=0.1, max_attempts=2))
     received = 0
     with caplog.at_level(logging.WARNING, logger="perception.sources.grabber"):
         with pytest.raises(SourceError,
@@ -68,21 +76,33 @@ def test_stream_gives_up_after_bounded_reconnects(caplog):
                 received += 1
                 if received == 3:
                     server.stop()  # the camera goes away for good
+    assert src.health().state is SourceState.FAILED
     src.close()
+    assert src.health().state is SourceState.FAILED  # closing does not hide the failure
     assert received >= 3
-    attempts = [r.getMessage() for r in caplog.records if "reconnect attempt" in r.getMessage()]
-    assert any("attempt 1/2" in a for a in attempts) and any("attempt 2/2" in a for a in attempts)
 
 
-def test_stalled_stream_raises_naming_it():
+def test_stalled_stream_raises_when_reconnecting_is_off():
     with MjpegServer(fps=50, hang_after=3) as server:
-        src = StreamSource(server.url, stall_timeout_s=1.0, read_timeout_s=30.0, reconnect_attempts=0)
+        src = StreamSource(server.url, stall_timeout_s=1.0, read_timeout_s=30.0, reconnect=NEVER_RECONNECT)
         with pytest.raises(SourceError,
                            match=r"stream http://127\.0\.0\.1:\d+/stream\.mjpg delivered no frame for 1 s"):
             for _ in src:
                 pass
         server.stop()  # unblocks the grab thread's read
         src.close()
+
+
+def test_a_stall_is_a_loss_and_the_stream_is_reopened():
+    # The server keeps each connection open but goes silent after 3 frames: a stall, not a close.
+    with MjpegServer(fps=50, hang_after=3) as server:
+        with StreamSource(server.url, stall_timeout_s=0.5, reconnect=QUICK, max_frames=8) as src:
+            metas = [m for m, _ in src]
+            health = src.health()
+        server.stop()
+    assert len(metas) == 8
+    assert health.reconnects >= 1 and server.connections >= 2
+    assert "delivered no frame" in health.last_error or "stopped delivering" in health.last_error
 
 
 def test_close_from_another_thread_ends_iteration():

@@ -150,3 +150,51 @@ def test_frames_reuse_one_buffer_and_close_ends_iteration(video):
     assert len(arrays) == 6
     assert len({id(a) for a in arrays[1:]}) == 1  # no per-frame allocation after the first frame
     src.close()  # idempotent
+
+
+def _damage(src, dst, *, at: float, length: int) -> None:
+    """A copy of ``src`` with ``length`` bytes at fraction ``at`` overwritten by noise (a bad sector, a
+    broken download): the container is intact, some frames' data is not."""
+    data = bytearray(src.read_bytes())
+    start = int(len(data) * at)
+    data[start:start + length] = np.random.default_rng(0).integers(0, 256, length, dtype=np.uint8).tobytes()
+    dst.write_bytes(bytes(data))
+
+
+def test_a_partly_corrupted_clip_is_decoded_past_the_damage(tmp_path, dashcam_video, caplog):
+    import logging
+
+    bad = tmp_path / "damaged.mp4"
+    _damage(dashcam_video, bad, at=0.4, length=65536)
+    with caplog.at_level(logging.WARNING, logger="perception.sources.video"):
+        with open_source(str(bad)) as src:
+            declared = src.frame_count
+            indices = [meta.frame_index for meta, _ in src]
+            health = src.health()
+    assert declared == 221
+    # before the fix: 90 frames, then the end (exit 0, one warning); now decoding resumes after the damage
+    assert len(indices) > 180
+    assert indices == sorted(indices) and indices[-1] == declared - 1
+    gaps = [b - a - 1 for a, b in itertools.pairwise(indices) if b - a > 1]
+    assert gaps and health.skipped == sum(gaps) == declared - len(indices)
+    assert health.frames == len(indices) and not health.truncated
+    assert "damaged data at frame" in caplog.text and "skipped" in caplog.text
+
+
+def test_a_clip_cut_short_says_so_and_counts_what_is_missing(tmp_path, caplog):
+    import logging
+
+    clip = write_video(tmp_path / "clip.avi", frames=40, fourcc="MJPG")  # AVI: the index of frames comes first
+    data = clip.read_bytes()
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(data[: len(data) * 3 // 5])
+    with caplog.at_level(logging.WARNING, logger="perception.sources.video"):
+        src = open_source(str(cut))
+        n = sum(1 for _ in src)
+        src.close()
+    health = src.health()
+    if src.frame_count is None or src.frame_count < 40:
+        pytest.skip("this FFmpeg does not report the declared length of a cut AVI")
+    assert 0 < n < 40
+    assert health.truncated and health.skipped == 40 - n
+    assert "truncated file?" in caplog.text

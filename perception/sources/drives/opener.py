@@ -34,6 +34,10 @@ def bag_paths(path: Path) -> Path:
 def open_reader(path: str | os.PathLike[str]) -> DriveReader:
     """Open a recorded drive: ``.bag`` (ROS 1), ``.mcap``, ``.db3`` or a ROS 2 bag folder.
 
+    A ROS 1 bag that ``rosbags`` refuses (truncated by a crash, so without its index, or with a damaged
+    chunk) is read as far as it can be by :class:`~.ros1salvage.Ros1SalvageReader` (its ``damage``
+    says what was lost).
+
     Raises:
         SourceError: missing, unreadable, corrupt or truncated input (the message names the file).
     """
@@ -48,4 +52,15 @@ def open_reader(path: str | os.PathLike[str]) -> DriveReader:
         raise SourceError(f"{p} is a folder without metadata.yaml: not a ROS 2 bag")
     from perception.sources.drives.rosbag import RosbagReader
 
-    return RosbagReader(bag_paths(p), shown_as=p)
+    try:
+        return RosbagReader(bag_paths(p), shown_as=p)
+    except SourceError as exc:
+        if not (p.is_file() and p.suffix.lower() == ".bag"):
+            raise
+        cause = exc  # a ROS 1 bag that rosbags refuses (no index, a damaged chunk): read what is left
+    from perception.sources.drives.ros1salvage import Ros1SalvageReader
+
+    try:
+        return Ros1SalvageReader(p, cause=str(cause))
+    except SourceError as exc:
+        raise exc from cause

@@ -24,6 +24,7 @@ from perception.sources.base import Source, make_meta
 from perception.sources.drives.decode import ImageMessage, decode_image
 from perception.sources.drives.opener import open_reader
 from perception.sources.drives.reader import DriveReader
+from perception.sources.health import HealthTracker
 from perception.types import FrameMeta
 
 log = logging.getLogger(__name__)
@@ -66,9 +67,14 @@ class DriveSource(Source):
     unknown). A yielded array is valid until the next frame is requested: raw images are converted
     into one reused buffer per topic (unpadded ``bgr8`` ones are read-only views of the message).
 
+    Damage: a message that cannot be decoded is skipped and counted (:attr:`stats`, ``health().skipped``);
+    a ROS 1 bag truncated by a crash (or with a damaged chunk) is replayed up to the damage, with a
+    warning and ``health().truncated`` set.
+
     Raises:
-        SourceError: missing / corrupt / truncated drive, no image topics, a requested topic that is
-            absent (the message lists the image topics), or no selected topic with a decodable frame.
+        SourceError: missing / unreadable / corrupt drive with nothing to replay, no image topics, a
+            requested topic that is absent (the message lists the image topics), or no selected topic
+            with a decodable frame.
         ConfigError: a bad argument value.
     """
 
@@ -96,7 +102,9 @@ class DriveSource(Source):
         self.camera_id = camera_id
         self.loop = loop
         self.max_frames = max_frames
+        self._health = HealthTracker()
         self._reader: DriveReader | None = open_reader(self.path)
+        self._report_damage()
         try:
             self._setup(tuple(topics), start_s)
         except BaseException:
@@ -194,7 +202,7 @@ class DriveSource(Source):
                 reader = self._reader
                 if reader is None:
                     return
-                messages = reader.messages(self.topics, start_ns=self._start_ns)
+                messages = self._until_damage(reader.messages(self.topics, start_ns=self._start_ns))
                 self._open_pass = messages
                 for topic, log_ns, payload in messages:
                     if self._reader is None:  # closed while iterating
@@ -225,7 +233,9 @@ class DriveSource(Source):
                         seq=seq[topic], camera_id=topic, frame_index=frame_index, pts_ns=pts_ns,
                         width=int(w), height=int(h), t_rec_ns=int(stamp),
                     )
+                    self._health.frame_read()
                     yield meta, frame
+                    self._health.frames += 1
                     seq[topic] += 1
                     stats.delivered += 1
                     delivered += 1
@@ -241,6 +251,7 @@ class DriveSource(Source):
             if self._open_pass is not None:
                 self._open_pass.close()  # releases the file handle of an abandoned pass
                 self._open_pass = None
+            self._health.end()
             self._report()
 
     def _buffer(self, topic: str, msg: ImageMessage) -> np.ndarray | None:
@@ -252,12 +263,29 @@ class DriveSource(Source):
             buf = self._buffers[topic] = np.empty((msg.height, msg.width, 3), np.uint8)
         return buf
 
+    def _until_damage(self, messages: Iterator[tuple[str, int, object]]) -> Iterator[tuple[str, int, object]]:
+        """``messages`` up to damage in the container: a replay that delivered frames ends there, with a
+        warning (``health().truncated``); one that delivered none raises the container's SourceError."""
+        try:
+            yield from messages
+        except SourceError as exc:
+            if not self._health.frames:
+                raise
+            self._health.truncated = True
+            self._health.last_error = str(exc)
+            log.warning("%s; the replay ends here, after %d frame(s)", exc, self._health.frames)
+        finally:
+            close = getattr(messages, "close", None)
+            if close is not None:
+                close()
+
     def _check_complete(self, reader: DriveReader, read: dict[str, int]) -> None:
         """After a full pass from the start: every message the container's index declares was read.
 
-        Some containers skip damaged records silently; a shortfall means the file is corrupt.
+        Some containers skip damaged records silently; a shortfall means the file is corrupt (unless
+        the damage was already reported: ``health().truncated``).
         """
-        if self._start_ns != reader.start_ns:
+        if self._start_ns != reader.start_ns or self._health.truncated:
             return
         for topic, n in read.items():
             declared = reader.image_topics[topic].count
@@ -267,7 +295,21 @@ class DriveSource(Source):
                     f"{n} could be read"
                 )
 
+    def _report_damage(self) -> None:
+        """A damaged drive that is replayed in part (:mod:`.ros1salvage`): say so, once."""
+        damage = getattr(self._reader, "damage", None)
+        if not damage:
+            return
+        lost = getattr(self._reader, "lost", None)
+        recovered = getattr(self._reader, "recovered", "?")
+        self._health.truncated = True
+        self._health.skipped += lost or 0
+        self._health.last_error = f"{self.path} is damaged: {damage}"
+        log.warning("%s is damaged (%s): replaying the %s message(s) before the damage; %s", self.path, damage,
+                    recovered, "the rest is lost" if lost is None else f"{lost} message(s) lost")
+
     def _skip(self, stats: TopicStats, exc: DataError) -> None:
+        self._health.skip(f"{self.path}: topic {stats.topic}: {exc}")
         stats.failed += 1
         stats.last_error = str(exc)
         if stats.failed == 1:

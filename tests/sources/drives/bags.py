@@ -107,13 +107,21 @@ def ros_message(typestore, frame: Frame):
                                      is_bigendian=0, step=step, data=data)
 
 
-def write_ros1_bag(path: Path, frames: list[Frame]) -> Path:
+def write_ros1_bag(path: Path, frames: list[Frame], *, chunk_bytes: int | None = None,
+                   compression: str | None = None) -> Path:
+    """A ROS 1 bag; ``chunk_bytes`` sets the chunk size (rosbags' default: 1 MiB; ``rosbag record``'s
+    768 KiB), ``compression`` ``"bz2"`` or ``"lz4"`` compresses the chunks."""
     from rosbags.rosbag1 import Writer
     from rosbags.typesys import Stores, get_typestore
 
     ts = get_typestore(Stores.ROS1_NOETIC)
     conns: dict[tuple[str, str], object] = {}
-    with Writer(path) as writer:
+    writer = Writer(path)
+    if chunk_bytes is not None:
+        writer.chunk_threshold = chunk_bytes
+    if compression is not None:
+        writer.set_compression(Writer.CompressionFormat[compression.upper()])
+    with writer:
         for f in sorted(frames, key=lambda f: f.log_ns):
             msgtype, msg = ros_message(ts, f)
             key = (f.topic, msgtype)

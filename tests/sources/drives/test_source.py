@@ -136,11 +136,61 @@ def test_corrupt_or_truncated_file_is_a_source_error_naming_the_file(tmp_path, f
         "zeroed-middle": data[: n // 3] + bytes(n // 3) + data[2 * (n // 3):],
     }[damage]
     target.write_bytes(bad)
+    if fmt == "ros1" and damage == "truncated":  # read up to the damage instead: see the tests below
+        with DriveSource(path) as src:
+            assert 0 < sum(1 for _ in src) < len(images) and src.health().truncated
+        return
     with pytest.raises(SourceError) as err:
         with DriveSource(path) as src:
             for _ in src:
                 pass
     assert str(path) in str(err.value)
+
+
+@pytest.mark.parametrize("chunking", [{}, {"chunk_bytes": 60_000}, {"chunk_bytes": 60_000, "compression": "lz4"},
+                                      {"chunk_bytes": 60_000, "compression": "bz2"}],
+                         ids=["one-chunk", "chunks", "lz4-chunks", "bz2-chunks"])
+def test_a_ros1_bag_truncated_by_a_crash_is_replayed_up_to_the_damage(tmp_path, chunking, caplog):
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 255, (72, 96, 3), np.uint8) for _ in range(30)]  # noise: ~20 kB per PNG
+    path = write_ros1_bag(tmp_path / "drive.bag", make_frames("/cam", images, encoding="png"), **chunking)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) * 98 // 100])  # the recorder died: no index, the last chunk cut
+    with caplog.at_level(logging.WARNING, logger="perception.sources.drives.source"):
+        with open_source(str(path)) as src:
+            got = [(meta, frame.copy()) for meta, frame in src]
+            health = src.health()
+    assert 20 <= len(got) < 30  # was: the whole bag refused
+    for (meta, frame), image in zip(got, images):
+        assert meta.seq == meta.frame_index and np.array_equal(frame, image)
+    assert health.truncated and health.frames == len(got) and health.state.value == "ended"
+    assert "is damaged" in caplog.text and "replaying the" in caplog.text and str(path) in caplog.text
+
+
+def test_a_damaged_chunk_of_an_indexed_ros1_bag_is_skipped_and_counted(tmp_path, caplog):
+    rng = np.random.default_rng(1)
+    images = [rng.integers(0, 255, (72, 96, 3), np.uint8) for _ in range(30)]
+    path = write_ros1_bag(tmp_path / "drive.bag", make_frames("/cam", images, encoding="png"), chunk_bytes=60_000)
+    data = bytearray(path.read_bytes())
+    chunk_ops = [i for i in range(len(data)) if data.startswith(b"op=\x05", i)]  # chunk record headers
+    assert len(chunk_ops) >= 4
+    at = chunk_ops[2] - 40
+    data[at:at + 200] = bytes(200)  # a bad sector over the third chunk's header; the index is intact
+    path.write_bytes(bytes(data))
+    with caplog.at_level(logging.WARNING, logger="perception.sources.drives.source"):
+        with DriveSource(path) as src:
+            n = sum(1 for _ in src)
+            health = src.health()
+    assert 0 < n < 30 and health.skipped == 30 - n  # the lost messages are known from the index
+    assert "message(s) lost" in caplog.text
+
+
+def test_a_bag_with_nothing_readable_is_one_source_error(tmp_path, images):
+    path = write_ros1_bag(tmp_path / "drive.bag", make_frames("/cam", images, encoding="png"))
+    data = path.read_bytes()
+    path.write_bytes(data[:4200])  # the bag header and the first bytes of the first chunk
+    with pytest.raises(SourceError, match=r"drive\.bag.*no message could be recovered"):
+        DriveSource(path)
 
 
 def test_a_bad_topic_does_not_stop_the_others(tmp_path, images, small_images, caplog):
