@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from perception.errors import ConfigError
-from perception.paths import DATA_ROOT
+from perception.paths import DATA_ROOT, bundled
 from perception.tracking.params import TrackerParams
 
 DEFAULT_MODEL = DATA_ROOT / "engines" / "camvid_lite0_panoptic.onnx"
@@ -181,15 +181,96 @@ class PublishConfig(_Section):
             raise ValueError(str(exc)) from None
 
 
+class CameraCalibrationConfig(_Section):
+    """A pinhole camera's intrinsics (ROS ``sensor_msgs/CameraInfo`` conventions), for the viewers:
+    written as ``foxglove.CameraCalibration`` / ``sensor_msgs/msg/CameraInfo`` beside every frame."""
+
+    K: tuple[float, ...]
+    """3x3 intrinsic matrix, row-major: ``[fx, 0, cx, 0, fy, cy, 0, 0, 1]`` (pixels)."""
+    D: tuple[float, ...] = ()
+    """Distortion coefficients of ``distortion_model`` (plumb_bob: k1, k2, t1, t2, k3)."""
+    distortion_model: str = "plumb_bob"
+    R: tuple[float, ...] = (1, 0, 0, 0, 1, 0, 0, 0, 1)
+    """Rectification rotation, row-major (identity for a monocular camera)."""
+    P: tuple[float, ...] | None = None
+    """3x4 projection matrix, row-major; None = ``K`` with a zero fourth column."""
+    width: int | None = Field(default=None, gt=0)
+    """Image size the calibration is for; None = the frame's own size."""
+    height: int | None = Field(default=None, gt=0)
+
+    @field_validator("K", "R", "P")
+    @classmethod
+    def _matrix(cls, v: tuple[float, ...] | None, info: ValidationInfo) -> tuple[float, ...] | None:
+        rows, n = ("3x4", 12) if info.field_name == "P" else ("3x3", 9)
+        if v is not None and len(v) != n:
+            raise ValueError(f"{info.field_name} is a {rows} matrix ({n} numbers, row-major), got {len(v)}")
+        return v
+
+    def projection(self) -> tuple[float, ...]:
+        """``P``, or ``K`` with a zero fourth column."""
+        if self.P is not None:
+            return self.P
+        k = self.K
+        return (k[0], k[1], k[2], 0.0, k[3], k[4], k[5], 0.0, k[6], k[7], k[8], 0.0)
+
+
 class OutputConfig(_Section):
     overlay: str | None = None
     """Write the label colours blended over the frames to this .mp4 file."""
     overlay_alpha: float = Field(default=0.5, ge=0, le=1)
     overwrite: bool = False
     """Replace existing output files (``perception run --force``); otherwise an existing file is an error."""
+    record: str | None = None
+    """Record every frame's outputs here (``perception run --record``): an ``.mcap`` file for
+    ``record_format: foxglove``; a ROS 2 bag folder for ``ros2`` (``out/run.mcap`` -> folder ``out/run``)."""
+    record_format: Literal["foxglove", "ros2"] = "foxglove"
+    """``foxglove``: MCAP with Foxglove's protobuf schemas (docs/foxglove.md); ``ros2``: a ROS 2 bag
+    with MCAP storage (sensor_msgs, vision_msgs; docs/drives.md)."""
+    record_image: bool = True
+    """Also record the input frame (JPEG in Foxglove recordings, raw bgr8 in ROS 2 bags: by far the
+    largest topic; off keeps only what the pipeline found)."""
+    foxglove: str | None = None
+    """Serve the outputs live to Foxglove on this ``HOST:PORT`` (``perception run --foxglove``,
+    default ``127.0.0.1:8765``); None = off. A host other than 127.0.0.1 exposes the frames to the network."""
+    calibration: dict[str, CameraCalibrationConfig] = Field(default_factory=dict)
+    """Camera calibrations by camera id (``source.camera_id``, or a drive's topic name), written beside
+    the frames of that camera in Foxglove recordings, the live view and ROS 2 bags."""
     plugins: tuple[str, ...] = ()
     """Extra sinks from outside the package, each ``module:factory`` (a callable taking the
     :class:`~perception.outputs.base.SinkConfig` and returning a sink or None); see ``docs/architecture.md``."""
+
+    @field_validator("foxglove")
+    @classmethod
+    def _foxglove(cls, v: str | None) -> str | None:
+        if v is not None:
+            split_host_port(v)
+        return v
+
+    def foxglove_address(self) -> tuple[str, int] | None:
+        """``output.foxglove`` as ``(host, port)``, None when off."""
+        return None if self.foxglove is None else split_host_port(self.foxglove)
+
+
+DEFAULT_FOXGLOVE = "127.0.0.1:8765"
+"""Where ``perception run --foxglove`` serves Foxglove by default (the Foxglove app's default address)."""
+
+
+def split_host_port(text: str) -> tuple[str, int]:
+    """``"HOST:PORT"`` (or ``":PORT"``, ``"PORT"``: host 127.0.0.1) -> ``(host, port)``; port 0 = any free one.
+
+    Raises ValueError naming the expected form.
+    """
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        host, port = "", text
+    host = host.strip("[]") or "127.0.0.1"
+    try:
+        number = int(port)
+    except ValueError:
+        raise ValueError(f"expected HOST:PORT (e.g. {DEFAULT_FOXGLOVE}), got {text!r}") from None
+    if not 0 <= number <= 65535:
+        raise ValueError(f"port must be 0-65535, got {number} in {text!r}")
+    return host, number
 
 
 class BatchConfig(_Section):
@@ -402,4 +483,14 @@ def load_config(
         data = apply_overrides(data, overrides)
     if sources is not None and isinstance(data, dict):
         data = {k: v for k, v in data.items() if k != "source"} | {"sources": sources}
-    return parse_config(data, origin=str(p))
+    config = parse_config(data, origin=str(p))
+    # the bundled demo clip, wherever the command runs from
+    update = {"source": _bundled_uri(config.source)}
+    if config.sources:
+        update["sources"] = tuple(_bundled_uri(s) for s in config.sources)
+    return config.model_copy(update=update)
+
+
+def _bundled_uri(source: SourceConfig) -> SourceConfig:
+    uri = bundled(source.uri)
+    return source if uri == source.uri else source.model_copy(update={"uri": uri})

@@ -1,4 +1,4 @@
-"""Where the bundled models (``engines/``) and configurations (``configs/``) are found.
+"""Where the bundled models (``engines/``), configurations (``configs/``) and the demo clip (``media/``) are found.
 
 In a source checkout (and an editable install) they sit beside the ``perception`` package. A wheel
 (``pip install .``) installs copies under ``<prefix>/share/perception`` (``[tool.setuptools.data-files]``
@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-__all__ = ["DATA_ROOT", "data_root"]
+__all__ = ["DATA_ROOT", "bundled", "data_root"]
 
 _ENV = "PERCEPTION_DATA"
 
@@ -40,3 +40,15 @@ def data_root(
 
 
 DATA_ROOT = data_root()
+
+
+def bundled(path: str, *, root: Path | None = None) -> str:
+    """``path`` unchanged, unless it is relative, absent from the working directory and present under the
+    data root (``media/solidWhiteRight.mp4`` of the default configuration, run from anywhere): then that
+    file's absolute path. Anything that is not a plain relative file name (URLs, ``camera:0``,
+    ``synthetic:...``) is returned as is."""
+    p = Path(path)
+    if not path or p.is_absolute() or ":" in path or p.exists():
+        return path
+    candidate = (DATA_ROOT if root is None else root) / p
+    return str(candidate) if candidate.exists() else path

@@ -39,7 +39,7 @@ def test_resolution_order(tmp_path):
 
 def test_a_wheel_install_finds_the_bundled_model_and_config(tmp_path):
     src = tmp_path / "src"  # a copy: building in the checkout would leave build/ there
-    for name in ("perception", "engines", "configs"):
+    for name in ("perception", "engines", "configs", "media"):
         shutil.copytree(REPO / name, src / name, ignore=shutil.ignore_patterns("__pycache__", "cache"))
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(REPO / name, src / name)
@@ -52,7 +52,8 @@ def test_a_wheel_install_finds_the_bundled_model_and_config(tmp_path):
     (wheel,) = (tmp_path / "dist").glob("perception-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     for rel in ("engines/camvid_lite0_panoptic.onnx", "engines/camvid_lite0_panoptic.card.json",
-                "engines/sim_reid.onnx", "configs/default.yaml"):
+                "engines/sim_reid.onnx", "configs/default.yaml", "media/solidWhiteRight.mp4",
+                "media/solidWhiteRight.LICENSE"):
         assert any(n.endswith(".data/data/share/perception/" + rel) for n in names), rel
     # a fresh environment with the wheel installed by its own pip (which sees only that
     # environment: a pip of this one given --prefix would uninstall this checkout's install first);
@@ -69,7 +70,7 @@ def test_a_wheel_install_finds_the_bundled_model_and_config(tmp_path):
     code = (
         "import perception, perception.config as c, perception.tracking.reid as r;"
         "print(perception.__file__); print(c.DEFAULT_MODEL); print(c.DEFAULT_CONFIG); print(r.DEFAULT_REID_MODEL);"
-        "print(c.load_config(None).model.resolved_path())"
+        "print(c.load_config(None).model.resolved_path()); print(c.load_config(None).source.uri)"
     )
     r = subprocess.run([py, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path,
                        env={"PATH": "/usr/bin:/bin"})

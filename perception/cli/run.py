@@ -33,8 +33,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--publish", metavar="ADDR", help="ZeroMQ address to bind (overrides publish.address; "
                                                      "default tcp://127.0.0.1:5555)")
     p.add_argument("--overlay", metavar="OUT.mp4", help="write the label colours blended over the frames to a video")
+    p.add_argument("--record", metavar="OUT.mcap",
+                   help="record every frame's outputs: a Foxglove MCAP file, or with --format ros2 a ROS 2 bag "
+                        "(out/run.mcap becomes the bag folder out/run)")
+    p.add_argument("--format", choices=("foxglove", "ros2"), dest="record_format",
+                   help="format of --record (overrides output.record_format; default foxglove)")
+    p.add_argument("--foxglove", metavar="HOST:PORT", nargs="?", const="127.0.0.1:8765",
+                   help="serve the outputs live to Foxglove (its WebSocket protocol; default 127.0.0.1:8765)")
     p.add_argument("--force", action="store_true",
-                   help="overwrite existing output files (--overlay); without it an existing file is an error")
+                   help="overwrite existing output files (--overlay, --record); without it an existing file is "
+                        "an error")
     p.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames (overrides source.max_frames)")
     p.add_argument("--mode", choices=("live", "replay"),
                    help="live: drop stale frames; replay: every frame, paced at the recorded rate x "
@@ -89,6 +97,12 @@ def build_config(args: argparse.Namespace):
         overrides.append(f"publish.address={json.dumps(args.publish)}")
     if args.overlay:
         overrides.append(f"output.overlay={json.dumps(args.overlay)}")
+    if args.record:
+        overrides.append(f"output.record={json.dumps(args.record)}")
+    if args.record_format:
+        overrides.append(f"output.record_format={args.record_format}")
+    if args.foxglove:
+        overrides.append(f"output.foxglove={json.dumps(args.foxglove)}")
     if args.force:
         overrides.append("output.overwrite=true")
     if args.mode:
@@ -137,7 +151,8 @@ def summary_line(summary, config) -> str:
             f"dropped {drops} (capture {c.get('dropped_capture', 0)}, post {c.get('dropped_post', 0)})"
             + (f"; a reader fell behind {behind} time(s) (it lost frames, see its seq gaps; the other "
                "readers were unaffected)" if behind else "")
-            + (f"; overlay written to {config.output.overlay}" if config.output.overlay else ""))
+            + (f"; overlay written to {config.output.overlay}" if config.output.overlay else "")
+            + (f"; recorded to {config.output.record} ({config.output.record_format})" if config.output.record else ""))
 
 
 def stream_lines(summary) -> list[str]:

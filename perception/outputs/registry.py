@@ -10,7 +10,7 @@ import importlib
 from collections.abc import Callable
 
 from perception.errors import ConfigError
-from perception.outputs import overlay, publisher
+from perception.outputs import foxglove_sink, overlay, publisher, ros2
 from perception.outputs.base import Sink, SinkConfig
 
 SinkFactory = Callable[[SinkConfig], "Sink | None"]
@@ -18,6 +18,8 @@ SinkFactory = Callable[[SinkConfig], "Sink | None"]
 SINK_FACTORIES: tuple[SinkFactory, ...] = (
     publisher.make_sink,  # ZeroMQ publisher (publish.*): planners, robots, `perception view`, `perception record`
     overlay.make_sink,  # overlay video (output.overlay)
+    foxglove_sink.make_sink,  # Foxglove: MCAP recording (output.record, format foxglove), live (output.foxglove)
+    ros2.make_sink,  # ROS 2 bag (output.record, record_format ros2)
 )
 
 

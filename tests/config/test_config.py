@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -14,7 +15,7 @@ from perception.errors import ConfigError
 def test_default_config_file_is_valid_and_embedded_default():
     cfg = load_config(DEFAULT_CONFIG)
     assert cfg.model.backend == "onnxruntime"
-    assert cfg.source.uri.startswith("synthetic")
+    assert cfg.source.uri.endswith("media/solidWhiteRight.mp4") and Path(cfg.source.uri).is_file()  # the bundled clip
     assert cfg.model.resolved_path().name == "camvid_lite0_panoptic.onnx"
 
 
