@@ -127,7 +127,8 @@ class Pipeline:
     def post_settings(self, info: SourceInfo) -> PostSettings:
         c = self.config
         return PostSettings(model_path=str(self.model_path), postprocess=c.postprocess, tracking=c.tracking,
-                            sinks=self.sink_config(), fps=info.fps or DEFAULT_FPS, mode=info.mode)
+                            sinks=self.sink_config(), fps=info.fps or DEFAULT_FPS, mode=info.mode,
+                            analytics=c.analytics)
 
     def _layout(self, info: SourceInfo) -> dict:
         from perception.backends.base import resolve_input_size

@@ -30,7 +30,7 @@ import msgpack
 import numpy as np
 
 from perception.errors import TransportError
-from perception.types import ClassInfo, FrameMeta, FrameResult, Instance, Track, TrackState
+from perception.types import Analytics, ClassInfo, FrameMeta, FrameResult, Instance, Track, TrackState
 
 SCHEMA_MAJOR = 1
 """Bumped only for changes an old decoder cannot survive; decoders refuse a newer major."""
@@ -151,6 +151,14 @@ class LabelMessage:
     """A recorded drive's own stamp of the frame (schema 1.2, ``t_rec``); 0 when the input has none."""
 
     @property
+    def counts(self) -> Analytics | None:
+        """Zone occupancy and cumulative line crossings (header ``counts``); None when the publisher counts
+        nothing. Raises :class:`TransportError` when the key is malformed."""
+        from perception.analytics.counting import counts_from_header
+
+        return counts_from_header(self.header)
+
+    @property
     def stamp_ns(self) -> int:
         """The frame's time for recordings: the drive's stamp when it has one, else the capture time."""
         return self.t_record_ns or self.t_capture_wall_ns
@@ -222,6 +230,15 @@ def _track_to_wire(t: Track | TrackRecord, det: Instance | None) -> dict[str, An
         "hits": int(t.hits),
         "state": int(t.state),
     }
+
+
+def _counts_to_wire(analytics: Analytics | None) -> dict[str, Any]:
+    """``{"counts": ...}`` (zone occupancy and line crossings: docs/wire-format.md), or ``{}`` when not counting."""
+    if analytics is None:
+        return {}
+    from perception.analytics.counting import counts_to_header
+
+    return {"counts": counts_to_header(analytics)}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -385,7 +402,7 @@ class MessageEncoder:
             "tracks": [_track_to_wire(t, by_index.get(t.instance_index) if t.instance_index else None)
                        for t in tracks],
         }
-        frames[0] = msgpack.packb(header, use_bin_type=True)
+        frames[0] = msgpack.packb(header | _counts_to_wire(result.analytics), use_bin_type=True)
         return frames
 
     def encode_classes(self, classes: Sequence[ClassInfo], *, t_publish_wall_ns: int) -> bytes:
