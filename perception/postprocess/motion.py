@@ -258,7 +258,8 @@ def _merge(instance_map: np.ndarray, instances: Sequence[Instance], labels: np.n
     renum = np.zeros(k + 1 + r + 1, np.int64)  # network ids 0..k, then region ids at k+1+region
     renum[1:k + 1][stays[1:]] = np.arange(1, n_net + 1)
     renum[k + 1 + np.flatnonzero(ok)] = np.arange(n_net + 1, n_net + m + 1)
-    out_map = renum[:k + 1][instance_map].astype(np.uint16)
+    # renumbering the network's ids (a gather over the frame) only when one was dropped
+    out_map = instance_map.copy() if stays.all() else renum[:k + 1][instance_map].astype(np.uint16)
     out_map.ravel()[idx] = renum[k + 1 + reg]
     out_labels = labels.copy()
     cls_of = np.zeros(r + 1, np.uint8)
