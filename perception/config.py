@@ -8,6 +8,7 @@ shape; components take typed keyword arguments, mapped from these objects in the
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -111,12 +112,142 @@ class ModelConfig(_Section):
         return DATA_ROOT / p
 
 
+class BackgroundConfig(_Section):
+    """``postprocess.background``: the fixed-camera background model (used when ``postprocess.motion``
+    is not ``off``). Moving pixels are those the model of the recent frames does not explain; a moving
+    region the network labels as a thing, or as nothing in particular, becomes an instance."""
+
+    history: int = Field(default=200, ge=2)
+    """Frames the background remembers (MOG2/KNN ``history``; the learning rate is 1/history). Longer
+    keeps a person who stops walking in the foreground longer but takes longer to accept a parked car
+    or a change of light as background."""
+    threshold: float | None = Field(default=None, gt=0)
+    """How different a pixel must be from the background to be moving: MOG2's squared Mahalanobis
+    distance (``varThreshold``, OpenCV's default 16) or KNN's squared distance (``dist2Threshold``,
+    default 400); None = that default. Lower finds low-contrast people and more noise."""
+    learning_rate: float | None = Field(default=None, ge=0, le=1)
+    """Weight of each new frame in the background; None = automatic (1/history once warmed up), 0 =
+    frozen background (a camera that must not learn a standing person)."""
+    shadows: bool = True
+    """Detect shadows (pixels darker than the background by a uniform factor) and leave them out:
+    shadows are not objects. Off saves about a tenth of the model's time where there are none."""
+    shadow_ratio: float = Field(default=0.5, gt=0, lt=1)
+    """A pixel down to this fraction of the background's brightness (same colour) is a shadow (MOG2's
+    ``shadowThreshold``, tau). Lower counts darker shadows as shadows, and dark clothes too."""
+    scale: float = Field(default=0.5, gt=0, le=1)
+    """The model runs on the frame resized by this factor (a 768x576 frame at 0.5: 384x288). Smaller is
+    cheaper (cost ~ scale²) and less noisy, but misses objects a few pixels wide."""
+    min_area: int = Field(default=200, ge=1)
+    """Moving regions with fewer full-resolution pixels are noise (a person 40 px tall covers ~500)."""
+    fill_px: int = Field(default=9, ge=0)
+    """Gaps narrower than this (full-resolution pixels) inside a moving region are filled, so a person
+    whose shirt matches the background stays one region; larger merges people walking side by side."""
+    warmup_frames: int = Field(default=10, ge=0)
+    """No motion instances in a camera's first frames, while the model learns the background."""
+    classes: tuple[str, ...] = ()
+    """Thing classes (model card names) a moving region may become: the one with the highest
+    probability summed over the region. Empty = every thing class. A camera that sees only people
+    names just ``Pedestrian``: a person partly taken for a cyclist then stays one person (one track)."""
+    min_thing_probability: float = Field(default=0.3, ge=0, le=1)
+    """A moving region whose thing classes' probability, averaged over its pixels, reaches this is a
+    thing. Lower turns more moving stuff (swaying trees, water) into instances."""
+    max_stuff_confidence: float = Field(default=0.5, ge=0, le=1)
+    """A moving region whose top class probability, averaged over its pixels, is below this is "nothing
+    in particular" and becomes an instance too; a region confidently labelled stuff (a tree) does not."""
+    trust_score: float = Field(default=0.5, ge=0, le=1)
+    """Network instances scoring at least this keep their pixels inside a moving region (the centre head
+    separates people walking together); weaker ones give way to the moving region, which is then that
+    object (often a person the network half takes for a car or a cyclist)."""
+
+
 class PostprocessConfig(_Section):
     upsample: Literal["nearest", "bilinear", "refine"] = "refine"
     refine_classes: tuple[str, ...] = ("Road", "Pavement")
     """Class names (from the model card) whose boundaries are refined against the full-resolution image."""
     panoptic: bool = True
     """Group thing pixels into instances (needs a model with centre outputs)."""
+    motion: Literal["off", "mog2", "knn"] = "off"
+    """Fixed cameras only: a background model (OpenCV's MOG2 or KNN) finds moving regions, and those the
+    network labels as a thing (or as nothing in particular) become instances even where the centre head
+    is silent. ``off`` for moving cameras (everything would move). Settings: ``postprocess.background``."""
+    background: BackgroundConfig = Field(default_factory=BackgroundConfig)
+    """The background model's settings (``postprocess.motion`` not ``off``)."""
+
+
+Point = tuple[float, float]
+
+
+def _check_points(points: tuple[Point, ...], units: str, least: int) -> tuple[Point, ...]:
+    if len(points) < least:
+        raise ValueError(f"needs at least {least} points [x, y], got {len(points)}")
+    for i, (x, y) in enumerate(points):
+        if not (math.isfinite(x) and math.isfinite(y)) or x < 0 or y < 0:
+            raise ValueError(f"point {i} ({x:g}, {y:g}) is outside the frame")
+        if units == "fraction" and (x > 1 or y > 1):
+            raise ValueError(f"point {i} ({x:g}, {y:g}) is outside the frame (units: fraction, so 0..1; "
+                             "use units: pixels for pixel coordinates)")
+    return points
+
+
+class _Shape(_Section):
+    name: str = Field(min_length=1)
+    """Its name in the counts (message header ``counts``, overlay)."""
+    units: Literal["fraction", "pixels"] = "fraction"
+    """``fraction``: x and y are fractions of the frame's width and height (0..1, any frame size);
+    ``pixels``: full-resolution pixels (checked against each camera's size at its first frame)."""
+    classes: tuple[str, ...] = ()
+    """Thing classes (model card names) counted; empty = every thing class."""
+
+
+class LineConfig(_Shape):
+    """A counting line: a track whose anchor point moves across it is counted, by class and direction."""
+
+    points: tuple[Point, ...]
+    """``[[x, y], [x, y], ...]``: from A to B (more points: a polyline). Its direction names which way is
+    which: ``directions[0]`` counts crossings from the left of A→B to its right, as seen on the image
+    (A left, B right: from above to below); ``directions[1]`` the other way."""
+    directions: tuple[str, str] = ("in", "out")
+    """Names of the two directions (``[left-to-right, right-to-left]`` of A→B as seen on the image)."""
+
+    @field_validator("points")
+    @classmethod
+    def _points(cls, v: tuple[Point, ...], info) -> tuple[Point, ...]:
+        return _check_points(v, info.data.get("units", "fraction"), 2)
+
+
+class ZoneConfig(_Shape):
+    """A counting zone: the tracks whose anchor point is inside the polygon, per frame, by class."""
+
+    points: tuple[Point, ...]
+    """``[[x, y], ...]``: the polygon's corners in order (at least 3)."""
+
+    @field_validator("points")
+    @classmethod
+    def _points(cls, v: tuple[Point, ...], info) -> tuple[Point, ...]:
+        return _check_points(v, info.data.get("units", "fraction"), 3)
+
+
+class AnalyticsConfig(_Section):
+    """Counting, as NVIDIA's nvdsanalytics does: lines crossed and zones occupied, per camera."""
+
+    anchor: Literal["foot", "centre"] = "foot"
+    """Which point of a track's box counts: ``foot`` (bottom centre: where a person stands, right for
+    lines and zones drawn on the ground) or ``centre``."""
+    lines: tuple[LineConfig, ...] = ()
+    zones: tuple[ZoneConfig, ...] = ()
+
+    @model_validator(mode="after")
+    def _unique(self) -> AnalyticsConfig:
+        for what, items in (("lines", self.lines), ("zones", self.zones)):
+            names = [x.name for x in items]
+            for i, n in enumerate(names):
+                if n in names[:i]:
+                    raise ValueError(f"{what}[{i}].name {n!r} is used twice")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.lines or self.zones)
 
 
 class TrackingConfig(TrackerParams):
@@ -309,6 +440,8 @@ class PipelineConfig(_Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     postprocess: PostprocessConfig = Field(default_factory=PostprocessConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    analytics: AnalyticsConfig = Field(default_factory=AnalyticsConfig)
+    """Counting lines and zones (fixed cameras); none by default."""
     publish: PublishConfig = Field(default_factory=PublishConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)

@@ -135,7 +135,41 @@ class FrameResult:
     """Per-stage times in milliseconds (``capture``, ``inference``, ``upsample``, ``post``, ...)."""
     frame: np.ndarray | None = None
     """The captured frame, BGR ``uint8[H, W, 3]``, for previews and overlays."""
+    analytics: Analytics | None = None
+    """Zone occupancy and line crossings of this camera (None when no lines or zones are configured)."""
 
     @property
     def camera_id(self) -> str:
         return self.meta.camera_id
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LineCount:
+    """Cumulative crossings of one counting line since the camera's first frame."""
+
+    name: str
+    directions: tuple[str, str]
+    """Names of the two directions (left-to-right of the line's A→B as seen on the image, then back)."""
+    counts: tuple[Mapping[int, int], Mapping[int, int]]
+    """Per direction (same order), class id → tracks that crossed that way."""
+    points: tuple[tuple[float, float], ...] = ()
+    """The line's points ``(x, y)`` in this camera's full-resolution pixels, A first (for drawing)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ZoneCount:
+    """Occupancy of one counting zone in this frame."""
+
+    name: str
+    counts: Mapping[int, int]
+    """Class id → tracks whose anchor point is inside the zone now."""
+    points: tuple[tuple[float, float], ...] = ()
+    """The polygon's corners ``(x, y)`` in full-resolution pixels (for drawing)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Analytics:
+    """One camera's counts after one frame (``analytics:`` configuration; :mod:`perception.analytics`)."""
+
+    zones: tuple[ZoneCount, ...] = ()
+    lines: tuple[LineCount, ...] = ()

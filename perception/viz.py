@@ -200,3 +200,58 @@ def draw_hud(image: np.ndarray, lines: Sequence[str], *, copy: bool = True) -> n
     for i, line in enumerate(lines):
         _text(img, line, (8, step * (i + 1)), fs, (255, 255, 255))
     return img
+
+
+def draw_analytics(
+    image: np.ndarray,
+    analytics,
+    classes: Sequence[ClassInfo] | None = None,
+    *,
+    scale: float = 1.0,
+    copy: bool = True,
+) -> np.ndarray:
+    """Draw counting zones (outlined), lines (with an arrow towards the side ``directions[0]`` counts
+    into) and their counts in the bottom-left corner.
+
+    Args:
+        image: ``uint8[H, W, 3]`` BGR.
+        analytics: a :class:`~perception.types.Analytics` (points in full-resolution pixels).
+        classes: class table for names in the counts (None: class ids).
+        scale: image pixels per full-resolution pixel.
+        copy: True draws on a copy; False in place.
+
+    Returns:
+        The drawn image.
+    """
+    from perception.analytics.counting import counts_lines
+
+    img = image.copy() if copy else image
+    if analytics is None:
+        return img
+    fs = max(0.4, min(img.shape[:2]) / 900.0)
+    thick = max(1, round(fs * 2))
+    for z in analytics.zones:
+        if len(z.points) >= 3:
+            pts = np.round(np.asarray(z.points) * scale).astype(np.int32)
+            cv2.polylines(img, [pts], True, (0, 200, 255), thick, cv2.LINE_AA)
+            x0, y0 = pts.min(axis=0)
+            _text(img, z.name, (int(x0) + 4, int(y0) + int(20 * fs)), fs * 0.8, (0, 200, 255))
+    for ln in analytics.lines:
+        if len(ln.points) < 2:
+            continue
+        pts = np.asarray(ln.points, np.float64) * scale
+        cv2.polylines(img, [np.round(pts).astype(np.int32)], False, (255, 0, 255), thick, cv2.LINE_AA)
+        a, b = pts[0], pts[-1]
+        mid, d = (a + b) / 2.0, b - a
+        n = np.array([-d[1], d[0]]) / max(float(np.hypot(*d)), 1e-6)  # towards the right of A→B on the image
+        tip = mid + n * 30 * fs
+        cv2.arrowedLine(img, tuple(int(v) for v in np.round(mid)), tuple(int(v) for v in np.round(tip)),
+                        (255, 0, 255), thick, cv2.LINE_AA, tipLength=0.35)
+        _text(img, f"{ln.name}: {ln.directions[0]}", (int(round(tip[0])) + 4, int(round(tip[1]))), fs * 0.7,
+              (255, 0, 255))
+    lines = counts_lines(analytics, classes)
+    step = int(26 * fs) + 4
+    y0 = img.shape[0] - step * len(lines) - 4
+    for i, line in enumerate(lines):
+        _text(img, line, (8, y0 + step * (i + 1) - 6), fs * 0.8, (255, 255, 255))
+    return img

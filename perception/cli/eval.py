@@ -59,8 +59,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(labels: 8-bit PNG of class ids, same file stem). cityscapes layout: the folder holding "
         "leftImg8bit/ and gtFine/",
     )
-    parser.add_argument("--layout", choices=("camvid", "cityscapes"), default="camvid",
-                        help="data set layout (default: camvid)")
+    parser.add_argument("--layout", choices=("camvid", "cityscapes", "pennfudan"), default="camvid",
+                        help="data set layout (default: camvid). pennfudan: PNGImages/ + PedMasks/ (one id per "
+                        "person; <split>.txt of stems if present, else every image): person mask recall and "
+                        "precision at IoU 0.5, AP50 and PQ instead of the segmentation scores")
     parser.add_argument("--split", default="val", help="split to score (default: val)")
     parser.add_argument("--model", type=Path, default=None,
                         help="ONNX model with its .card.json (default: engines/camvid_lite0_panoptic.onnx)")
@@ -110,6 +112,8 @@ def main(args: argparse.Namespace) -> int:
             + ("" if args.model is not None else "; the default model ships in engines/")
             + ")"
         )
+    if args.layout == "pennfudan":
+        return _main_instances(args, model)
     card = load_card(model)
     ignore = args.ignore_index if args.ignore_index is not None else card.ignore_index
     if args.layout == "cityscapes" and args.ignore_index is not None:
@@ -134,6 +138,21 @@ def main(args: argparse.Namespace) -> int:
         threads=args.threads,
         progress=not args.no_progress,
     )
+    if args.json:
+        sys.stdout.write(json.dumps(report.to_json_dict(), allow_nan=False) + "\n")
+    else:
+        print(report.format_table())
+    return 0
+
+
+def _main_instances(args: argparse.Namespace, model: Path) -> int:
+    """``--layout pennfudan``: person instance scores (:mod:`perception.eval.instances`)."""
+    from perception.backends.factory import open_backend
+    from perception.eval.instances import evaluate_instances, pennfudan_pairs
+
+    pairs = pennfudan_pairs(args.data, args.split, args.limit)
+    with open_backend(model, kind=args.backend, threads=args.threads, input_size=args.input_size) as backend:
+        report = evaluate_instances(pairs, backend, progress=not args.no_progress)
     if args.json:
         sys.stdout.write(json.dumps(report.to_json_dict(), allow_nan=False) + "\n")
     else:

@@ -114,7 +114,7 @@ class _Renderer:
         import cv2
         import numpy as np
 
-        from perception.viz import colorize, draw_hud, draw_tracks, overlay, palette
+        from perception.viz import colorize, draw_analytics, draw_hud, draw_tracks, overlay, palette
 
         if sub.classes_version is not None and sub.classes_version != self.lut_version:
             self.lut, self.lut_version = palette(sub.classes), sub.classes_version
@@ -135,6 +135,9 @@ class _Renderer:
             img = overlay(base, labels, self.lut, alpha=self.alpha, out=self.canvas)
         if msg.tracks:
             img = draw_tracks(img, msg.tracks, sub.classes, scale=w / msg.width, copy=False)
+        counts = msg.counts  # zone occupancy and line crossings, when the publisher counts
+        if counts is not None:
+            img = draw_analytics(img, counts, sub.classes, scale=w / msg.width, copy=False)
         return draw_hud(img, self.hud, copy=False)
 
 
@@ -227,11 +230,22 @@ def _loop(args: argparse.Namespace, sub, sink) -> tuple[int | None, int]:
                 fps, p50, p99 = rates.summary(now)
                 print(f"view: {fps:.1f} frames/s  latency p50 {p50:.1f} ms  p99 {p99:.1f} ms  "
                       f"gaps {sub.gaps}  skipped {sub.skipped}  frames {frames}", flush=True)
+                _print_counts(msg, sub)
                 renderer.hud = [f"{fps:.1f} fps", f"latency p50 {p50:.0f} ms p99 {p99:.0f} ms"]
                 last_print = now
     finally:
         outputs.close()
     return None, frames
+
+
+def _print_counts(msg, sub) -> None:
+    """The publisher's counts (zones, lines), once a second beside the rates."""
+    counts = msg.counts
+    if counts is not None:
+        from perception.analytics.counting import counts_lines
+
+        for line in counts_lines(counts, sub.classes):
+            print(f"view: {line}", flush=True)
 
 
 def run_view(args: argparse.Namespace) -> int:

@@ -37,12 +37,14 @@ class OverlayWriter:
         self._buf = np.empty((size[1], size[0], 3), dtype=np.uint8)
         self.frames = 0
 
-    def write(self, frame: np.ndarray, labels: np.ndarray, tracks=()) -> None:
+    def write(self, frame: np.ndarray, labels: np.ndarray, tracks=(), analytics=None) -> None:
         from perception import viz
 
         img = viz.overlay(frame, labels, self._lut, alpha=self._alpha, out=self._buf)
         if tracks:
             img = viz.draw_tracks(img, tracks, self._classes)
+        if analytics is not None:
+            img = viz.draw_analytics(img, analytics, self._classes, copy=False)
         self._writer.write(img)
         self.frames += 1
 
@@ -122,7 +124,7 @@ class OverlaySink:
     def write(self, result: FrameResult) -> bool:
         if result.frame is None or result.frame.ndim != 3:
             return False
-        self._writer(result).write(result.frame, result.labels, result.tracks)
+        self._writer(result).write(result.frame, result.labels, result.tracks, result.analytics)
         return True
 
     def close(self, *, reason: Ending = "end") -> None:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import zmq
 
-from perception.config import PostprocessConfig, TrackingConfig
+from perception.config import AnalyticsConfig, PostprocessConfig, TrackingConfig
 from perception.modelcard import ModelCard, load_card
 from perception.outputs.base import Ending, RunContext, Sink, SinkConfig
 from perception.runtime import channels, stagekit
@@ -55,13 +55,15 @@ class PostSettings:
     postprocess: PostprocessConfig
     tracking: TrackingConfig
     sinks: SinkConfig
+    analytics: AnalyticsConfig = field(default_factory=AnalyticsConfig)
+    """Counting lines and zones (none: no counts)."""
 
 
 class PostProcessor:
     """Full-resolution labels, instances and tracks of one frame, as a :class:`FrameResult`."""
 
     def __init__(self, *, card: ModelCard, postprocess: PostprocessConfig, tracking: TrackingConfig,
-                 input_size: tuple[int, int] | None = None) -> None:
+                 input_size: tuple[int, int] | None = None, analytics: AnalyticsConfig | None = None) -> None:
         self.card = card
         self._model_grid = input_size or card.input_size
         """``(width, height)`` of the network input (what the outputs' grid is a stride of)."""
@@ -83,6 +85,16 @@ class PostProcessor:
 
             self.reid = ReIdEmbedder(model=tracking.reid_model)  # a bad model fails here, before the first frame
         self.output_keys = tuple(k for k in OUTPUT_KEYS if self.grouper or k == "semantic_logits")
+        # fixed cameras: motion instances and counts, one state per camera (perception.postprocess.motion,
+        # perception.analytics); built here so that a bad class name fails before the first frame
+        self._motion_params = _motion_params(postprocess, card)
+        self._motion: dict[str, object] = {}
+        self._analytics = analytics if analytics is not None and analytics.enabled else None
+        self._counters: dict[str, object] = {}
+        if self._analytics is not None:
+            from perception.analytics import Counter
+
+            Counter(self._analytics, card.class_infos())
         self._sums: dict[str, float] = {}
         self._n = 0
 
@@ -91,7 +103,7 @@ class PostProcessor:
         return card.has_output("center_heatmap") and card.has_output("center_offsets") and bool(card.thing_ids())
 
     def _tracks(self) -> bool:
-        return self.grouper is not None and self._tracking is not None
+        return (self.grouper is not None or self._motion_params is not None) and self._tracking is not None
 
     # ------------------------------------------------------------------------- per-camera state
     def _upsampler(self, size: tuple[int, int]):
@@ -119,22 +131,49 @@ class PostProcessor:
         labels = self._upsampler((meta.width, meta.height))(outputs["semantic_logits"], frame)
         t1 = time.perf_counter()
         timings_ms["upsample"] = (t1 - t0) * 1e3
-        instance_map, instances, tracks = None, (), ()
+        instance_map, instances, tracks, analytics = None, (), (), None
         if self.grouper is not None:
             instance_map, found = self.grouper(
                 outputs["semantic_logits"], outputs["center_heatmap"], outputs["center_offsets"], labels
             )
             instances = tuple(found)
-            t2 = time.perf_counter()
+        t2 = time.perf_counter()
+        if self.grouper is not None:
             timings_ms["panoptic"] = (t2 - t1) * 1e3
-            if self._tracks():
-                tracks = self._track(meta, frame, instance_map, instances, timings_ms, t2)
+        if self._motion_params is not None and frame.ndim == 3:
+            instance_map, found, labels = self._motion_model(meta.camera_id)(
+                frame, outputs["semantic_logits"], labels, instance_map, instances)
+            instances = tuple(found)
+            t2, t_motion = time.perf_counter(), t2
+            timings_ms["motion"] = (t2 - t_motion) * 1e3
+        if instance_map is not None and self._tracks():
+            tracks = self._track(meta, frame, instance_map, instances, timings_ms, t2)
+        if self._analytics is not None:
+            analytics = self._counter(meta.camera_id).update(
+                size=(meta.width, meta.height), tracks=tracks if self._tracks() else None,
+                instances=instances, camera=meta.camera_id)
         timings_ms["post"] = (time.perf_counter() - t0) * 1e3
         for k, v in timings_ms.items():
             self._sums[k] = self._sums.get(k, 0.0) + v
         self._n += 1
         return FrameResult(meta=meta, labels=labels, instance_map=instance_map, instances=instances,
-                           tracks=tracks, latencies_ms=timings_ms, frame=frame)
+                           tracks=tracks, latencies_ms=timings_ms, frame=frame, analytics=analytics)
+
+    def _motion_model(self, camera_id: str):
+        m = self._motion.get(camera_id)
+        if m is None:
+            from perception.postprocess.motion import MotionModel
+
+            m = self._motion[camera_id] = MotionModel(self._motion_params, thing_ids=self.card.thing_ids())
+        return m
+
+    def _counter(self, camera_id: str):
+        c = self._counters.get(camera_id)
+        if c is None:
+            from perception.analytics import Counter
+
+            c = self._counters[camera_id] = Counter(self._analytics, self.card.class_infos())
+        return c
 
     def _track(self, meta, frame, instance_map, instances, timings_ms, t_start: float) -> tuple:
         # the frame gives the tracker colour appearance (images are BGR uint8[H, W, 3])
@@ -166,8 +205,30 @@ class PostProcessor:
                 self._tracker(camera_id)
 
     def forget(self, camera_id: str) -> None:
-        """Drop a removed stream's tracker."""
-        self._trackers.pop(camera_id, None)
+        """Drop a removed stream's per-camera state (tracker, background model, counts)."""
+        for state in (self._trackers, self._motion, self._counters):
+            state.pop(camera_id, None)
+
+
+def _motion_params(postprocess: PostprocessConfig, card: ModelCard):
+    """``postprocess.motion``/``background`` as :class:`~perception.postprocess.motion.MotionParams`, or None (off)."""
+    if postprocess.motion == "off":
+        return None
+    from perception.errors import ConfigError, ModelCardError
+    from perception.postprocess.motion import MotionParams
+
+    bg = postprocess.background
+    ids = []
+    for name in bg.classes:
+        try:
+            cid = card.class_id(name)
+        except ModelCardError as exc:
+            raise ConfigError(f"'postprocess.background.classes': {exc}") from exc
+        if cid not in card.thing_ids():
+            raise ConfigError(f"'postprocess.background.classes': {name!r} is not a thing class of the model")
+        ids.append(cid)
+    fields = bg.model_dump(exclude={"classes"})
+    return MotionParams(method=postprocess.motion, class_ids=tuple(ids), **fields)
 
 
 # ------------------------------------------------------------------------------------- the stage
@@ -213,7 +274,7 @@ def postprocess_main(handles: StageHandles, settings: PostSettings, input_size: 
         link = StageLink(handles, "postprocess", "postprocess")
         card = load_card(settings.model_path)
         post = PostProcessor(card=card, postprocess=settings.postprocess, tracking=settings.tracking,
-                             input_size=input_size)
+                             input_size=input_size, analytics=settings.analytics)
         run = RunContext(classes=tuple(card.class_infos()), fps=DEFAULT_FPS, mode="replay", stop=_StopFlag(link),
                          stream_fps={})
         sinks = open_sinks(settings, run)

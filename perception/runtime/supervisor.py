@@ -87,7 +87,7 @@ class Pipeline:
     def post_settings(self) -> PostSettings:
         c = self.config
         return PostSettings(model_path=str(self.model_path), postprocess=c.postprocess, tracking=c.tracking,
-                            sinks=self.sink_config())
+                            sinks=self.sink_config(), analytics=c.analytics)
 
     def _on_signal(self, signum, frame) -> None:
         self._interrupted = True

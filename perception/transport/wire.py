@@ -39,7 +39,7 @@ import msgpack
 import numpy as np
 
 from perception.errors import TransportError
-from perception.types import ClassInfo, FrameMeta, FrameResult, Instance, Track, TrackState
+from perception.types import Analytics, ClassInfo, FrameMeta, FrameResult, Instance, Track, TrackState
 
 SCHEMA_MAJOR = 1
 """Bumped only for changes an old decoder cannot survive; decoders refuse a newer major."""
@@ -192,6 +192,14 @@ class LabelMessage:
     From a publisher older than 1.3 (no ``ninst``): ``MAX_INSTANCES``, and its map held track ids."""
 
     @property
+    def counts(self) -> Analytics | None:
+        """Zone occupancy and cumulative line crossings (header ``counts``); None when the publisher counts
+        nothing. Raises :class:`TransportError` when the key is malformed."""
+        from perception.analytics.counting import counts_from_header
+
+        return counts_from_header(self.header)
+
+    @property
     def stamp_ns(self) -> int:
         """The frame's time for recordings: the drive's stamp when it has one, else the capture time."""
         return self.t_record_ns or self.t_capture_wall_ns
@@ -300,6 +308,15 @@ def instance_count(result: FrameResult) -> int:
                 "Track.instance_index must be the Instance.index it was matched to, or 0"
             )
     return n
+
+
+def _counts_to_wire(analytics: Analytics | None) -> dict[str, Any]:
+    """``{"counts": ...}`` (zone occupancy and line crossings: docs/wire-format.md), or ``{}`` when not counting."""
+    if analytics is None:
+        return {}
+    from perception.analytics.counting import counts_to_header
+
+    return {"counts": counts_to_header(analytics)}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -435,7 +452,7 @@ class MessageEncoder:
             "ninst": n_instances,
             "tracks": tracks,
         }
-        return [msgpack.packb(header, use_bin_type=True), *frames]
+        return [msgpack.packb(header | _counts_to_wire(result.analytics), use_bin_type=True), *frames]
 
     def _map_parts(self, result: FrameResult) -> tuple[list[Any], list[dict[str, Any]]]:
         """The labels and (if any) instance-map frames with their part maps, checked against the meta."""
