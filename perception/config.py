@@ -424,8 +424,22 @@ class RuntimeConfig(_Section):
     e.g. ``tcp://127.0.0.1:5560``; loopback addresses only; None = no control endpoint."""
     stop_timeout_s: float = Field(default=2.0, gt=0)
     status_interval_s: float = Field(default=2.0, gt=0)
+    """How often the status is logged (``-v``); ``<topic>/status`` goes out every second regardless."""
     progress: bool = True
     """Progress bar on stderr for replays with a known length."""
+    watchdog_s: float = Field(default=5.0, gt=0)
+    """A stage that shows no sign of life for this long is hung: a capture stuck on a source that is not
+    reconnecting, inference or post-processing stuck on a frame. Shorter notices sooner; too short takes
+    a slow first frame (a big model loading) for a hang."""
+    restart: Literal["on-failure", "never"] = "on-failure"
+    """What to do with a stage that failed or hung: start it again (a stream's capture alone, or the run's
+    inference and post-processing with every stream), or stop with one line naming the stage."""
+    max_restarts: int = Field(default=5, ge=0)
+    """Restarts allowed within ``restart_window_s``; past that the run stops (a crash loop is a failure)."""
+    restart_window_s: float = Field(default=300.0, gt=0)
+    max_age_ms: float | None = Field(default=1000.0, gt=0)
+    """Live streams: a frame older than this when inference or post-processing reaches it is dropped and
+    counted (``dropped_stale``), so latency stays bounded when the machine cannot keep up; None = never."""
 
 
 class PipelineConfig(_Section):

@@ -10,22 +10,34 @@ Errors from the project's exception tree print one line naming the cause and exi
 
 from __future__ import annotations
 
-import argparse
-import logging
 import os
+import signal
 import sys
 
-from perception.errors import PerceptionError, StageError
-from perception.redact import RedactingFilter, redact
+
+def _interrupted_while_starting(signum, frame) -> None:
+    """Ctrl-C before :func:`main` handles it (while modules load): one line, no traceback."""
+    os.write(2, b"perception: interrupted\n")
+    os._exit(130)
+
+
+if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+    signal.signal(signal.SIGINT, _interrupted_while_starting)
+
+import argparse  # noqa: E402 (after the handler: Ctrl-C while these load is handled too)
+import logging  # noqa: E402
+
+from perception.errors import PerceptionError, StageError  # noqa: E402
+from perception.redact import RedactingFilter, redact  # noqa: E402
 
 
 def _commands() -> tuple:
     """Every sub-command's module, in the order ``--help`` lists them (each keeps its heavy imports inside
     its handler, so importing them all costs little)."""
-    from perception.cli import build_engine, eval_tracking, keys, record, run, streams, view
+    from perception.cli import build_engine, eval_tracking, keys, record, run, status, streams, view
     from perception.cli import eval as eval_command
 
-    return run, streams, view, record, eval_command, eval_tracking, build_engine, keys
+    return run, streams, status, view, record, eval_command, eval_tracking, build_engine, keys
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,7 +53,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    try:
+        parser = build_parser()
+    except KeyboardInterrupt:
+        print("perception: interrupted", file=sys.stderr)
+        return 130
+    if signal.getsignal(signal.SIGINT) is _interrupted_while_starting:
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # from here on, KeyboardInterrupt below
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.WARNING - 10 * min(args.verbose, 2),

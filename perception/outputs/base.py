@@ -73,3 +73,7 @@ class Sink(Protocol):
     def close(self, *, reason: Ending = "end") -> None:
         """Flush and release everything; idempotent. ``reason`` tells consumers why the stream ended."""
         ...
+
+
+# A sink may also have ``write_status(status: dict) -> None``: the pipeline's health, once a second
+# (docs/wire-format.md, "Status message"); the ZeroMQ publisher sends it on ``<topic>/status``.

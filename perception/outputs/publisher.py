@@ -52,6 +52,11 @@ class PublisherSink:
     def write(self, result: FrameResult) -> bool:
         return self.publisher.publish(result)
 
+    def write_status(self, status: dict) -> None:
+        """The pipeline's health, on ``<topic>/status`` (an optional sink method: see :class:`~.base.Sink`)."""
+        if self.publisher is not None:
+            self.publisher.publish_status(status)
+
     def close(self, *, reason: Ending = "end") -> None:
         if self.publisher is None:
             return

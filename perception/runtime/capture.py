@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from perception.config import ReplayConfig, SourceConfig
 from perception.runtime import channels, stagekit
 from perception.runtime.protocol import (
     FRAME_KEY,
+    SOURCE_STATES,
     Counter,
     EndOfStream,
     Go,
@@ -120,10 +122,16 @@ class Capture:
         self.out = channels.socket(self.ctx, zmq.PUSH, handles.addresses.inference, bind=False)
 
     def close(self) -> None:
+        self._watching = False
         channels.close(self.free_sock, self.out, self.ctx)
 
     def run(self, source) -> None:
+        self._last_ns = time.monotonic_ns()
+        self._waiting = False
+        self._watching = True
+        threading.Thread(target=self._watch, args=(source,), name="capture-health", daemon=True).start()
         for meta, frame in source:
+            self._last_ns = time.monotonic_ns()
             self.link.commands()
             if self.link.stopping:
                 return
@@ -145,8 +153,28 @@ class Capture:
         """Paced replay: wait until the frame is due and return when that was (monotonic ns)."""
         if self.pacer is None:
             return None
-        self.pacer.wait(meta.pts_ns)
+        self._waiting = True
+        try:
+            self.pacer.wait(meta.pts_ns)
+        finally:
+            self._waiting = False
         return self.pacer.deadline_ns(meta.pts_ns)
+
+    def _watch(self, source) -> None:
+        """Every half second: the source's health into the shared counters, and a heartbeat while the loop
+        is alive (a frame lately, or waiting on purpose: pacing, a free slot, a reconnecting source)."""
+        row, c = self.row, self.counters
+        while self._watching:
+            health = source.health()
+            state = getattr(health.state, "value", str(health.state))
+            for counter, value in ((Counter.SKIPPED, health.skipped), (Counter.RECONNECTS, health.reconnects),
+                                   (Counter.LOSSES, health.losses), (Counter.TRUNCATED, int(health.truncated)),
+                                   (Counter.SOURCE_STATE, SOURCE_STATES.index(state) if state in SOURCE_STATES else 0)):
+                stagekit.set_counter(c, row, counter, int(value))
+            now = time.monotonic_ns()
+            if self._waiting or now - self._last_ns < 1_000_000_000 or state in ("starting", "reconnecting"):
+                stagekit.set_counter(c, row, Counter.BEAT_NS, now)
+            time.sleep(0.5)
 
     def _stamp(self, meta: FrameMeta, width: int, height: int, entered_ns: int) -> FrameMeta:
         """The frame's meta as it goes down the pipeline.
@@ -186,6 +214,7 @@ class Capture:
         """A free slot, waiting while every slot is in flight; None when the pipeline stops first."""
         self._take_returned()
         while not self.free:
+            self._last_ns = time.monotonic_ns()
             ready = self.link.wait(stagekit.POLL_MS, self.free_sock)
             self.link.commands()
             if self.link.stopping:

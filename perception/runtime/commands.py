@@ -17,7 +17,7 @@ def handle_request(run: _Run, envelope: list[bytes], req: dict) -> dict | None:
     """The reply to ``req``, or None when it comes later (an ``add``, once its source has opened)."""
     cmd = req.get("cmd")
     if cmd == "list":
-        return {"ok": True, "streams": [describe(s, run.counters) for s in run.p.streams]}
+        return {"ok": True, "streams": [describe(s, run.counters) for s in run.streams]}
     if cmd == "add":
         return _add(run, envelope, req.get("source"))
     if cmd == "remove":
@@ -35,7 +35,7 @@ def _add(run: _Run, envelope: list[bytes], source) -> dict | None:
         return {"ok": False, "error": f"bad source: {errs}"}
     cfg = resolve_stream(cfg, index=0, mode=run.cfg.mode)
     if source.get("camera_id") is None:
-        cfg = cfg.model_copy(update={"camera_id": run.p.streams.next_id()})
+        cfg = cfg.model_copy(update={"camera_id": run.streams.next_id()})
     if not STREAM_ID.fullmatch(cfg.camera_id):
         return {"ok": False, "error": f"stream id {cfg.camera_id!r}: use letters, digits, '-' and '_' only"}
     try:
@@ -47,9 +47,9 @@ def _add(run: _Run, envelope: list[bytes], source) -> dict | None:
 
 
 def _remove(run: _Run, camera_id) -> dict:
-    stream = run.p.streams.by_id(camera_id) if isinstance(camera_id, str) else None
+    stream = run.streams.by_id(camera_id) if isinstance(camera_id, str) else None
     if stream is None:
-        running = ", ".join(s.camera_id for s in run.p.streams.active()) or "none"
+        running = ", ".join(s.camera_id for s in run.streams.active()) or "none"
         return {"ok": False, "error": f"no running stream {camera_id!r} (running: {running})"}
     run.remove_stream(stream, "removed")
     return {"ok": True}

@@ -43,6 +43,8 @@ class InferenceSettings:
     model_path: str
     """``model.path`` resolved (see :meth:`ModelConfig.resolved_path`)."""
     batch: BatchConfig
+    max_age_ms: float | None = None
+    """Live streams: frames older than this are dropped before inference (None: never)."""
 
 
 def open_segmenter(settings: InferenceSettings):
@@ -75,7 +77,8 @@ def inference_main(handles: StageHandles, settings: InferenceSettings) -> None:
         link = StageLink(handles, "inference", "inference")
         backend, seg = open_segmenter(settings)
         warm_up(seg, settings.batch.max_size)
-        stage = InferenceStage(handles=handles, link=link, seg=seg, batch=settings.batch)
+        stage = InferenceStage(handles=handles, link=link, seg=seg, batch=settings.batch,
+                               max_age_ms=settings.max_age_ms)
         link.send(Ready(stage="inference"))
         stage.run()
     except BaseException as exc:
@@ -99,8 +102,10 @@ class _Lane:
 
 
 class InferenceStage:
-    def __init__(self, *, handles: StageHandles, link: StageLink, seg, batch: BatchConfig) -> None:
+    def __init__(self, *, handles: StageHandles, link: StageLink, seg, batch: BatchConfig,
+                 max_age_ms: float | None = None) -> None:
         self.h = handles
+        self.max_age_ns = int(max_age_ms * 1e6) if max_age_ms else None
         self.link = link
         self.seg = seg
         self.max_size = batch.max_size
@@ -143,6 +148,7 @@ class InferenceStage:
     # ------------------------------------------------------------------------------------- loop
     def run(self) -> None:
         while True:
+            stagekit.beat(self.h, "inference")
             for cmd in self.link.commands():
                 self._command(cmd)
             if self.link.stopping:
@@ -185,6 +191,8 @@ class InferenceStage:
                 if isinstance(item, EndOfStream):
                     channels.send(self.outbox, item)  # after every frame of the stream sent before it
                     continue
+                if self._stale(self.lanes[stream], item):
+                    continue
                 batch.append((stream, item))
             others = len(self.lanes) - len(batch)
             if not batch or len(batch) >= self.max_size or others <= 0 or self.timeout_ns <= 0:
@@ -198,6 +206,14 @@ class InferenceStage:
         if batch:
             self._next = batch[-1][0] + 1
         return batch
+
+    def _stale(self, lane: _Lane, item: WorkItem) -> bool:
+        """A live frame past ``max_age``: its slot goes back, counted, and it is not inferred."""
+        if not lane.live or self.max_age_ns is None or time.monotonic_ns() - item.meta.t_mono_ns <= self.max_age_ns:
+            return False
+        channels.send(lane.free, item.slot)
+        stagekit.bump(self.h.counters, lane.row, Counter.DROPPED_STALE)
+        return True
 
     def _infer(self, batch: list[tuple[int, WorkItem]]) -> None:
         t0 = time.monotonic_ns()

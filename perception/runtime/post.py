@@ -35,6 +35,7 @@ from perception.runtime.protocol import (
     Go,
     Ready,
     StageReport,
+    Status,
     StreamAdded,
     StreamEnded,
     StreamRemoved,
@@ -57,6 +58,8 @@ class PostSettings:
     sinks: SinkConfig
     analytics: AnalyticsConfig = field(default_factory=AnalyticsConfig)
     """Counting lines and zones (none: no counts)."""
+    max_age_ms: float | None = None
+    """Live streams: frames older than this are dropped before post-processing (None: never)."""
 
 
 class PostProcessor:
@@ -278,7 +281,7 @@ def postprocess_main(handles: StageHandles, settings: PostSettings, input_size: 
         run = RunContext(classes=tuple(card.class_infos()), fps=DEFAULT_FPS, mode="replay", stop=_StopFlag(link),
                          stream_fps={})
         sinks = open_sinks(settings, run)
-        stage = PostStage(handles=handles, link=link, post=post, sinks=sinks, run=run)
+        stage = PostStage(handles=handles, link=link, post=post, sinks=sinks, run=run, max_age_ms=settings.max_age_ms)
         link.send(Ready(stage="postprocess"))
         stage.run()
         close_sinks(sinks, "end" if link.stop_reason == "end" else "stopped")
@@ -316,8 +319,9 @@ class PostStage:
     result to every sink, and hands the slot back to the stream's capture."""
 
     def __init__(self, *, handles: StageHandles, link: StageLink, post: PostProcessor, sinks: list[Sink],
-                 run: RunContext) -> None:
+                 run: RunContext, max_age_ms: float | None = None) -> None:
         self.h = handles
+        self.max_age_ns = int(max_age_ms * 1e6) if max_age_ms else None
         self.link = link
         self.post = post
         self.sinks = sinks
@@ -342,6 +346,10 @@ class PostStage:
             self._add(cmd)
         elif isinstance(cmd, StreamRemoved):
             self._remove(cmd.stream)
+        elif isinstance(cmd, Status):
+            for sink in self.sinks:
+                if hasattr(sink, "write_status"):
+                    sink.write_status(cmd.body)
 
     def _add(self, cmd: StreamAdded) -> None:
         from perception.runtime.shm import SharedSlots
@@ -367,6 +375,7 @@ class PostStage:
     def run(self) -> None:
         """Until a stop (:attr:`StageLink.stop_reason` says why)."""
         while True:
+            stagekit.beat(self.h, "postprocess")
             for cmd in self.link.commands():
                 self._command(cmd)
             if self.link.stopping:
@@ -403,6 +412,10 @@ class PostStage:
             self.link.send(StreamEnded(stream=item.stream))
             return
         t0 = time.monotonic_ns()
+        if lane.live and self.max_age_ns is not None and t0 - item.meta.t_mono_ns > self.max_age_ns:
+            channels.send(lane.free, item.slot)  # too old to be worth publishing: dropped, counted
+            stagekit.bump(self.h.counters, lane.row, Counter.DROPPED_STALE)
+            return
         item.timings_ms["queue_post"] = (t0 - item.t_slot_ns) / 1e6
         meta = item.meta
         result = self.post.process(

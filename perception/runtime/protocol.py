@@ -102,6 +102,25 @@ class Counter(enum.IntEnum):
     """Frames whose result an output dropped for a slow consumer (the publisher: some reader was full)."""
     SOURCE_DROPPED = 6
     """Frames the source itself skipped (a live grabber keeping only the newest)."""
+    SKIPPED = 7
+    """Frames, images or messages the source could not decode and skipped."""
+    RECONNECTS = 8
+    """Times a lost live input was opened again."""
+    LOSSES = 9
+    """Times a live input was lost (closed, stalled, refused)."""
+    SOURCE_STATE = 10
+    """The source's state, an index into :data:`SOURCE_STATES`."""
+    BEAT_NS = 11
+    """Monotonic ns of the capture's last sign of life (a frame, a wait for a slot, a reconnect attempt)."""
+    DROPPED_STALE = 12
+    """Live frames older than ``runtime.max_age_ms`` when inference or post-processing reached them."""
+    TRUNCATED = 13
+    """1 when the input ended early at damage (a truncated bag or clip)."""
+
+
+SOURCE_STATES = ("starting", "live", "reconnecting", "ended", "failed")
+CORE_BEATS = {"inference": 0, "postprocess": 1}
+"""Index of each core stage's heartbeat (monotonic ns) in :attr:`StageHandles.beats`."""
 
 
 N_COUNTERS = len(Counter)
@@ -230,6 +249,13 @@ class StreamAdded:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Status:
+    """supervisor → post-processing: the pipeline's health, for sinks that publish it."""
+
+    body: dict
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class StreamRemoved:
     """supervisor → inference and post-processing: forget the stream (its capture is gone)."""
 
@@ -272,7 +298,7 @@ def register_messages() -> None:
     from perception.runtime import channels
 
     channels.register(FrameMeta, WorkItem, EndOfStream, SourceInfo, SourceOpened, Ready, Attached, StageFailed,
-                      StreamEnded, StreamReport, StageReport, Go, Stop, Slots, StreamAdded, StreamRemoved,
+                      StreamEnded, StreamReport, StageReport, Go, Stop, Slots, StreamAdded, StreamRemoved, Status,
                       SlotsDescriptor, ArraySpec)
 
 

@@ -14,6 +14,8 @@ if the owner dies.
 
 from __future__ import annotations
 
+import os
+import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -76,7 +78,7 @@ class SharedSlots:
             (k, ArraySpec(tuple(int(d) for d in shape), np.dtype(dtype).name)) for k, (shape, dtype) in layout.items()
         )
         _, _, total = _layout_offsets(lay, slots)
-        name = f"{prefix}_{secrets.token_hex(6)}"
+        name = f"{prefix}_{os.getpid()}_{secrets.token_hex(6)}"
         try:
             shm = shared_memory.SharedMemory(name=name, create=True, size=max(total, 1))
         except OSError as exc:
@@ -136,3 +138,42 @@ class SharedSlots:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+_OURS = re.compile(r"perception_(\d+)_[0-9a-f]{12}")
+
+
+def remove_orphans(folder: str = "/dev/shm") -> list[str]:
+    """Remove the segments of pipelines that died before unlinking them; returns their names.
+
+    A segment's name carries the pid of the supervisor that made it (``perception_<pid>_<hex>``). Only
+    names of exactly that form whose process no longer exists are removed: nothing another program
+    made, and nothing of a pipeline still running. (Once every stage has attached, a running pipeline
+    unlinks its names at once, so only a kill during start-up can leave one.)
+    """
+    removed = []
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return removed
+    for name in names:
+        m = _OURS.fullmatch(name)
+        if m is None or _alive(int(m.group(1))):
+            continue
+        try:
+            os.unlink(os.path.join(folder, name))
+            removed.append(name)
+        except OSError:
+            continue
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+

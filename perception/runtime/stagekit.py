@@ -11,6 +11,7 @@ import logging
 import os
 import signal
 import sys
+import time
 import traceback
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +20,7 @@ import zmq
 
 from perception.runtime import channels
 from perception.runtime.channels import Addresses
-from perception.runtime.protocol import N_COUNTERS, STAGE_EXIT_CODES, Counter, Stage, StageFailed, Stop
+from perception.runtime.protocol import CORE_BEATS, N_COUNTERS, STAGE_EXIT_CODES, Counter, Stage, StageFailed, Stop
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,8 @@ class StageHandles:
     counters: Any
     """Shared int64 counters, ``max_streams`` rows of :class:`Counter` (``multiprocessing.Array``, no lock:
     each counter has one writer)."""
+    beats: Any = None
+    """Shared int64 heartbeats of the core stages (:data:`CORE_BEATS`): monotonic ns of their last loop."""
     log_level: int = logging.WARNING
     parent_pid: int = 0
 
@@ -48,6 +51,12 @@ def set_counter(counters: Any, row: int, counter: Counter, value: int) -> None:
 
 def read_counters(counters: Any, row: int) -> dict[str, int]:
     return {k.name.lower(): int(counters[row * N_COUNTERS + k]) for k in Counter}
+
+
+def beat(handles: StageHandles, stage: str) -> None:
+    """A core stage's sign of life (its loop went round)."""
+    if handles.beats is not None:
+        handles.beats[CORE_BEATS[stage]] = time.monotonic_ns()
 
 
 class StageLink:
@@ -138,8 +147,10 @@ def setup(handles: StageHandles, stage: Stage, label: str) -> None:
     if os.getppid() != handles.parent_pid:  # the supervisor died before prctl took effect
         sys.exit(STAGE_EXIT_CODES[stage])
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # SIGTERM from the supervisor's shutdown or PDEATHSIG: leave through the finally blocks, quietly
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    # SIGTERM comes from the supervisor's shutdown of a stage that did not stop in time, or from PDEATHSIG
+    # when the supervisor died: leave at once and quietly (an exception raised wherever the stage happens
+    # to be would print a traceback; the kernel releases its memory, sockets and devices)
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
     from perception.redact import RedactingFilter
 
     logging.basicConfig(

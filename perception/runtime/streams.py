@@ -11,7 +11,7 @@ from perception.runtime.protocol import SourceInfo
 
 log = logging.getLogger(__name__)
 
-StreamState = Literal["starting", "ready", "live", "ended", "failed", "removed"]
+StreamState = Literal["starting", "ready", "live", "ended", "failed", "removed", "restarting", "stopped"]
 """``starting``: its capture is opening the source; ``ready``: slots mapped by all three stages, waiting
 for the pipeline to go; ``live``: frames flowing; then one of ``ended`` (the input ran out), ``failed``
 (the source failed; ``error`` says why), ``removed`` (by ``perception streams remove``)."""
@@ -36,6 +36,8 @@ class Stream:
     error: str = ""
     attached: set[str] = field(default_factory=set)
     """Stages that have mapped its slots (capture, inference, postprocess)."""
+    restarts: int = 0
+    """Times its capture was started again (it hung or died)."""
 
     @property
     def camera_id(self) -> str:

@@ -27,9 +27,18 @@ from perception.modelcard import load_card
 from perception.outputs.base import SinkConfig
 from perception.runtime import channels, stagekit
 from perception.runtime.capture import CaptureSettings, capture_main
+from perception.runtime.health import (
+    RestartBudget,
+    capture_silence,
+    hung_core,
+    silent_s,
+    status_body,
+    stream_status,
+)
 from perception.runtime.infer import InferenceSettings, inference_main
 from perception.runtime.post import PostSettings, postprocess_main
 from perception.runtime.protocol import (
+    CORE_BEATS,
     N_COUNTERS,
     STAGE_EXIT_CODES,
     Attached,
@@ -40,6 +49,7 @@ from perception.runtime.protocol import (
     SourceOpened,
     StageFailed,
     StageReport,
+    Status,
     Stop,
     StreamAdded,
     StreamEnded,
@@ -73,21 +83,25 @@ class Pipeline:
         size = config.model.input_size
         self.input_size = resolve_input_size(self.card, tuple(size) if size else None)
         make_sinks(self.sink_config())  # a bad output configuration fails here, before any process starts
-        self.streams = StreamTable(max_streams=config.runtime.max_streams)
         self.pids: dict[str, int] = {}
         self._interrupted = False
+        rt = config.runtime
+        self.restarts = RestartBudget(limit=rt.max_restarts if rt.restart == "on-failure" else 0,
+                                      window_s=rt.restart_window_s)
+        """Shared by every restart of the run: a stream's capture, or inference and post-processing."""
 
     # ------------------------------------------------------------------------ stage settings
     def sink_config(self) -> SinkConfig:
         return SinkConfig(publish=self.config.publish, output=self.config.output)
 
     def inference_settings(self) -> InferenceSettings:
-        return InferenceSettings(model=self.config.model, model_path=str(self.model_path), batch=self.config.batch)
+        return InferenceSettings(model=self.config.model, model_path=str(self.model_path), batch=self.config.batch,
+                                 max_age_ms=self.config.runtime.max_age_ms)
 
     def post_settings(self) -> PostSettings:
         c = self.config
         return PostSettings(model_path=str(self.model_path), postprocess=c.postprocess, tracking=c.tracking,
-                            sinks=self.sink_config(), analytics=c.analytics)
+                            sinks=self.sink_config(), analytics=c.analytics, max_age_ms=c.runtime.max_age_ms)
 
     def _on_signal(self, signum, frame) -> None:
         self._interrupted = True
@@ -100,28 +114,52 @@ class Pipeline:
         :class:`StageError` when inference or post-processing failed, or when every stream failed.
         """
         old = signal.signal(signal.SIGINT, self._on_signal), signal.signal(signal.SIGTERM, self._on_signal)
-        run = _Run(self)
+        sources = list(self.config.streams())
         try:
-            run.start()
-            run.watch()
-            return run.finish()
+            while True:
+                run = _Run(self, sources)
+                try:
+                    run.start()
+                    run.watch()
+                    if not self._restart_core(run):
+                        return run.finish()
+                    sources = [st.source for st in run.streams.active()]
+                finally:
+                    run.close()
         finally:
             signal.signal(signal.SIGINT, old[0])
             signal.signal(signal.SIGTERM, old[1])
-            run.close()
+
+    def _restart_core(self, run: _Run) -> bool:
+        """Whether inference or post-processing failed or hung and may be started again (with every stream
+        that was still running): ``runtime.restart: on-failure``, within the restart budget."""
+        stage = next((st for st in ("inference", "postprocess") if st in run.errors), None)
+        active = run.streams.active()
+        all_live = bool(active) and all(st.info is not None and st.info.mode == "live" for st in active)
+        if stage is None or self._interrupted or not all_live or not self.restarts.allow():
+            return False  # (replayed streams would start over: their frames would be published twice)
+        log.warning("stage %s failed (%s): starting inference, post-processing and %d stream(s) again (restart %d)",
+                    stage, run.errors[stage], len(run.streams.active()), self.restarts.total)
+        return True
 
 
 class _Run:
     """One run's processes, sockets and streams (made by :meth:`Pipeline.run`, released by it)."""
 
-    def __init__(self, pipeline: Pipeline) -> None:
+    def __init__(self, pipeline: Pipeline, sources: list[SourceConfig]) -> None:
         self.p = pipeline
         self.cfg = pipeline.config
+        self.sources = sources
+        self.streams = StreamTable(max_streams=self.cfg.runtime.max_streams)
         self.mp = mp.get_context("spawn")
         self.addresses = channels.Addresses.new()
         self.counters = self.mp.Array("q", self.cfg.runtime.max_streams * N_COUNTERS, lock=False)
-        self.handles = StageHandles(addresses=self.addresses, counters=self.counters,
+        self.beats = self.mp.Array("q", len(CORE_BEATS), lock=False)
+        self.handles = StageHandles(addresses=self.addresses, counters=self.counters, beats=self.beats,
                                     log_level=logging.getLogger().getEffectiveLevel(), parent_pid=os.getpid())
+        self.t_start_ns = time.monotonic_ns()
+        self.last_frame: dict[int, tuple[int, int]] = {}
+        """Per stream number: (frames published, when that count last changed)."""
         self.ctx = channels.context()
         self.router = channels.socket(self.ctx, zmq.ROUTER, self.addresses.control, bind=True, linger_ms=0)
         self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)
@@ -140,25 +178,35 @@ class _Run:
     # --------------------------------------------------------------------------------- start
     def start(self) -> None:
         from perception.runtime.control import ControlServer
+        from perception.runtime.shm import remove_orphans
+
+        for name in remove_orphans():
+            log.warning("removed /dev/shm/%s, left by a pipeline that was killed while starting", name)
 
         if self.cfg.runtime.control:
             self.control = ControlServer(self.ctx, self.cfg.runtime.control)
             log.info("control endpoint %s", self.control.endpoint)
         self._spawn("inference", inference_main, self.p.inference_settings())
         self._spawn("postprocess", postprocess_main, self.p.post_settings(), self.p.input_size)
-        for source in self.cfg.streams():
+        for source in self.sources:
             self.add_stream(source)
 
     def _spawn(self, name: str, target, *args) -> mp.Process:
         proc = self.mp.Process(target=target, args=(self.handles, *args), name=f"perception-{name}", daemon=True)
-        proc.start()
+        # started with SIGINT ignored (inherited through exec): a Ctrl-C on the terminal reaches the whole
+        # process group, and a child still importing would print a traceback; the supervisor stops them
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            proc.start()
+        finally:
+            signal.signal(signal.SIGINT, previous)
         self.procs[name] = proc
         self.p.pids[name] = proc.pid
         log.info("started stage %s pid %d", name, proc.pid)
         return proc
 
     def add_stream(self, source: SourceConfig) -> Stream:
-        stream = self.p.streams.add(source)
+        stream = self.streams.add(source)
         for k in range(N_COUNTERS):
             self.counters[stream.row * N_COUNTERS + k] = 0
         settings = CaptureSettings(stream=stream.number, row=stream.row, source=source, replay=self.cfg.replay)
@@ -212,7 +260,7 @@ class _Run:
 
     def _alive(self, identity: str) -> bool:
         if identity.startswith("capture:"):
-            stream = self.p.streams.get(int(identity.split(":", 1)[1]))
+            stream = self.streams.get(int(identity.split(":", 1)[1]))
             proc = stream.process if stream is not None else None
         else:
             proc = self.procs.get(identity)
@@ -228,7 +276,7 @@ class _Run:
     def _on_source_opened(self, msg: SourceOpened) -> None:
         from perception.runtime.shm import SharedSlots
 
-        stream = self.p.streams.get(msg.stream)
+        stream = self.streams.get(msg.stream)
         if stream is None or not stream.active:
             return
         info = stream.info = msg.info
@@ -250,7 +298,7 @@ class _Run:
             self.ready.add(msg.stage)
 
     def _on_attached(self, msg: Attached) -> None:
-        stream = self.p.streams.get(msg.stream)
+        stream = self.streams.get(msg.stream)
         if stream is None or not stream.active:
             return
         stream.attached.add(msg.stage)
@@ -269,13 +317,13 @@ class _Run:
         if msg.stage != "capture":
             self.errors.setdefault(msg.stage, msg.message)
             return
-        stream = self.p.streams.get(msg.stream)
+        stream = self.streams.get(msg.stream)
         if stream is not None and stream.active:
             self._answer_add(stream, msg.message)
             self.remove_stream(stream, "failed", msg.message)
 
     def _on_ended(self, msg: StreamEnded) -> None:
-        stream = self.p.streams.get(msg.stream)
+        stream = self.streams.get(msg.stream)
         if stream is not None and stream.active:
             self.remove_stream(stream, "ended")
 
@@ -288,7 +336,7 @@ class _Run:
     # ------------------------------------------------------------------------------------ watch
     def watch(self) -> None:
         """Until every stream is done, an interrupt, or a failed core stage."""
-        t_start = last_status = time.monotonic()
+        t_start = last_status = last_published = time.monotonic()
         poller = zmq.Poller()
         poller.register(self.router, zmq.POLLIN)
         if self.control is not None:
@@ -302,11 +350,16 @@ class _Run:
                 self._serve_control()
             self._check_children()
             self._maybe_go()
-            if self.going and not self.p.streams.active():
+            if self.going and not self.streams.active():
                 self.stop_reason = "end"
                 return
             now = time.monotonic()
             self._show_progress()
+            if self.going:
+                self._watchdog()
+            if now - last_published >= 1.0:
+                last_published = now
+                self._publish_status("running")
             if now - last_status >= self.cfg.runtime.status_interval_s:
                 last_status = now
                 self._status(now - t_start)
@@ -315,15 +368,15 @@ class _Run:
         """Start streaming once inference and post are ready and every first stream is ready (or done)."""
         if self.going or self.ready != set(CORE_STAGES):
             return
-        if any(s.state == "starting" for s in self.p.streams):
+        if any(s.state == "starting" for s in self.streams):
             return
         self.going = True
         for stage in CORE_STAGES:
             self._send(stage, Go())
-        for stream in self.p.streams:
+        for stream in self.streams:
             if stream.state == "ready":
                 self._go(stream)
-        modes = {s.info.mode for s in self.p.streams if s.info is not None}
+        modes = {s.info.mode for s in self.streams if s.info is not None}
         self.summary.mode = modes.pop() if len(modes) == 1 else ("mixed" if modes else self.summary.mode)
         self.progress = self._progress()
 
@@ -333,13 +386,58 @@ class _Run:
             if code is None or code == 0:
                 continue
             why = f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
-            stream = next((s for s in self.p.streams if s.process is proc), None)
+            stream = next((s for s in self.streams if s.process is proc), None)
+            del self.procs[name]
             if stream is None:
                 self.errors.setdefault(name, why)
             elif stream.active:
                 self._answer_add(stream, why)
-                self.remove_stream(stream, "failed", why)
-            del self.procs[name]
+                self._restart_stream(stream, why)
+
+    def _restart_stream(self, stream: Stream, why: str) -> None:
+        """A stream's capture died or hung: start it again (``runtime.restart``, within the budget), else
+        the stream has failed; the other streams go on either way."""
+        live = stream.info is not None and stream.info.mode == "live"  # a replay would start over: duplicates
+        if stream.state != "live" or not live or not self.p.restarts.allow():
+            self.remove_stream(stream, "failed", why)
+            return
+        self.remove_stream(stream, "restarting", why)
+        again = self.add_stream(stream.source)
+        again.restarts = stream.restarts + 1
+        log.warning("stream %s: capture %s; started again (restart %d)", stream.camera_id, why, again.restarts)
+
+    def _watchdog(self) -> None:
+        """Declare hung what has shown no sign of life for ``runtime.watchdog_s``."""
+        limit, now = self.cfg.runtime.watchdog_s, time.monotonic_ns()
+        hung = hung_core(self.beats, limit, now)
+        if hung is not None:
+            stage, quiet = hung
+            self.errors.setdefault(stage, f"made no progress for {quiet:.1f} s (hung; runtime.watchdog_s {limit:g})")
+            return
+        for stream in self.streams.active():
+            quiet = capture_silence(self.counters, stream, now)
+            if stream.state == "live" and quiet > limit:
+                if stream.process is not None and stream.process.is_alive():
+                    stream.process.kill()
+                self._restart_stream(stream, f"made no progress for {quiet:.1f} s (hung)")
+
+    def _publish_status(self, state: str) -> None:
+        """``<topic>/status`` (through post-processing's publisher), once a second."""
+        now = time.monotonic_ns()
+        streams = []
+        for stream in self.streams:
+            published = stagekit.read_counters(self.counters, stream.row)["published"]
+            last = self.last_frame.get(stream.number)
+            if last is None or last[0] != published:
+                self.last_frame[stream.number] = last = (published, now if published else 0)
+            if stream.active or stream.state in ("failed", "ended", "removed"):
+                streams.append(stream_status(stream, self.counters, now, last[1] or None))
+        stages = {st: {"alive": st in self.procs and self.procs[st].is_alive(),
+                       "silent_s": round(silent_s(int(self.beats[i]), now), 3)} for st, i in CORE_BEATS.items()}
+        body = status_body(state=state, uptime_s=(now - self.t_start_ns) / 1e9, restarts=self.p.restarts.total,
+                           streams=streams, stages=stages)
+        self.last_status = body
+        self._send("postprocess", Status(body=body))
 
     def _serve_control(self) -> None:
         from perception.runtime.commands import handle_request
@@ -351,18 +449,18 @@ class _Run:
 
     # ------------------------------------------------------------------------------- reporting
     def _progress(self):
-        lengths = [s.info.length for s in self.p.streams if s.info and s.info.mode == "replay"]
+        lengths = [s.info.length for s in self.streams if s.info and s.info.mode == "replay"]
         if not self.cfg.runtime.progress or not lengths or not sys.stderr.isatty():
             return None  # logs and CI get the summary line, not a redrawn bar
         try:
             from tqdm import tqdm
         except ImportError:
             return None
-        total = None if None in lengths or any(s.source.loop for s in self.p.streams) else sum(lengths)
+        total = None if None in lengths or any(s.source.loop for s in self.streams) else sum(lengths)
         return tqdm(total=total, unit="frame", desc="published", leave=True, dynamic_ncols=True, mininterval=0.5)
 
     def _published(self) -> int:
-        rows = {s.row for s in self.p.streams}
+        rows = {s.row for s in self.streams}
         return sum(stagekit.read_counters(self.counters, r)["published"] for r in rows)
 
     def _show_progress(self) -> None:
@@ -373,7 +471,7 @@ class _Run:
 
     def _status(self, elapsed: float) -> None:
         per = {s.camera_id: {"state": s.state, **stagekit.read_counters(self.counters, s.row)}
-               for s in self.p.streams.active()}
+               for s in self.streams.active()}
         c = {"published": self._published(), "streams": per}
         c["fps"] = round(c["published"] / elapsed, 2) if elapsed > 0 else 0.0
         log.info("status: %s", c)
@@ -385,19 +483,19 @@ class _Run:
         """Stop every stage, collect post-processing's report, and say how the run went."""
         reason = "stopped" if (self.p._interrupted or self.errors) else self.stop_reason
         self._stop_all(reason)
-        for stream in self.p.streams:
+        for stream in self.streams:
             if stream.active:
                 self.remove_stream(stream, "ended" if reason == "end" else "stopped")
         s = self.summary
-        s.counters = _totals(self.counters, {st.row for st in self.p.streams})
+        s.counters = _totals(self.counters, {st.row for st in self.streams})
         if s.seconds > 0 and s.frames > 1:
             s.fps = (s.frames - 1) / s.seconds
         s.interrupted = self.p._interrupted
         if self.errors:
             stage = next(st for st in STAGE_EXIT_CODES if st in self.errors)
             raise StageError(self.errors[stage], stage=stage, exit_code=STAGE_EXIT_CODES[stage])
-        failed = [st for st in self.p.streams if st.state == "failed"]
-        if failed and len(failed) == len(list(self.p.streams)):
+        failed = [st for st in self.streams if st.state == "failed"]
+        if failed and len(failed) == len(list(self.streams)):
             msg = failed[0].error if len(failed) == 1 else "; ".join(f"{f.camera_id}: {f.error}" for f in failed)
             raise StageError(msg, stage="capture", exit_code=STAGE_EXIT_CODES["capture"])
         return s
@@ -405,7 +503,7 @@ class _Run:
     def _stop_all(self, reason: str) -> None:
         """Stop captures, then inference, then post-processing (so its report covers every frame)."""
         deadline = time.monotonic() + self.cfg.runtime.stop_timeout_s
-        for stream in self.p.streams:
+        for stream in self.streams:
             self._send(f"capture:{stream.number}", Stop(reason=reason))
         self._send("inference", Stop(reason=reason))
         self._send("postprocess", Stop(reason=reason))
@@ -422,7 +520,7 @@ class _Run:
         if self.progress is not None:
             self.progress.close()
         self._shutdown()
-        for stream in self.p.streams:
+        for stream in self.streams:
             stream.release()
         if self.control is not None:
             self.control.close()
@@ -443,7 +541,7 @@ class _Run:
                 p.join(timeout=0.5)
 
     def p_all_procs(self) -> list:
-        return [*self.procs.values(), *(s.process for s in self.p.streams if s.process not in self.procs.values())]
+        return [*self.procs.values(), *(s.process for s in self.streams if s.process not in self.procs.values())]
 
 
 def _totals(counters, rows: set[int]) -> dict[str, int]:

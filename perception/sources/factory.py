@@ -287,7 +287,7 @@ def open_configured(cfg: SourceConfig) -> Source:
     """
     options = {**cfg.options, **({"topics": tuple(cfg.topics)} if cfg.topics else {})}
     return open_source(
-        cfg.uri, camera_id=cfg.camera_id, loop=cfg.loop, fps=cfg.fps, start_s=cfg.start_s,
+        cfg.uri, camera_id=cfg.camera_id or "cam0", loop=cfg.loop, fps=cfg.fps, start_s=cfg.start_s,
         max_frames=cfg.max_frames, width=cfg.width, height=cfg.height, options=options,
         reconnect=reconnect_policy(cfg), stall_timeout_s=cfg.stall_timeout_s,
     )

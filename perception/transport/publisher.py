@@ -42,6 +42,7 @@ from perception.transport.curve import CurveServerKeys, ZapHandler, apply_server
 from perception.transport.wire import (
     CLASSES_SUFFIX,
     END_SUFFIX,
+    STATUS_SUFFIX,
     Encoding,
     MessageEncoder,
     PreviewMode,
@@ -173,6 +174,7 @@ class Publisher:
         self._topic_b = topic.encode()
         self._classes_topic_b = (topic + CLASSES_SUFFIX).encode()
         self._end_topic_b = (topic + END_SUFFIX).encode()
+        self._status_topic_b = (topic + STATUS_SUFFIX).encode()
         self.classes: tuple[ClassInfo, ...] = tuple(classes)
         self.classes_version = classes_version(self.classes)
         self._encoder = MessageEncoder(
@@ -293,6 +295,19 @@ class Publisher:
                 self._dropped - self._logged_drops, self._dropped,
             )
             self._logged_drops, self._last_drop_log_ns = self._dropped, now
+
+    def publish_status(self, body: dict) -> bool:
+        """Send a status message (``<topic>/status``, docs/wire-format.md); never blocks. False when every
+        reader's queue was full (a status is worth nothing late: the next one follows within a second)."""
+        self._check_open()
+        frames = [self._status_topic_b, self._encoder.encode_status(body, t_publish_wall_ns=time.time_ns())]
+        try:
+            self._sock.send_multipart(frames, flags=zmq.NOBLOCK)
+            return True
+        except zmq.Again:
+            return False
+        except zmq.ZMQError as exc:
+            raise TransportError(f"publishing on {self.endpoint} failed: {exc.strerror}") from exc
 
     def poll(self) -> None:
         """Handle subscriptions and the periodic class table without publishing (for idle loops)."""

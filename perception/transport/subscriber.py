@@ -30,6 +30,7 @@ from perception.transport.publisher import DEFAULT_ADDRESS, DEFAULT_TOPIC, _topi
 from perception.transport.wire import (
     CLASSES_SUFFIX,
     END_SUFFIX,
+    STATUS_SUFFIX,
     ClassTable,
     DecodeLimits,
     LabelMessage,
@@ -111,6 +112,11 @@ class Subscriber:
         self._topic_b = topic.encode()
         self._classes_topic_b = (topic + CLASSES_SUFFIX).encode()
         self._end_topic_b = (topic + END_SUFFIX).encode()
+        self._status_topic_b = (topic + STATUS_SUFFIX).encode()
+        self.status: dict | None = None
+        """The newest status message (``<topic>/status``: docs/wire-format.md), None before the first."""
+        self.statuses = 0
+        """Status messages received."""
         self._decoder = MessageDecoder(limits=limits)
         self._table: ClassTable | None = None
         self._pending_table: ClassTable | None = None  # the newest table of another session
@@ -278,6 +284,10 @@ class Subscriber:
         if topic == self._end_topic_b:
             self._take_end(self._decoder.decode_end(frames[1:]))
             return None
+        if topic == self._status_topic_b:
+            self.status = self._decoder.decode_status(frames[1:])
+            self.statuses += 1
+            return None
         if topic != self._topic_b:
             return None  # another topic sharing our prefix
         if len(frames) < 2:
@@ -285,6 +295,18 @@ class Subscriber:
         header = self._decoder.unpack_header(frames[1])
         self._account(header)
         return header, frames[1:]
+
+    def recv_status(self, timeout_s: float) -> dict | None:
+        """Wait for the next status message (label messages that arrive meanwhile are read and dropped);
+        None when none came within ``timeout_s``."""
+        seen = self.statuses
+        deadline = time.monotonic() + max(0.0, float(timeout_s))
+        while self.statuses == seen and time.monotonic() < deadline:
+            if self._wait(max(0, int((deadline - time.monotonic()) * 1000))):
+                frames = self._recv_frames(zmq.NOBLOCK)
+                if frames is not None:
+                    self._handle(frames)
+        return self.status if self.statuses > seen else None
 
     def recv(self, timeout_s: float | None = None) -> LabelMessage | None:
         """The next label message (the newest queued one in latest-only mode).

@@ -43,13 +43,15 @@ from perception.types import Analytics, ClassInfo, FrameMeta, FrameResult, Insta
 
 SCHEMA_MAJOR = 1
 """Bumped only for changes an old decoder cannot survive; decoders refuse a newer major."""
-SCHEMA_MINOR = 3
+SCHEMA_MINOR = 4
 """Bumped when fields are appended (old decoders ignore them). 1.1: end-of-stream message; 1.2: ``t_rec``;
 1.3: ``ninst``, and the instance map holds per-message indices (``tracks[j].idx``), as documented."""
 
 CLASSES_SUFFIX = "/classes"
 """Suffix of the topic that carries the class table."""
 END_SUFFIX = "/end"
+STATUS_SUFFIX = "/status"
+"""Suffix of the topic that carries the pipeline's health (schema 1.4), once a second and on changes."""
 """Suffix of the topic that carries the end-of-stream message (schema 1.1)."""
 
 Encoding = Literal["raw", "zstd", "lz4"]
@@ -505,6 +507,13 @@ class MessageEncoder:
         )
 
 
+    def encode_status(self, body: Mapping[str, Any], *, t_publish_wall_ns: int) -> bytes:
+        """The header frame of a status message: ``body`` (docs/wire-format.md, "Status message") with the
+        common keys in front (the topic frame is the caller's)."""
+        head = {"v": SCHEMA_MAJOR, "vmin": SCHEMA_MINOR, "kind": "status", "sid": self.session,
+                "t_pub_wall": int(t_publish_wall_ns)}
+        return msgpack.packb({**body, **head}, use_bin_type=True)
+
     def encode_end(
         self, *, last_seq: int, published: int, dropped: int, reason: str, t_publish_wall_ns: int
     ) -> bytes:
@@ -884,6 +893,14 @@ class MessageDecoder:
             reason=_get(header, "reason", str, "end"),
             t_publish_wall_ns=_get(header, "t_pub_wall", int, 0),
         )
+
+    def decode_status(self, frames: Sequence[Any]) -> dict[str, Any]:
+        """``[header]`` of a status message -> the header as a dict (checked: ``streams`` is a list of maps)."""
+        header = self._header_of_kind(frames, "status", "status")
+        streams = header.get("streams", [])
+        if not isinstance(streams, list) or not all(isinstance(s, dict) for s in streams):
+            raise TransportError(f"malformed message: status 'streams' must be a list of maps, got {_short(streams)}")
+        return header
 
     def decode_classes(self, frames: Sequence[Any]) -> ClassTable:
         """``[header]`` of a class-table message -> :class:`ClassTable`."""

@@ -197,13 +197,15 @@ def test_rerun_sink_writes_an_rrd_file(tmp_path, images):
     rrd = tmp_path / "live.rrd"
     port = free_port()
     with open_rerun_sink(save=rrd) as sink, \
-            Publisher(address=f"tcp://127.0.0.1:{port}", classes=CLASSES, preview="jpeg") as pub, \
+            Publisher(address=f"tcp://127.0.0.1:{port}", classes=CLASSES, preview="jpeg", hwm=64) as pub, \
             Subscriber(address=f"tcp://127.0.0.1:{port}") as sub:
         pub.wait_for_subscribers(1, timeout_s=10)
         for i in range(N):
             h, w = images[i].shape[:2]
-            assert pub.publish(FrameResult(meta=_meta(0, i, images[i]), labels=make_labels(i, w, h),
-                                           frame=images[i], tracks=make_tracks()))
+            labels = make_labels(i, w, h)
+            assert pub.publish(FrameResult(meta=_meta(0, i, images[i]), labels=labels,
+                                           instance_map=make_instances(labels), frame=images[i],
+                                           tracks=make_tracks()))
         record(subscriber=sub, recorder=None, max_frames=N, idle_timeout_s=10, progress=False, sinks=[sink])
         assert sink.logged == N
     assert rrd.stat().st_size > 1000

@@ -11,7 +11,7 @@ import msgpack
 import numpy as np
 
 from perception.transport.wire import SCHEMA_MAJOR, SCHEMA_MINOR, MessageDecoder, MessageEncoder
-from perception.types import FrameResult, Instance, Track, TrackState
+from perception.types import Analytics, FrameResult, Instance, Track, TrackState
 from tests.runtime.helpers import REPO
 from tests.transport.helpers import CLASSES, make_labels, make_meta
 
@@ -42,7 +42,8 @@ def _real_message() -> list:
                   hits=2, state=TrackState.CONFIRMED)
     enc = MessageEncoder(encoding="zstd", preview="jpeg")
     return enc.encode_labels(FrameResult(meta=make_meta(0, w, h), labels=labels, instance_map=imap, instances=(inst,),
-                                         tracks=(track,), frame=np.zeros((h, w, 3), np.uint8)), seq=0)
+                                         tracks=(track,), frame=np.zeros((h, w, 3), np.uint8),
+                                         analytics=Analytics()), seq=0)  # counts: only when counting
 
 
 def test_document_states_the_current_version():
