@@ -14,8 +14,7 @@ the first ``--startup-s`` seconds) or once frames flow:
 
 After each cycle it counts leftover processes (every pid the run logged, and anything still in its
 process group) and new entries in /dev/shm (the run's segments, ``perception_<its pid>_*``, and any
-``sem.*`` semaphore, which multiprocessing queues leave when killed), and for ``sigint``/``sigterm`` the lines the run printed
-on stderr (at most one per stage is the target) and any traceback.
+``sem.*`` semaphore, which multiprocessing queues leave when killed), and any traceback on stderr.
 
     python tools/stop_cycles.py [--cycles 100] [--model PATH] [--seed 0] [--json]
 """
