@@ -22,10 +22,10 @@ from perception.redact import RedactingFilter, redact
 def _commands() -> tuple:
     """Every sub-command's module, in the order ``--help`` lists them (each keeps its heavy imports inside
     its handler, so importing them all costs little)."""
-    from perception.cli import build_engine, eval_tracking, keys, record, run, streams, view
+    from perception.cli import batch, build_engine, eval_tracking, keys, record, run, streams, view
     from perception.cli import eval as eval_command
 
-    return run, streams, view, record, eval_command, eval_tracking, build_engine, keys
+    return run, streams, view, record, batch, eval_command, eval_tracking, build_engine, keys
 
 
 def build_parser() -> argparse.ArgumentParser:
