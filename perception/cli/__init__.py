@@ -34,10 +34,10 @@ from perception.redact import RedactingFilter, redact  # noqa: E402
 def _commands() -> tuple:
     """Every sub-command's module, in the order ``--help`` lists them (each keeps its heavy imports inside
     its handler, so importing them all costs little)."""
-    from perception.cli import build_engine, eval_tracking, keys, record, run, status, streams, view
+    from perception.cli import batch, build_engine, eval_tracking, keys, record, run, status, streams, view
     from perception.cli import eval as eval_command
 
-    return run, streams, status, view, record, eval_command, eval_tracking, build_engine, keys
+    return run, streams, status, view, record, batch, eval_command, eval_tracking, build_engine, keys
 
 
 def build_parser() -> argparse.ArgumentParser:
