@@ -437,6 +437,9 @@ class RuntimeConfig(_Section):
     max_restarts: int = Field(default=5, ge=0)
     """Restarts allowed within ``restart_window_s``; past that the run stops (a crash loop is a failure)."""
     restart_window_s: float = Field(default=300.0, gt=0)
+    metrics: str | None = None
+    """Serve Prometheus metrics at ``HOST:PORT`` (``perception run --metrics``; needs prometheus-client):
+    frames, drops, reconnects and restarts per stream, latency histograms per stage and stream."""
     max_age_ms: float | None = Field(default=1000.0, gt=0)
     """Live streams: a frame older than this when inference or post-processing reaches it is dropped and
     counted (``dropped_stale``), so latency stays bounded when the machine cannot keep up; None = never."""

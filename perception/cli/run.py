@@ -51,6 +51,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="replay speed factor (overrides replay.speed; 0 = as fast as possible)")
     p.add_argument("--topic", action="append", metavar="T", dest="topics",
                    help="image topic to replay from a recorded drive (repeatable)")
+    p.add_argument("--metrics", nargs="?", const="127.0.0.1:9108", metavar="HOST:PORT",
+                   help="serve Prometheus metrics (default 127.0.0.1:9108; needs prometheus-client)")
     p.add_argument("--json", action="store_true", help="print the run summary as one JSON object")
     p.set_defaults(func=main)
 
@@ -109,6 +111,8 @@ def build_config(args: argparse.Namespace):
         overrides.append(f"mode={args.mode}")
     if args.speed is not None:
         overrides.append(f"replay.speed={args.speed}")
+    if args.metrics:
+        overrides.append(f"runtime.metrics={json.dumps(args.metrics)}")
     return load_config(args.config, overrides, sources=sources)
 
 

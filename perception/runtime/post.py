@@ -26,6 +26,7 @@ from perception.config import AnalyticsConfig, PostprocessConfig, TrackingConfig
 from perception.modelcard import ModelCard, load_card
 from perception.outputs.base import Ending, RunContext, Sink, SinkConfig
 from perception.runtime import channels, stagekit
+from perception.runtime.metrics import observe
 from perception.runtime.protocol import (
     FRAME_KEY,
     OUTPUT_KEYS,
@@ -428,6 +429,8 @@ class PostStage:
         channels.send(lane.free, item.slot)
         done = time.monotonic_ns()
         lane.latencies.append((done - meta.t_mono_ns) / 1e6)
+        if self.h.hist is not None:
+            observe(self.h.hist, lane.row, item.timings_ms, lane.latencies[-1])
         lane.t_first = lane.t_first or done
         lane.t_last = done
         stagekit.bump(self.h.counters, lane.row, Counter.PUBLISHED)

@@ -37,6 +37,8 @@ class StageHandles:
     each counter has one writer)."""
     beats: Any = None
     """Shared int64 heartbeats of the core stages (:data:`CORE_BEATS`): monotonic ns of their last loop."""
+    hist: Any = None
+    """Shared int64 latency histograms (:mod:`perception.runtime.metrics`), written by post-processing."""
     log_level: int = logging.WARNING
     parent_pid: int = 0
 

@@ -36,6 +36,7 @@ from perception.runtime.health import (
     stream_status,
 )
 from perception.runtime.infer import InferenceSettings, inference_main
+from perception.runtime.metrics import hist_size
 from perception.runtime.post import PostSettings, postprocess_main
 from perception.runtime.protocol import (
     CORE_BEATS,
@@ -155,8 +156,10 @@ class _Run:
         self.addresses = channels.Addresses.new()
         self.counters = self.mp.Array("q", self.cfg.runtime.max_streams * N_COUNTERS, lock=False)
         self.beats = self.mp.Array("q", len(CORE_BEATS), lock=False)
-        self.handles = StageHandles(addresses=self.addresses, counters=self.counters, beats=self.beats,
+        self.hist = self.mp.Array("q", hist_size(self.cfg.runtime.max_streams), lock=False)
+        self.handles = StageHandles(addresses=self.addresses, counters=self.counters, beats=self.beats, hist=self.hist,
                                     log_level=logging.getLogger().getEffectiveLevel(), parent_pid=os.getpid())
+        self.metrics = None
         self.t_start_ns = time.monotonic_ns()
         self.last_frame: dict[int, tuple[int, int]] = {}
         """Per stream number: (frames published, when that count last changed)."""
@@ -186,6 +189,11 @@ class _Run:
         if self.cfg.runtime.control:
             self.control = ControlServer(self.ctx, self.cfg.runtime.control)
             log.info("control endpoint %s", self.control.endpoint)
+        if self.cfg.runtime.metrics:
+            from perception.runtime.metrics import serve
+
+            self.metrics = serve(self, self.cfg.runtime.metrics)
+            log.info("Prometheus metrics on http://%s/metrics", self.cfg.runtime.metrics)
         self._spawn("inference", inference_main, self.p.inference_settings())
         self._spawn("postprocess", postprocess_main, self.p.post_settings(), self.p.input_size)
         for source in self.sources:
@@ -209,6 +217,8 @@ class _Run:
         stream = self.streams.add(source)
         for k in range(N_COUNTERS):
             self.counters[stream.row * N_COUNTERS + k] = 0
+        per_row = len(self.hist) // self.cfg.runtime.max_streams
+        self.hist[stream.row * per_row:(stream.row + 1) * per_row] = [0] * per_row
         settings = CaptureSettings(stream=stream.number, row=stream.row, source=source, replay=self.cfg.replay)
         label = "capture" if stream.number == 0 else f"capture:{stream.camera_id}"
         stream.process = self._spawn(label, capture_main, settings)
@@ -524,6 +534,9 @@ class _Run:
             stream.release()
         if self.control is not None:
             self.control.close()
+        if self.metrics is not None:
+            self.metrics.shutdown()
+            self.metrics.server_close()
         channels.close(self.router, self.ctx)
 
     def _shutdown(self) -> None:

@@ -113,11 +113,27 @@ class Subscriber:
         self._classes_topic_b = (topic + CLASSES_SUFFIX).encode()
         self._end_topic_b = (topic + END_SUFFIX).encode()
         self._status_topic_b = (topic + STATUS_SUFFIX).encode()
+        self._decoder = MessageDecoder(limits=limits)
+        self._init_state()
+        self._log_interval_s = float(log_interval_s)
+        self._logged_gaps, self._last_gap_log = 0, -float("inf")
+        self._closed = False
+        self._ctx = zmq.Context(io_threads=1)
+        try:
+            self._sock, self._monitor = _connect(self._ctx, address, self._topic_b, rcvhwm, curve)
+        except BaseException:
+            self._ctx.term()
+            raise
+        self._poller = zmq.Poller()
+        self._poller.register(self._sock, zmq.POLLIN)
+        self._poller.register(self._monitor, zmq.POLLIN)
+
+    def _init_state(self) -> None:
+        """What the subscriber has learnt so far (nothing yet)."""
         self.status: dict | None = None
         """The newest status message (``<topic>/status``: docs/wire-format.md), None before the first."""
         self.statuses = 0
         """Status messages received."""
-        self._decoder = MessageDecoder(limits=limits)
         self._table: ClassTable | None = None
         self._pending_table: ClassTable | None = None  # the newest table of another session
         self._session: int | None = None
@@ -146,18 +162,6 @@ class Subscriber:
         a refused key or a wrong server key; a client without CURVE meeting a CURVE publisher."""
         self.handshakes = 0
         """Completed handshakes (connections that can carry messages)."""
-        self._log_interval_s = float(log_interval_s)
-        self._logged_gaps, self._last_gap_log = 0, -float("inf")
-        self._closed = False
-        self._ctx = zmq.Context(io_threads=1)
-        try:
-            self._sock, self._monitor = _connect(self._ctx, address, self._topic_b, rcvhwm, curve)
-        except BaseException:
-            self._ctx.term()
-            raise
-        self._poller = zmq.Poller()
-        self._poller.register(self._sock, zmq.POLLIN)
-        self._poller.register(self._monitor, zmq.POLLIN)
 
     def _wait(self, wait_ms: int) -> bool:
         """Wait up to ``wait_ms`` (-1: forever) for a message; handle monitor events and log gaps meanwhile.

@@ -124,10 +124,11 @@ def test_slow_subscriber_never_slows_the_pipeline(tmp_path, model):
     assert summary["counters"]["dropped_publish"] > 0  # the stalled subscriber's messages were dropped, counted
 
 
-def _start_long_run(tmp_path, model, port):
+def _start_long_run(tmp_path, model, port, **sections):
     """A pipeline that would run for ever (a looping synthetic scene, live mode)."""
     cfg = write_config(tmp_path / "long.yaml", model=model, port=port, source="synthetic", mode="live",
-                       source_extra={"loop": True, "options": {"num_frames": 50, "width": 320, "height": 240}})
+                       source_extra={"loop": True, "options": {"num_frames": 50, "width": 320, "height": 240}},
+                       **sections)
     return start_pipeline(cfg)
 
 
@@ -158,10 +159,12 @@ def test_signal_stops_everything_and_leaves_nothing(tmp_path, model, sig):
 
 
 def test_crashed_stage_stops_the_others_and_names_itself(tmp_path, model):
+    """With ``runtime.restart: never`` (with on-failure it is started again: test_survival.py)."""
     port = free_port()
     before = shm_segments()
     with Subscriber(address=f"tcp://127.0.0.1:{port}") as sub:
-        proc = _start_long_run(tmp_path, model, port)
+        proc = _start_long_run(tmp_path, model, port, runtime={"restart": "never", "progress": False,
+                                                              "status_interval_s": 0.5})
         reader = StderrReader(proc)
         try:
             assert sub.recv(timeout_s=60) is not None, reader.text

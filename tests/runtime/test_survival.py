@@ -165,3 +165,24 @@ def test_stale_live_frames_are_dropped_and_counted(tmp_path, heavy_model):
     c = json.loads(r.stdout.strip().splitlines()[-1])["counters"]
     assert c["dropped_stale"] > 0, c
     assert c["published"] + c["dropped_stale"] + c["dropped_capture"] + c["dropped_post"] == c["captured"], c
+
+
+def test_prometheus_metrics_on_request(tmp_path, model):
+    pytest.importorskip("prometheus_client")
+    import urllib.request
+
+    port, metrics_port = free_port(), free_port()
+    proc = start_pipeline(_live(tmp_path, model, port), "--metrics", f"127.0.0.1:{metrics_port}")
+    reader = StderrReader(proc)
+    try:
+        with Subscriber(address=f"tcp://127.0.0.1:{port}") as sub:
+            for _ in range(5):
+                assert sub.recv(timeout_s=60) is not None, reader.text
+        text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read().decode()
+    finally:
+        _stop(proc)
+    published = [ln for ln in text.splitlines()
+                 if ln.startswith('perception_frames_total{stage="publish",stream="cam0"}')]
+    assert published and float(published[0].split()[-1]) >= 5, text
+    assert 'perception_stage_latency_seconds_bucket{le="+Inf",stage="total",stream="cam0"}' in text
+    assert "perception_stage_silent_seconds" in text and "perception_restarts_total" in text
