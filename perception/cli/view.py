@@ -178,7 +178,7 @@ class _Tile:
 
     def refresh_hud(self, now_ns: int) -> tuple[float, float, float]:
         fps, p50, p99 = self.rates.summary(now_ns)
-        self.hud = [self.cam, f"{fps:.1f} fps  latency p50 {p50:.0f} p99 {p99:.0f} ms"]
+        self.hud = [self.cam, f"{fps:.1f} fps", f"p50 {p50:.0f} p99 {p99:.0f} ms"]
         return fps, p50, p99
 
 

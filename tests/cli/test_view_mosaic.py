@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
+from perception.transport.subscriber import Subscriber
 from tests.runtime.helpers import REPO, free_port, kill_tree, start_pipeline, write_config
 from tests.tinymodel import make_tiny_model
 
@@ -86,6 +87,8 @@ def test_view_cam_that_never_comes_times_out_naming_the_cameras_seen(tmp_path, m
                        publish={"wait_for_subscribers": 1})
     proc = start_pipeline(cfg, verbose=False)
     try:
+        with Subscriber(address=f"tcp://127.0.0.1:{port}") as sub:  # the pipeline is publishing
+            assert sub.recv(timeout_s=90) is not None
         view = subprocess.run(
             [sys.executable, "-m", "perception.cli", "view", "--no-window", "--connect", f"tcp://127.0.0.1:{port}",
              "--cam", "side", "--timeout", "3"], capture_output=True, text=True, cwd=REPO, timeout=60)
