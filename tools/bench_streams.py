@@ -134,6 +134,8 @@ class Received:
 
     times: dict[str, list[int]] = field(default_factory=dict)
     latency_ms: dict[str, list[float]] = field(default_factory=dict)
+    summaries: list[dict] = field(default_factory=list)
+    """Each pipeline's run summary (``perception run --json``)."""
 
 
 def _subscribe(sub: Subscriber, proc: subprocess.Popen, got: Received) -> None:
@@ -202,6 +204,7 @@ def run_pipelines(commands: list[list[str]], ports: list[int], timeout_s: float)
     for p, (_out, err) in zip(procs, outputs):
         if p.returncode != 0:
             raise SystemExit(f"pipeline failed ({p.returncode}): {' '.join(p.args)}\n{err[-3000:]}")
+    got.summaries = [json.loads(out.strip().splitlines()[-1]) for out, _err in outputs]
     return got, memory
 
 
@@ -229,6 +232,7 @@ def figures(got: Received, memory: MemorySampler, expected: int) -> dict:
         "p50_ms": float(np.percentile(lat, 50)) if lat.size else float("nan"),
         "p99_ms": float(np.percentile(lat, 99)) if lat.size else float("nan"),
         "rss_mib": memory.peak_rss, "pss_mib": memory.peak_pss,
+        "stage_ms": [{k: round(v, 1) for k, v in s.get("stage_ms", {}).items()} for s in got.summaries],
     }
 
 
@@ -336,6 +340,9 @@ def main() -> int:
                 print(_row(n, pacing if speed == 0 else f"{args.pace:g}/s", layout, r[layout]), flush=True)
     for line in ratios(results):
         print(line)
+    for (n, pacing), r in results.items():
+        print(f"stage means (ms), N={n} {pacing}, multi: {json.dumps(r['multi']['stage_ms'][0])}; separate (first): "
+              f"{json.dumps(r['separate']['stage_ms'][0])}")
     tail = bench_tail(video, frames=args.tail_frames, speed=args.tail_fps / clip_fps, overrides=overrides)
     ok = tail["p99_ms"] <= TARGETS["p99_over_p50"] * tail["p50_ms"]
     print(f"tail latency, 1 stream paced at {args.tail_fps:g}/s, {tail['frames']} frames, nearest, no panoptic, no "
