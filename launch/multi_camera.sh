@@ -1,9 +1,17 @@
 #!/usr/bin/env bash
-# Several cameras, one pipeline each (capture, inference and post-processing processes per camera),
-# each publishing on its own port. Ctrl-C or SIGTERM stops them all; if one pipeline exits with an
-# error, the others are stopped and this script exits with that pipeline's code.
+# One pipeline PER CAMERA (capture, inference and post-processing processes each), each publishing on
+# its own port. For N cameras that share a model, use ONE pipeline instead: launch/cameras.yaml (one
+# model in memory, batched inference, streams added and removed while running; tools/bench_streams.py
+# measures the difference). This script remains for what one pipeline cannot do:
+#   * cameras that need different models, backends or settings (a CONFIG per run, e.g. a surveillance
+#     camera with configs/surveillance.yaml beside the vehicle's cameras), or one pipeline per GPU;
+#   * isolation: a pipeline's failed inference stage stops only its own camera;
+#   * the baseline of tools/bench_streams.py's comparison, by hand.
+# Ctrl-C or SIGTERM stops them all; if one pipeline exits with an error, the others are stopped and
+# this script exits with that pipeline's code.
 #
-#   launch/multi_camera.sh camera:0 camera:1                 # ports 5555, 5556
+#   launch/multi_camera.sh camera:0 camera:1                 # ids cam0, cam1; ports 5555, 5556
+#   launch/multi_camera.sh front=camera:0 rear=rtsp://a/x    # [ID=]SRC as in perception run --source
 #   BASE_PORT=6000 CONFIG=configs/camera.yaml launch/multi_camera.sh rtsp://a/x rtsp://b/y
 #
 # Pipelines bind 127.0.0.1 (HOST): only this host can read them. HOST=0.0.0.0 serves the network;
@@ -24,10 +32,11 @@ trap 'stop_all; wait; exit 130' INT TERM
 i=0
 for src in "$@"; do
   port=$((BASE_PORT + i))
-  "$PERCEPTION" run "$CONFIG" --source "$src" --publish "tcp://$HOST:$port" \
-      --set "source.camera_id=cam$i" &
+  cam="cam$i"
+  if [[ $src =~ ^([A-Za-z0-9_-]+)=(.+)$ ]]; then cam=${BASH_REMATCH[1]}; src=${BASH_REMATCH[2]}; fi
+  "$PERCEPTION" run "$CONFIG" --source "$cam=$src" --publish "tcp://$HOST:$port" &
   pids+=($!)
-  echo "camera cam$i ($src) -> tcp://$HOST:$port (pid $!)" >&2
+  echo "camera $cam ($src) -> tcp://$HOST:$port (pid $!)" >&2
   i=$((i + 1))
 done
 
