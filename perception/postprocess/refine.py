@@ -327,7 +327,8 @@ def _band_blocks(labels: np.ndarray, grid: BlockGrid, lut: np.ndarray, band_px: 
     is_r = lut[labels]
     rp = grid.padded(is_r)
     any_r = rp[:-1, :-1] | rp[:-1, 1:] | rp[1:, :-1] | rp[1:, 1:]
-    by, bx = np.nonzero(grid.nonuniform(labels) & any_r)
+    nonuniform = grid.nonuniform(labels)
+    by, bx = np.nonzero(nonuniform & any_r)
     if by.size == 0:
         return None
     pos = grid.corner_cells(by, bx)  # [N, 4]
@@ -342,7 +343,10 @@ def _band_blocks(labels: np.ndarray, grid: BlockGrid, lut: np.ndarray, band_px: 
     lo, hi = lo.astype(np.int64), hi.astype(np.int64)
     n_seed = by.size
     rings = math.ceil(band_px / grid.cell_px) if band_px else 0
-    by, bx, parent = _grow_band(by, bx, grid.occupied() & ~grid.nonuniform(labels), rings)
+    if rings:
+        by, bx, parent = _grow_band(by, bx, grid.occupied() & ~nonuniform, rings)
+    else:
+        parent = np.arange(n_seed)
     # a grown block is uniform, of one of its seed's two classes
     return _Band(by=by, bx=bx, parent=parent, lo=lo[parent], hi=hi[parent], two=two, n_seed=n_seed)
 
@@ -400,8 +404,11 @@ def _colour_evidence(
     step = max(1, int(grid.cell_px // 5))
     stats = _side_sums(image_flat, out, band, prior, step, params.confident_logodds)
     n_seed = band.n_seed
-    fam = np.zeros((n_seed, 10), np.float64)
-    np.add.at(fam, band.parent, stats)  # over each seed's family of blocks
+    if band.by.size == n_seed:  # no grown blocks: each seed is its own family
+        fam = stats.astype(np.float64)
+    else:
+        fam = np.zeros((n_seed, 10), np.float64)
+        np.add.at(fam, band.parent, stats)  # over each seed's family of blocks
     if params.color_pool_blocks > 0:
         fam = _pool_same_pair(fam, band.by[:n_seed], band.bx[:n_seed], band.lo[:n_seed] * 256 + band.hi[:n_seed],
                               grid.occupied().shape, params.color_pool_blocks)

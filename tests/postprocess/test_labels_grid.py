@@ -121,3 +121,13 @@ def test_block_grid_rejects_empty_sizes():
         block_grid((0, 3), (10, 10))
     with pytest.raises(ValueError):
         block_grid((3, 3), (0, 10))
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 5), (4, 1), (88, 120), (3, 7)])
+@pytest.mark.parametrize("dtype", [np.uint8, np.bool_, np.int64])
+def test_padded_is_numpy_edge_pad(shape, dtype):
+    cells = np.random.default_rng(0).integers(0, 3, shape).astype(dtype)
+    g = block_grid((shape[1], shape[0]), (shape[1] * 3, shape[0] * 2))
+    padded = g.padded(cells)
+    assert padded.dtype == cells.dtype
+    np.testing.assert_array_equal(padded, np.pad(cells, 1, mode="edge"))
