@@ -376,7 +376,16 @@ def _side_sums(
     n_all = band.by.size
     sub = (slice(None), slice(None, None, step), slice(None, None, step))
     d_s, real_s = prior.d[sub].reshape(n_all, -1), prior.real[sub].reshape(n_all, -1)
-    pix_s = np.take(image_flat, prior.flat_pix[sub].reshape(n_all, -1), axis=0).astype(np.float32)  # [N, P, 3]
+    n_p = d_s.shape[1]
+    # per sampled pixel the features summed: B, G, R, 1 (the count), |I|² (all integers, so the float32
+    # sums below are exact and their order does not matter)
+    feat = np.empty((n_all, n_p, 5), np.float32)
+    feat[:, :, :3] = np.take(image_flat, prior.flat_pix[sub].reshape(n_all, -1), axis=0)  # [N, P, 3]
+    feat[:, :, 3] = 1.0
+    sq = feat[:, :, 4]
+    np.multiply(feat[:, :, 0], feat[:, :, 0], out=sq)
+    sq += feat[:, :, 1] * feat[:, :, 1]
+    sq += feat[:, :, 2] * feat[:, :, 2]
     t = np.float32(confident)
     # in junction blocks only the pixels labelled with one of the pair count for its colours (in
     # two-class blocks the sign of d already says which)
@@ -387,13 +396,11 @@ def _side_sums(
         lab_j = np.take(out.reshape(-1), prior.flat_pix[sub][jb].reshape(jb.size, -1))
         real_a[jb] &= lab_j == band.lo[jb, None]
         real_b[jb] &= lab_j == band.hi[jb, None]
-    side_a = ((d_s > t) & real_a).astype(np.float32)[:, None, :]  # [N, 1, P]
-    side_b = ((d_s < -t) & real_b).astype(np.float32)[:, None, :]
-    sq_s = (pix_s * pix_s).sum(axis=2, keepdims=True)  # [N, P, 1]
-    return np.concatenate(
-        [(side_a @ pix_s)[:, 0], side_a.sum(axis=2), (side_b @ pix_s)[:, 0], side_b.sum(axis=2),
-         (side_a @ sq_s)[:, 0], (side_b @ sq_s)[:, 0]], axis=1
-    )
+    sides = np.empty((n_all, 2, n_p), np.float32)  # [N, side a | side b, P]
+    sides[:, 0] = (d_s > t) & real_a
+    sides[:, 1] = (d_s < -t) & real_b
+    r = sides @ feat  # [N, 2, 5]: one small product per block instead of four
+    return np.concatenate([r[:, 0, :4], r[:, 1, :4], r[:, :, 4]], axis=1)
 
 
 def _colour_evidence(
