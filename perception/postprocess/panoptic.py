@@ -22,6 +22,7 @@ over instances is the one that builds the returned :class:`~perception.types.Ins
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import cv2
@@ -29,6 +30,7 @@ import numpy as np
 from scipy import ndimage
 
 from perception.errors import ConfigError, DataError
+from perception.postprocess.labels import argmax_labels
 from perception.types import Instance
 
 __all__ = [
@@ -222,9 +224,11 @@ def instances_full_resolution(
 ) -> np.ndarray:
     """Bring a low-resolution instance map to full resolution, restricted to full-res thing pixels.
 
-    Nearest-neighbour upsampling of ids, then every pixel whose full-resolution label is not a thing
-    class is cleared. With ``instance_classes`` a pixel keeps its id only if its full-resolution label
-    equals that instance's class (a car instance does not swallow an adjacent pedestrian's pixels).
+    Nearest-neighbour upsampling of ids (``cv2.INTER_NEAREST``), then every pixel whose
+    full-resolution label is not a thing class is cleared. With ``instance_classes`` a pixel keeps its
+    id only if its full-resolution label equals that instance's class (a car instance does not swallow
+    an adjacent pedestrian's pixels). Only the window of frame pixels that the grid's non-zero cells
+    reach is computed (the rest is 0): the cost follows the instances' extent, not the frame's.
 
     Args:
         instance_lowres: ``int32[h, w]`` or ``uint16[h, w]`` ids ``0..M``.
@@ -236,40 +240,82 @@ def instances_full_resolution(
     Returns:
         ``uint16[H, W]`` instance map, 0 = no instance.
     """
+    return _full_resolution_window(instance_lowres, labels_full, thing_ids, out_size, instance_classes)[0]
+
+
+@functools.lru_cache(maxsize=32)
+def _nearest_tables(h: int, w: int, H: int, W: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(rows int64[H], cols int64[W])``: the grid row and column ``cv2.INTER_NEAREST`` takes for
+    each frame row and column, read off ``cv2.resize`` itself (so they match it bit for bit)."""
+    rows = np.repeat(np.arange(h, dtype=np.uint16)[:, None], 2, axis=1)
+    cols = np.repeat(np.arange(w, dtype=np.uint16)[None, :], 2, axis=0)
+    r = cv2.resize(rows, (2, H), interpolation=cv2.INTER_NEAREST)[:, 0].astype(np.int64)
+    c = cv2.resize(cols, (W, 2), interpolation=cv2.INTER_NEAREST)[0].astype(np.int64)
+    r.flags.writeable = False
+    c.flags.writeable = False
+    return r, c
+
+
+def _full_resolution_window(
+    instance_lowres: np.ndarray,
+    labels_full: np.ndarray,
+    thing_ids: Sequence[int],
+    out_size: tuple[int, int],
+    instance_classes: np.ndarray | None,
+) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """:func:`instances_full_resolution` and the window ``(y0, y1, x0, x1)`` (exclusive ends) of the
+    frame outside which the map is 0 (empty when there are no instances)."""
     width, height = out_size
     if labels_full.shape != (height, width):
         raise DataError(f"instances_full_resolution: labels {labels_full.shape} != out_size (W,H) {out_size}")
     if instance_lowres.size and int(instance_lowres.max()) > 65535:
         raise DataError("instances_full_resolution: more than 65535 instances do not fit a uint16 map")
+    full = np.zeros((height, width), np.uint16)
+    h, w = instance_lowres.shape
+    occupied_rows = np.flatnonzero(instance_lowres.any(axis=1))
+    occupied_cols = np.flatnonzero(instance_lowres.any(axis=0))
+    if occupied_rows.size == 0:
+        return full, (0, 0, 0, 0)
+    rows, cols = _nearest_tables(h, w, height, width)
+    # nearest tables are non-decreasing: the frame rows (columns) taken from the occupied grid rows
+    # (columns) form one run
+    y0, y1 = np.searchsorted(rows, [occupied_rows[0], occupied_rows[-1] + 1])
+    x0, x1 = np.searchsorted(cols, [occupied_cols[0], occupied_cols[-1] + 1])
     low = instance_lowres.astype(np.uint16, copy=False)
-    full = cv2.resize(low, (width, height), interpolation=cv2.INTER_NEAREST)
+    sub = np.take(np.take(low, rows[y0:y1], axis=0), cols[x0:x1], axis=1)
+    lab = labels_full[y0:y1, x0:x1]
     if instance_classes is not None:
         # class of each id; id 0 maps to 255 (never a thing class), so background stays 0
         lut_cls = np.concatenate([[255], np.asarray(instance_classes)]).astype(np.uint8)
-        full[lut_cls[full] != labels_full] = 0
+        sub[lut_cls[sub] != lab] = 0
     else:
         thing_lut = np.zeros(256, bool)
         thing_lut[list(thing_ids)] = True
-        full[~thing_lut[labels_full]] = 0
-    return full
+        sub[~thing_lut[lab]] = 0
+    full[y0:y1, x0:x1] = sub
+    return full, (int(y0), int(y1), int(x0), int(x1))
 
 
 def describe_instances(
     instance_map: np.ndarray,
     scores: np.ndarray,
     class_ids: np.ndarray,
+    *,
+    window: tuple[int, int, int, int] | None = None,
 ) -> list[Instance]:
     """Box, area and centroid of every instance of a full-resolution map, as ``Instance`` objects.
 
-    Boxes come from ``scipy.ndimage.find_objects`` (one C pass over the map); area and centroid from
-    the row and column sums of each instance's mask inside its box, so the work is proportional to
-    the boxes' area, not the frame's. (The loop runs once per instance, as building the returned
-    objects does anyway; nothing loops over pixels.) Ids with no pixels are skipped.
+    Boxes come from ``scipy.ndimage.find_objects`` (one C pass over the map, or over ``window``);
+    area and centroid from the row and column sums of each instance's mask inside its box, so the work
+    is proportional to the boxes' area, not the frame's. (The loop runs once per instance, as building
+    the returned objects does anyway; nothing loops over pixels.) Ids with no pixels are skipped.
 
     Args:
         instance_map: ``uint16[H, W]`` ids ``0..M``.
         scores: ``float32[M]``, score of id ``m`` at entry ``m - 1``.
         class_ids: ``int64[M]``, class of id ``m`` at entry ``m - 1``.
+        window: optional ``(y0, y1, x0, x1)`` (exclusive ends) outside which the map is known to be 0
+            (as :func:`instances_full_resolution` computes it): only that part is searched.
 
     Returns:
         ``Instance`` list in increasing id order; boxes ``(x0, y0, x1, y1)`` exclusive, centroids
@@ -278,24 +324,29 @@ def describe_instances(
     m = int(np.asarray(scores).shape[0])
     if m == 0:
         return []
-    slices = ndimage.find_objects(instance_map, max_label=m)
+    wy, wx = 0, 0
+    part = instance_map
+    if window is not None:
+        wy, y1, wx, x1 = window
+        part = instance_map[wy:y1, wx:x1]
+    slices = ndimage.find_objects(part, max_label=m) if part.size else [None] * m
     out: list[Instance] = []
     for i, sl in enumerate(slices, start=1):
         if sl is None:
             continue
-        mask = instance_map[sl] == i
+        mask = part[sl] == i
         rows = np.count_nonzero(mask, axis=1)  # pixels per row of the box
         cols = np.count_nonzero(mask, axis=0)
         a = int(rows.sum())
-        ys, xs = sl
-        cy = float(rows @ np.arange(ys.start, ys.stop)) / a
-        cx = float(cols @ np.arange(xs.start, xs.stop)) / a
+        y0, y1, x0, x1 = sl[0].start + wy, sl[0].stop + wy, sl[1].start + wx, sl[1].stop + wx
+        cy = float(rows @ np.arange(y0, y1)) / a
+        cx = float(cols @ np.arange(x0, x1)) / a
         out.append(
             Instance(
                 index=i,
                 class_id=int(class_ids[i - 1]),
                 score=float(scores[i - 1]),
-                box=(float(xs.start), float(ys.start), float(xs.stop), float(ys.stop)),
+                box=(float(x0), float(y0), float(x1), float(y1)),
                 area=a,
                 centroid=(cx, cy),
             )
@@ -375,7 +426,7 @@ class PanopticGrouper:
         if center_heatmap.shape != (h, w):
             raise DataError(f"PanopticGrouper: heatmap {center_heatmap.shape} != logits' {(h, w)}")
         heat = _sigmoid(center_heatmap) if self.heatmap_is_logit else center_heatmap
-        labels = np.argmax(semantic_logits, axis=0).astype(np.uint8)
+        labels = argmax_labels(semantic_logits)
         thing = self._thing_lut[labels]
         centers = find_centers(heat, threshold=self.center_threshold, nms_kernel=self.nms_kernel, top_k=self.top_k)
         ids = group_pixels(thing, center_offsets, centers, max_distance=self.max_center_distance)
@@ -389,5 +440,5 @@ class PanopticGrouper:
             semantic_logits=semantic_logits,
         )
         H, W = labels_full.shape
-        full = instances_full_resolution(ids, labels_full, self.thing_ids, (W, H), instance_classes=classes)
-        return full, describe_instances(full, scores, classes)
+        full, window = _full_resolution_window(ids, labels_full, self.thing_ids, (W, H), classes)
+        return full, describe_instances(full, scores, classes, window=window)

@@ -327,7 +327,8 @@ def _band_blocks(labels: np.ndarray, grid: BlockGrid, lut: np.ndarray, band_px: 
     is_r = lut[labels]
     rp = grid.padded(is_r)
     any_r = rp[:-1, :-1] | rp[:-1, 1:] | rp[1:, :-1] | rp[1:, 1:]
-    by, bx = np.nonzero(grid.nonuniform(labels) & any_r)
+    nonuniform = grid.nonuniform(labels)
+    by, bx = np.nonzero(nonuniform & any_r)
     if by.size == 0:
         return None
     pos = grid.corner_cells(by, bx)  # [N, 4]
@@ -342,7 +343,10 @@ def _band_blocks(labels: np.ndarray, grid: BlockGrid, lut: np.ndarray, band_px: 
     lo, hi = lo.astype(np.int64), hi.astype(np.int64)
     n_seed = by.size
     rings = math.ceil(band_px / grid.cell_px) if band_px else 0
-    by, bx, parent = _grow_band(by, bx, grid.occupied() & ~grid.nonuniform(labels), rings)
+    if rings:
+        by, bx, parent = _grow_band(by, bx, grid.occupied() & ~nonuniform, rings)
+    else:
+        parent = np.arange(n_seed)
     # a grown block is uniform, of one of its seed's two classes
     return _Band(by=by, bx=bx, parent=parent, lo=lo[parent], hi=hi[parent], two=two, n_seed=n_seed)
 
@@ -372,7 +376,16 @@ def _side_sums(
     n_all = band.by.size
     sub = (slice(None), slice(None, None, step), slice(None, None, step))
     d_s, real_s = prior.d[sub].reshape(n_all, -1), prior.real[sub].reshape(n_all, -1)
-    pix_s = np.take(image_flat, prior.flat_pix[sub].reshape(n_all, -1), axis=0).astype(np.float32)  # [N, P, 3]
+    n_p = d_s.shape[1]
+    # per sampled pixel the features summed: B, G, R, 1 (the count), |I|² (all integers, so the float32
+    # sums below are exact and their order does not matter)
+    feat = np.empty((n_all, n_p, 5), np.float32)
+    feat[:, :, :3] = np.take(image_flat, prior.flat_pix[sub].reshape(n_all, -1), axis=0)  # [N, P, 3]
+    feat[:, :, 3] = 1.0
+    sq = feat[:, :, 4]
+    np.multiply(feat[:, :, 0], feat[:, :, 0], out=sq)
+    sq += feat[:, :, 1] * feat[:, :, 1]
+    sq += feat[:, :, 2] * feat[:, :, 2]
     t = np.float32(confident)
     # in junction blocks only the pixels labelled with one of the pair count for its colours (in
     # two-class blocks the sign of d already says which)
@@ -383,13 +396,11 @@ def _side_sums(
         lab_j = np.take(out.reshape(-1), prior.flat_pix[sub][jb].reshape(jb.size, -1))
         real_a[jb] &= lab_j == band.lo[jb, None]
         real_b[jb] &= lab_j == band.hi[jb, None]
-    side_a = ((d_s > t) & real_a).astype(np.float32)[:, None, :]  # [N, 1, P]
-    side_b = ((d_s < -t) & real_b).astype(np.float32)[:, None, :]
-    sq_s = (pix_s * pix_s).sum(axis=2, keepdims=True)  # [N, P, 1]
-    return np.concatenate(
-        [(side_a @ pix_s)[:, 0], side_a.sum(axis=2), (side_b @ pix_s)[:, 0], side_b.sum(axis=2),
-         (side_a @ sq_s)[:, 0], (side_b @ sq_s)[:, 0]], axis=1
-    )
+    sides = np.empty((n_all, 2, n_p), np.float32)  # [N, side a | side b, P]
+    sides[:, 0] = (d_s > t) & real_a
+    sides[:, 1] = (d_s < -t) & real_b
+    r = sides @ feat  # [N, 2, 5]: one small product per block instead of four
+    return np.concatenate([r[:, 0, :4], r[:, 1, :4], r[:, :, 4]], axis=1)
 
 
 def _colour_evidence(
@@ -400,8 +411,11 @@ def _colour_evidence(
     step = max(1, int(grid.cell_px // 5))
     stats = _side_sums(image_flat, out, band, prior, step, params.confident_logodds)
     n_seed = band.n_seed
-    fam = np.zeros((n_seed, 10), np.float64)
-    np.add.at(fam, band.parent, stats)  # over each seed's family of blocks
+    if band.by.size == n_seed:  # no grown blocks: each seed is its own family
+        fam = stats.astype(np.float64)
+    else:
+        fam = np.zeros((n_seed, 10), np.float64)
+        np.add.at(fam, band.parent, stats)  # over each seed's family of blocks
     if params.color_pool_blocks > 0:
         fam = _pool_same_pair(fam, band.by[:n_seed], band.bx[:n_seed], band.lo[:n_seed] * 256 + band.hi[:n_seed],
                               grid.occupied().shape, params.color_pool_blocks)

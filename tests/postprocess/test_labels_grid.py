@@ -33,6 +33,20 @@ def test_argmax_writes_into_out_and_keeps_input():
     np.testing.assert_array_equal(logits, before)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
+def test_argmax_equals_numpy_with_ties_infinities_and_nans(dtype):
+    """argmax_labels goes class plane by class plane; it must give np.argmax exactly (first max, and
+    the first NaN where there is one)."""
+    rng = np.random.default_rng(3)
+    for _ in range(100):
+        logits = rng.integers(-2, 3, (int(rng.integers(1, 12)), 6, 9)).astype(dtype)  # many ties
+        if rng.random() < 0.3:
+            logits.flat[rng.integers(0, logits.size, 3)] = np.nan
+        if rng.random() < 0.3:
+            logits.flat[rng.integers(0, logits.size, 3)] = rng.choice([np.inf, -np.inf])
+        np.testing.assert_array_equal(argmax_labels(logits), np.argmax(logits, axis=0))
+
+
 @pytest.mark.parametrize(
     "bad",
     [np.zeros((4, 4), np.float32), np.zeros((3, 4, 4), np.int32), np.zeros((0, 4, 4), np.float32),
@@ -107,3 +121,13 @@ def test_block_grid_rejects_empty_sizes():
         block_grid((0, 3), (10, 10))
     with pytest.raises(ValueError):
         block_grid((3, 3), (0, 10))
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 5), (4, 1), (88, 120), (3, 7)])
+@pytest.mark.parametrize("dtype", [np.uint8, np.bool_, np.int64])
+def test_padded_is_numpy_edge_pad(shape, dtype):
+    cells = np.random.default_rng(0).integers(0, 3, shape).astype(dtype)
+    g = block_grid((shape[1], shape[0]), (shape[1] * 3, shape[0] * 2))
+    padded = g.padded(cells)
+    assert padded.dtype == cells.dtype
+    np.testing.assert_array_equal(padded, np.pad(cells, 1, mode="edge"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
@@ -205,3 +206,38 @@ def test_grouper_end_to_end_two_objects():
     assert insts[0].score == pytest.approx(1 / (1 + np.exp(-3.0)) * np.exp(5) / (np.exp(5) + np.e + 9), rel=1e-5)
     with pytest.raises(ConfigError):
         PanopticGrouper(thing_ids=())
+
+
+@pytest.mark.parametrize("grid,frame", [((120, 88), (960, 540)), ((120, 68), (1920, 1080)), ((120, 90), (480, 360)),
+                                        ((5, 7), (11, 13)), ((10, 10), (7, 5)), ((240, 135), (960, 540))])
+def test_full_resolution_window_equals_whole_frame_nearest_resize(grid, frame):
+    """Only the window the instances reach is computed: same map as resizing the whole grid with
+    cv2.INTER_NEAREST and clearing, and describe_instances over the window gives the same objects."""
+    (w, h), (W, H) = grid, frame
+    rng = np.random.default_rng(w * h + W)
+    low = np.zeros((h, w), np.int32)
+    for k in range(1, 4):
+        y, x = int(rng.integers(0, h)), int(rng.integers(0, w))
+        low[y:y + int(rng.integers(1, 6)), x:x + int(rng.integers(1, 6))] = k
+    classes = np.array([CAR, PED, CAR])
+    labels = rng.choice(np.array([3, CAR, PED], np.uint8), size=(H, W), p=[0.2, 0.5, 0.3])
+    ref = cv2.resize(low.astype(np.uint16), (W, H), interpolation=cv2.INTER_NEAREST)
+    ref_cls = ref.copy()
+    ref_cls[np.concatenate([[255], classes]).astype(np.uint8)[ref] != labels] = 0
+    full = instances_full_resolution(low, labels, THINGS, (W, H), instance_classes=classes)
+    np.testing.assert_array_equal(full, ref_cls)
+    ref[~np.isin(labels, THINGS)] = 0
+    np.testing.assert_array_equal(instances_full_resolution(low, labels, THINGS, (W, H)), ref)
+    scores = np.array([0.9, 0.5, 0.7], np.float32)
+    from perception.postprocess.panoptic import _full_resolution_window
+
+    full_w, window = _full_resolution_window(low, labels, THINGS, (W, H), classes)
+    np.testing.assert_array_equal(full_w, ref_cls)
+    assert describe_instances(full_w, scores, classes, window=window) == describe_instances(ref_cls, scores, classes)
+
+
+def test_full_resolution_of_an_empty_map_is_zero():
+    labels = np.full((20, 30), CAR, np.uint8)
+    full = instances_full_resolution(np.zeros((5, 6), np.int32), labels, THINGS, (30, 20))
+    assert full.shape == (20, 30) and not full.any()
+    assert describe_instances(full, np.zeros(2, np.float32), np.array([CAR, CAR]), window=(0, 0, 0, 0)) == []

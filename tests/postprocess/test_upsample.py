@@ -171,3 +171,18 @@ def test_with_a_real_tiny_model(tmp_path):
         out = make_upsampler(method, card=card, out_size=(160, 90))(logits, frame)
         assert out.shape == (90, 160) and out.dtype == np.uint8
         assert out.max() < card.num_classes
+
+
+def test_first_max_label_is_argmax_over_candidates_with_ties_and_nans():
+    """Junction blocks pick the candidate of the first largest interpolated score, as np.argmax does."""
+    from perception.postprocess.upsample import _first_max_label
+
+    rng = np.random.default_rng(5)
+    for k in (2, 3, 4):
+        val = rng.integers(-2, 3, (40, k, 5, 6)).astype(np.float32)  # many ties
+        cand = np.sort(rng.choice(11, size=(40, k), replace=True), axis=1).astype(np.uint8)
+        for nan in (False, True):
+            if nan:
+                val.reshape(-1)[rng.integers(0, val.size, 20)] = np.nan
+            ref = np.take_along_axis(cand[:, :, None, None], np.argmax(val, axis=1)[:, None], axis=1)[:, 0]
+            np.testing.assert_array_equal(_first_max_label(val, cand), ref)
