@@ -36,6 +36,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 MODES = ("sigint", "sigterm", "kill-supervisor", "kill-group", "kill-capture", "kill-inference", "kill-postprocess")
 STAGE_PID = re.compile(r"started stage (\S+) pid (\d+)")
+GRACE_S = 10.0
+"""How long the processes of a stopped run may take to be gone before they count as left behind."""
 
 
 def _alive(pid: int) -> bool:
@@ -117,10 +119,14 @@ def cycle(cfg: Path, mode: str, *, startup: bool, rng: random.Random, startup_s:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(5)
     stop_s = time.monotonic() - t_stop
-    time.sleep(0.5 if mode in ("kill-group", "kill-supervisor") else 0.1)  # orphans follow their parent
     reader.join(timeout=2)
     text = "".join(err_lines)
     pids = {m.group(1): int(m.group(2)) for m in STAGE_PID.finditer(text)}
+    # orphans follow their dead parent: at once when it dies (PDEATHSIG), or, for a child still importing
+    # when it died, as soon as its start-up code runs; allow them GRACE_S before counting
+    deadline = time.monotonic() + GRACE_S
+    while time.monotonic() < deadline and (any(_alive(p) for p in pids.values()) or _group_members(proc.pid)):
+        time.sleep(0.1)
     left = [p for p in pids.values() if _alive(p)] + [p for p in _group_members(proc.pid) if p not in pids.values()]
     # ours: segments named after this run's supervisor, and any POSIX semaphore (multiprocessing's queues
     # and events leave sem.* when killed); other programs' segments appearing meanwhile are not counted
