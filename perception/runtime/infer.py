@@ -20,16 +20,14 @@ import zmq
 
 from perception.config import BatchConfig, ModelConfig
 from perception.runtime import channels, stagekit
+from perception.runtime.lanes import LaneStage
 from perception.runtime.protocol import (
     FRAME_KEY,
     OUTPUT_KEYS,
-    Attached,
     Counter,
     EndOfStream,
-    Go,
     Ready,
     StreamAdded,
-    StreamRemoved,
     WorkItem,
 )
 from perception.runtime.stagekit import StageHandles, StageLink
@@ -101,66 +99,31 @@ class _Lane:
     waiting: deque = field(default_factory=deque)
 
 
-class InferenceStage:
+class InferenceStage(LaneStage):
+    stage = "inference"
+
     def __init__(self, *, handles: StageHandles, link: StageLink, seg, batch: BatchConfig,
                  max_age_ms: float | None = None) -> None:
-        self.h = handles
-        self.max_age_ns = int(max_age_ms * 1e6) if max_age_ms else None
-        self.link = link
+        super().__init__(handles=handles, link=link, inbox=handles.addresses.inference, max_age_ms=max_age_ms)
         self.seg = seg
         self.max_size = batch.max_size
         self.timeout_ns = int(batch.timeout_ms * 1e6)
-        self.lanes: dict[int, _Lane] = {}
         self._next = 0  # round-robin position (a stream number)
-        self.ctx = channels.context()
-        self.inbox = channels.socket(self.ctx, zmq.PULL, handles.addresses.inference, bind=True)
         self.outbox = channels.socket(self.ctx, zmq.PUSH, handles.addresses.post, bind=False)
-        self.going = False
 
-    def close(self) -> None:
-        for stream in list(self.lanes):
-            self._remove(stream)
-        channels.close(self.inbox, self.outbox, self.ctx)
+    def add(self, cmd: StreamAdded, slots, free: zmq.Socket) -> None:
+        self.lanes[cmd.stream] = _Lane(row=cmd.row, live=cmd.info.mode == "live", slots=slots, free=free)
 
-    # --------------------------------------------------------------------------------- commands
-    def _command(self, cmd) -> None:
-        if isinstance(cmd, Go):
-            self.going = True
-        elif isinstance(cmd, StreamAdded):
-            self._add(cmd)
-        elif isinstance(cmd, StreamRemoved):
-            self._remove(cmd.stream)
+    def close_sockets(self) -> None:
+        channels.close(self.outbox)
 
-    def _add(self, cmd: StreamAdded) -> None:
-        from perception.runtime.shm import SharedSlots
+    def step(self) -> bool:
+        batch = self._gather()
+        if batch:
+            self._infer(batch)
+        return bool(batch)
 
-        free = channels.socket(self.ctx, zmq.PUSH, self.h.addresses.free(cmd.stream), bind=False)
-        self.lanes[cmd.stream] = _Lane(row=cmd.row, live=cmd.info.mode == "live",
-                                       slots=SharedSlots.attach(cmd.descriptor), free=free)
-        self.link.send(Attached(stage="inference", stream=cmd.stream))
-
-    def _remove(self, stream: int) -> None:
-        lane = self.lanes.pop(stream, None)
-        if lane is not None:
-            lane.slots.close()
-            channels.close(lane.free)
-
-    # ------------------------------------------------------------------------------------- loop
-    def run(self) -> None:
-        while True:
-            stagekit.beat(self.h, "inference")
-            for cmd in self.link.commands():
-                self._command(cmd)
-            if self.link.stopping:
-                return
-            self._receive()
-            batch = self._gather() if self.going else []
-            if batch:
-                self._infer(batch)
-            else:
-                self.link.wait(stagekit.POLL_MS, self.inbox)
-
-    def _receive(self) -> None:
+    def receive(self) -> None:
         """Everything that arrived, into its stream's queue (a live stream keeps only the newest frame)."""
         while (item := channels.recv(self.inbox, block=False)) is not None:
             lane = self.lanes.get(item.stream) if isinstance(item, (WorkItem, EndOfStream)) else None
@@ -191,7 +154,7 @@ class InferenceStage:
                 if isinstance(item, EndOfStream):
                     channels.send(self.outbox, item)  # after every frame of the stream sent before it
                     continue
-                if self._stale(self.lanes[stream], item):
+                if self.stale(self.lanes[stream], item):
                     continue
                 batch.append((stream, item))
             others = len(self.lanes) - len(batch)
@@ -202,18 +165,10 @@ class InferenceStage:
             if left_ms <= 0:
                 break
             self.link.wait(max(1, int(left_ms)), self.inbox)
-            self._receive()
+            self.receive()
         if batch:
             self._next = batch[-1][0] + 1
         return batch
-
-    def _stale(self, lane: _Lane, item: WorkItem) -> bool:
-        """A live frame past ``max_age``: its slot goes back, counted, and it is not inferred."""
-        if not lane.live or self.max_age_ns is None or time.monotonic_ns() - item.meta.t_mono_ns <= self.max_age_ns:
-            return False
-        channels.send(lane.free, item.slot)
-        stagekit.bump(self.h.counters, lane.row, Counter.DROPPED_STALE)
-        return True
 
     def _infer(self, batch: list[tuple[int, WorkItem]]) -> None:
         t0 = time.monotonic_ns()

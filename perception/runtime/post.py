@@ -26,20 +26,18 @@ from perception.config import AnalyticsConfig, PostprocessConfig, TrackingConfig
 from perception.modelcard import ModelCard, load_card
 from perception.outputs.base import Ending, RunContext, Sink, SinkConfig
 from perception.runtime import channels, stagekit
+from perception.runtime.lanes import LaneStage
 from perception.runtime.metrics import observe
 from perception.runtime.protocol import (
     FRAME_KEY,
     OUTPUT_KEYS,
-    Attached,
     Counter,
     EndOfStream,
-    Go,
     Ready,
     StageReport,
     Status,
     StreamAdded,
     StreamEnded,
-    StreamRemoved,
     StreamReport,
     WorkItem,
 )
@@ -315,79 +313,45 @@ class _Lane:
     t_last: int | None = None
 
 
-class PostStage:
+class PostStage(LaneStage):
     """Takes inferred frames in arrival order (a live stream: its newest only), writes each frame's
     result to every sink, and hands the slot back to the stream's capture."""
 
+    stage = "postprocess"
+
     def __init__(self, *, handles: StageHandles, link: StageLink, post: PostProcessor, sinks: list[Sink],
                  run: RunContext, max_age_ms: float | None = None) -> None:
-        self.h = handles
-        self.max_age_ns = int(max_age_ms * 1e6) if max_age_ms else None
-        self.link = link
+        super().__init__(handles=handles, link=link, inbox=handles.addresses.post, max_age_ms=max_age_ms)
         self.post = post
         self.sinks = sinks
         self.run_ctx = run
-        self.lanes: dict[int, _Lane] = {}
         self.ended: dict[int, _Lane] = {}
         self.pending: deque = deque()
-        self.going = False
-        self.ctx = channels.context()
-        self.inbox = channels.socket(self.ctx, zmq.PULL, handles.addresses.post, bind=True)
 
-    def close(self) -> None:
-        for stream in list(self.lanes):
-            self._remove(stream)
-        channels.close(self.inbox, self.ctx)
-
-    # --------------------------------------------------------------------------------- commands
-    def _command(self, cmd) -> None:
-        if isinstance(cmd, Go):
-            self.going = True
-        elif isinstance(cmd, StreamAdded):
-            self._add(cmd)
-        elif isinstance(cmd, StreamRemoved):
-            self._remove(cmd.stream)
-        elif isinstance(cmd, Status):
+    def other(self, cmd) -> None:
+        if isinstance(cmd, Status):
             for sink in self.sinks:
                 if hasattr(sink, "write_status"):
                     sink.write_status(cmd.body)
 
-    def _add(self, cmd: StreamAdded) -> None:
-        from perception.runtime.shm import SharedSlots
-
-        free = channels.socket(self.ctx, zmq.PUSH, self.h.addresses.free(cmd.stream), bind=False)
+    def add(self, cmd: StreamAdded, slots, free: zmq.Socket) -> None:
         self.lanes[cmd.stream] = _Lane(row=cmd.row, camera_id=cmd.camera_id, live=cmd.info.mode == "live",
-                                       slots=SharedSlots.attach(cmd.descriptor), free=free)
+                                       slots=slots, free=free)
         self.run_ctx.stream_fps[cmd.camera_id] = cmd.info.fps or DEFAULT_FPS
         self.post.warm(cmd.camera_id, (cmd.info.width, cmd.info.height))
-        self.link.send(Attached(stage="postprocess", stream=cmd.stream))
 
-    def _remove(self, stream: int) -> None:
-        lane = self.lanes.pop(stream, None)
-        if lane is None:
-            return
+    def forget(self, stream: int, lane: _Lane) -> None:
         self.ended[stream] = lane
         self.post.forget(lane.camera_id)
         self.pending = deque(it for it in self.pending if it.stream != stream)
-        lane.slots.close()
-        channels.close(lane.free)
 
-    # ------------------------------------------------------------------------------------- loop
-    def run(self) -> None:
-        """Until a stop (:attr:`StageLink.stop_reason` says why)."""
-        while True:
-            stagekit.beat(self.h, "postprocess")
-            for cmd in self.link.commands():
-                self._command(cmd)
-            if self.link.stopping:
-                return
-            self._receive()
-            if self.going and self.pending:
-                self._handle(self.pending.popleft())
-            else:
-                self.link.wait(stagekit.POLL_MS, self.inbox)
+    def step(self) -> bool:
+        if not self.pending:
+            return False
+        self._handle(self.pending.popleft())
+        return True
 
-    def _receive(self) -> None:
+    def receive(self) -> None:
         while (item := channels.recv(self.inbox, block=False)) is not None:
             lane = self.lanes.get(item.stream) if isinstance(item, (WorkItem, EndOfStream)) else None
             if lane is None:
@@ -412,11 +376,9 @@ class PostStage:
         if isinstance(item, EndOfStream):
             self.link.send(StreamEnded(stream=item.stream))
             return
-        t0 = time.monotonic_ns()
-        if lane.live and self.max_age_ns is not None and t0 - item.meta.t_mono_ns > self.max_age_ns:
-            channels.send(lane.free, item.slot)  # too old to be worth publishing: dropped, counted
-            stagekit.bump(self.h.counters, lane.row, Counter.DROPPED_STALE)
+        if self.stale(lane, item):  # too old to be worth publishing: dropped, counted
             return
+        t0 = time.monotonic_ns()
         item.timings_ms["queue_post"] = (t0 - item.t_slot_ns) / 1e6
         meta = item.meta
         result = self.post.process(

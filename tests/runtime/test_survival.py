@@ -76,7 +76,9 @@ def test_ctrl_c_during_start_up_is_quiet(tmp_path, model, delay_s):
         kill_tree(proc)
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
     assert len([ln for ln in err.splitlines() if ln.strip()]) <= 4, err  # at most one line per stage
-    assert proc.returncode == 130
+    # 130 once the command handles Ctrl-C; -2 (a shell shows 130 too) when it came while the interpreter
+    # itself was still starting, before any Python code ran: killed by SIGINT, silently
+    assert proc.returncode in (130, -signal.SIGINT)
 
 
 def test_status_topic_tells_the_health_of_every_stream(tmp_path, model):
