@@ -112,8 +112,9 @@ def main(argv: list[str] | None = None) -> int:
                 pids["supervisor"] = proc.pid
                 for name, pid in pids.items():
                     rss = _rss_mib(pid)
-                    if rss is not None:
-                        samples.setdefault(name, []).append((now - t0, rss))
+                    if rss is not None:  # a restarted stage is a new series (name#pid)
+                        key = name if name == "supervisor" else f"{name}#{pid}"
+                        samples.setdefault(key, []).append((now - t0, rss))
                 if now >= next_restart:
                     server.stop()
                     time.sleep(args.outage)
@@ -144,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
                              "slope_mib_per_h": round(_slope_per_hour([x for x in s if x[0] >= warm]), 2)}
                       for name, s in samples.items() if s},
         "reconnects_logged": len(re.findall(r"reconnect", text, flags=re.I)),
+        "restarts": re.findall(r"stage \w+ failed \([^)]*\)|stream \S+: capture [^;]*; started again", text),
     }
     print(json.dumps(report, indent=None if args.json else 2))
     return 0 if not left and not new_shm else 1
