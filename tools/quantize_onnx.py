@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from perception.backends.preprocess import Preprocessor  # noqa: E402
-from perception.cli.eval import parse_size  # noqa: E402
+from perception.cli.args import size_arg as parse_size  # noqa: E402
 from perception.errors import DataError  # noqa: E402
 from perception.modelcard import load_card, save_card  # noqa: E402
 

@@ -13,47 +13,10 @@ import logging
 import time
 from pathlib import Path
 
+from perception.cli.args import non_negative_int, positive_int, size_arg
 from perception.errors import ConfigError
 
 log = logging.getLogger(__name__)
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """``"640x480"`` → ``(640, 480)`` (width, height); raises :class:`ConfigError` otherwise."""
-    parts = text.lower().replace("×", "x").split("x")
-    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
-        raise ConfigError(f"a size must look like WIDTHxHEIGHT (e.g. 640x480), got {text!r}")
-    w, h = (int(p) for p in parts)
-    if w <= 0 or h <= 0:
-        raise ConfigError(f"a size must be positive, got {text!r}")
-    return w, h
-
-
-def _size_arg(text: str) -> tuple[int, int]:
-    try:
-        return parse_size(text)
-    except ConfigError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from exc
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from exc
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from exc
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -77,31 +40,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     cal = p.add_argument_group("INT8 calibration")
     cal.add_argument("--calib-dir", type=Path, metavar="DIR",
                      help="folder of representative images (searched recursively), preprocessed like the runtime")
-    cal.add_argument("--calib-images", type=_positive_int, default=DEFAULT_CALIB_IMAGES, metavar="N",
+    cal.add_argument("--calib-images", type=positive_int, default=DEFAULT_CALIB_IMAGES, metavar="N",
                      help="images to calibrate on, evenly spaced over the sorted folder (default "
                           f"{DEFAULT_CALIB_IMAGES})")
     cal.add_argument("--calib-cache", type=Path, metavar="FILE",
                      help="calibration cache: read if it exists (skips calibration), written after calibrating")
     shapes = p.add_argument_group("shapes (optimisation profile)")
-    shapes.add_argument("--batch", type=_positive_int, metavar="N", help="fixed batch size (default 1)")
-    shapes.add_argument("--min-batch", type=_positive_int, metavar="N")
-    shapes.add_argument("--opt-batch", type=_positive_int, metavar="N")
-    shapes.add_argument("--max-batch", type=_positive_int, metavar="N")
-    shapes.add_argument("--input-size", type=_size_arg, metavar="WxH",
+    shapes.add_argument("--batch", type=positive_int, metavar="N", help="fixed batch size (default 1)")
+    shapes.add_argument("--min-batch", type=positive_int, metavar="N")
+    shapes.add_argument("--opt-batch", type=positive_int, metavar="N")
+    shapes.add_argument("--max-batch", type=positive_int, metavar="N")
+    shapes.add_argument("--input-size", type=size_arg, metavar="WxH",
                         help="fixed input size (default: the model card's); dynamic models only for other sizes")
-    shapes.add_argument("--min-size", type=_size_arg, metavar="WxH")
-    shapes.add_argument("--opt-size", type=_size_arg, metavar="WxH")
-    shapes.add_argument("--max-size", type=_size_arg, metavar="WxH")
+    shapes.add_argument("--min-size", type=size_arg, metavar="WxH")
+    shapes.add_argument("--opt-size", type=size_arg, metavar="WxH")
+    shapes.add_argument("--max-size", type=size_arg, metavar="WxH")
     b = p.add_argument_group("builder")
-    b.add_argument("--workspace-mb", type=_positive_int, default=DEFAULT_WORKSPACE_MB, metavar="N",
+    b.add_argument("--workspace-mb", type=positive_int, default=DEFAULT_WORKSPACE_MB, metavar="N",
                    help=f"tactic scratch memory limit in MiB (default {DEFAULT_WORKSPACE_MB}; 512-1024 on 8 GB "
                         "Jetsons)")
-    b.add_argument("--dla", type=_non_negative_int, metavar="N", help="build for DLA core N (Jetson), FP16/INT8 only")
+    b.add_argument("--dla", type=non_negative_int, metavar="N", help="build for DLA core N (Jetson), FP16/INT8 only")
     b.add_argument("--gpu-fallback", action=argparse.BooleanOptionalAction, default=True,
                    help="with --dla: run layers the DLA cannot on the GPU (default) instead of failing")
     b.add_argument("--timing-cache", type=Path, metavar="FILE",
                    help="TensorRT timing cache: loaded if present, saved after the build (faster rebuilds)")
-    b.add_argument("--device", type=_non_negative_int, default=0, metavar="N", help="CUDA device index (default 0)")
+    b.add_argument("--device", type=non_negative_int, default=0, metavar="N", help="CUDA device index (default 0)")
     out = p.add_argument_group("output")
     out.add_argument("--out", type=Path, metavar="ENGINE", help="write the engine file here instead of the cache")
     out.add_argument("--cache-dir", type=Path, metavar="DIR",

@@ -10,6 +10,7 @@ import json
 import sys
 from pathlib import Path
 
+from perception.cli.args import positive_int, size_arg
 from perception.errors import ConfigError
 
 
@@ -18,27 +19,6 @@ def default_model_path() -> Path:
     from perception.config import default_model_path as config_default
 
     return config_default()
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """``"480x352"`` → ``(480, 352)`` (width, height)."""
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT such as 480x352, got {text!r}") from exc
-    if w <= 0 or h <= 0:
-        raise argparse.ArgumentTypeError(f"sizes must be positive, got {text!r}")
-    return w, h
-
-
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from exc
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return v
 
 
 def _tolerance(text: str) -> float:
@@ -68,9 +48,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="ONNX model with its .card.json (default: engines/camvid_lite0_panoptic.onnx)")
     parser.add_argument("--backend", choices=("onnxruntime", "tensorrt", "auto"), default="onnxruntime",
                         help="inference runtime (default: onnxruntime)")
-    parser.add_argument("--threads", type=_positive_int, default=None,
+    parser.add_argument("--threads", type=positive_int, default=None,
                         help="ONNX Runtime intra-op threads (default: its own choice)")
-    parser.add_argument("--input-size", type=parse_size, default=None, metavar="WxH",
+    parser.add_argument("--input-size", type=size_arg, default=None, metavar="WxH",
                         help="network input size (default: the model card's); dynamic models only")
     parser.add_argument("--upsample", choices=("nearest", "bilinear", "refine"), default="bilinear",
                         help="how low-resolution scores reach the label's resolution (default: bilinear)")
@@ -81,7 +61,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "else 255)")
     parser.add_argument("--skip-bad", action="store_true",
                         help="leave out bad image/label pairs (counted, with the reason) instead of stopping")
-    parser.add_argument("--limit", type=_positive_int, default=None, metavar="N",
+    parser.add_argument("--limit", type=positive_int, default=None, metavar="N",
                         help="score only the first N images")
     parser.add_argument("--json", action="store_true",
                         help="print exactly one JSON object on stdout instead of the table")

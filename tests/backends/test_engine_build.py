@@ -25,7 +25,8 @@ from perception.backends.engine_build import (
     shape_profiles,
 )
 from perception.backends.engine_cache import file_sha256
-from perception.cli.build_engine import options_from_args, parse_size, register
+from perception.cli.args import parse_size
+from perception.cli.build_engine import options_from_args, register
 from perception.errors import BackendError, ConfigError, EngineError
 from perception.modelcard import load_card
 from tests.tinymodel import make_tiny_model
