@@ -427,10 +427,11 @@ class RuntimeConfig(_Section):
     """How often the status is logged (``-v``); ``<topic>/status`` goes out every second regardless."""
     progress: bool = True
     """Progress bar on stderr for replays with a known length."""
-    watchdog_s: float = Field(default=5.0, gt=0)
+    watchdog_s: float = Field(default=10.0, gt=0)
     """A stage that shows no sign of life for this long is hung: a capture stuck on a source that is not
     reconnecting, inference or post-processing stuck on a frame. Shorter notices sooner; too short takes
-    a slow first frame (a big model loading) for a hang."""
+    a stage the machine merely starved for a hang (a soak on a loaded 2-core machine saw inference stall
+    5.3 s, so 5 was too short)."""
     restart: Literal["on-failure", "never"] = "on-failure"
     """What to do with a stage that failed or hung: start it again (a stream's capture alone, or the run's
     inference and post-processing with every stream), or stop with one line naming the stage."""

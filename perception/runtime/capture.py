@@ -51,6 +51,9 @@ class CaptureSettings:
     source: SourceConfig
     """Its source section, id and mode resolved (:meth:`PipelineConfig.streams`)."""
     replay: ReplayConfig
+    retry_open: bool = False
+    """Keep trying to open the source (backoff up to 5 s) instead of failing at once: for a live stream
+    started again after a restart, whose camera may be down at that moment."""
 
 
 def open_configured_source(cfg: SourceConfig):
@@ -78,7 +81,9 @@ def capture_main(handles: StageHandles, settings: CaptureSettings) -> None:
         from perception.runtime.shm import SharedSlots
 
         link = StageLink(handles, "capture", f"capture:{settings.stream}")
-        source = open_configured_source(settings.source)
+        source = _open(settings, link)
+        if source is None:
+            return
         info = source_info(source, settings.source.mode)
         link.send(SourceOpened(stream=settings.stream, info=info))
         cmd = link.wait_for(Slots)
@@ -99,6 +104,28 @@ def capture_main(handles: StageHandles, settings: CaptureSettings) -> None:
         stagekit.close_quietly(slots, "shared memory")
         stagekit.close_quietly(link, "the control link")
     sys.exit(code)
+
+
+def _open(settings: CaptureSettings, link: StageLink):
+    """The source; with ``retry_open``, retried with backoff until it opens or the pipeline stops."""
+    from perception.errors import SourceError
+    from perception.redact import redact
+
+    delay = 0.5
+    while True:
+        try:
+            return open_configured_source(settings.source)
+        except SourceError as exc:
+            if not settings.retry_open:
+                raise
+            log.warning("stream %s: cannot open the source yet (%s); trying again in %.1f s",
+                        settings.source.camera_id, redact(str(exc)), delay)
+        deadline = time.monotonic() + delay
+        while time.monotonic() < deadline:
+            if link.check_stop():
+                return None
+            time.sleep(0.05)
+        delay = min(5.0, delay * 2)
 
 
 class Capture:

@@ -118,7 +118,7 @@ class Pipeline:
         sources = list(self.config.streams())
         try:
             while True:
-                run = _Run(self, sources)
+                run = _Run(self, sources, restarted=self.restarts.total > 0)
                 try:
                     run.start()
                     run.watch()
@@ -147,8 +147,9 @@ class Pipeline:
 class _Run:
     """One run's processes, sockets and streams (made by :meth:`Pipeline.run`, released by it)."""
 
-    def __init__(self, pipeline: Pipeline, sources: list[SourceConfig]) -> None:
+    def __init__(self, pipeline: Pipeline, sources: list[SourceConfig], *, restarted: bool = False) -> None:
         self.p = pipeline
+        self.restarted = restarted
         self.cfg = pipeline.config
         self.sources = sources
         self.streams = StreamTable(max_streams=self.cfg.runtime.max_streams)
@@ -197,7 +198,8 @@ class _Run:
         self._spawn("inference", inference_main, self.p.inference_settings())
         self._spawn("postprocess", postprocess_main, self.p.post_settings(), self.p.input_size)
         for source in self.sources:
-            self.add_stream(source)
+            # after a restart of inference and post-processing, a live camera may be down just then
+            self.add_stream(source, retry_open=self.restarted)
 
     def _spawn(self, name: str, target, *args) -> mp.Process:
         proc = self.mp.Process(target=target, args=(self.handles, *args), name=f"perception-{name}", daemon=True)
@@ -213,13 +215,14 @@ class _Run:
         log.info("started stage %s pid %d", name, proc.pid)
         return proc
 
-    def add_stream(self, source: SourceConfig) -> Stream:
+    def add_stream(self, source: SourceConfig, *, retry_open: bool = False) -> Stream:
         stream = self.streams.add(source)
         for k in range(N_COUNTERS):
             self.counters[stream.row * N_COUNTERS + k] = 0
         per_row = len(self.hist) // self.cfg.runtime.max_streams
         self.hist[stream.row * per_row:(stream.row + 1) * per_row] = [0] * per_row
-        settings = CaptureSettings(stream=stream.number, row=stream.row, source=source, replay=self.cfg.replay)
+        settings = CaptureSettings(stream=stream.number, row=stream.row, source=source, replay=self.cfg.replay,
+                                   retry_open=retry_open)
         label = "capture" if stream.number == 0 else f"capture:{stream.camera_id}"
         stream.process = self._spawn(label, capture_main, settings)
         return stream
@@ -412,7 +415,7 @@ class _Run:
             self.remove_stream(stream, "failed", why)
             return
         self.remove_stream(stream, "restarting", why)
-        again = self.add_stream(stream.source)
+        again = self.add_stream(stream.source, retry_open=True)
         again.restarts = stream.restarts + 1
         log.warning("stream %s: capture %s; started again (restart %d)", stream.camera_id, why, again.restarts)
 

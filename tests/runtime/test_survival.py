@@ -188,3 +188,37 @@ def test_prometheus_metrics_on_request(tmp_path, model):
     assert published and float(published[0].split()[-1]) >= 5, text
     assert 'perception_stage_latency_seconds_bucket{le="+Inf",stage="total",stream="cam0"}' in text
     assert "perception_stage_silent_seconds" in text and "perception_restarts_total" in text
+
+
+def test_a_restarted_live_stream_waits_for_its_camera(tmp_path, model):
+    """A live capture that died while its camera was down is started again and keeps trying to open the
+    camera (instead of failing the stream at once) until it is back."""
+    from tests.sources.mjpeg_server import MjpegServer
+
+    server = MjpegServer(width=160, height=120, fps=20.0)
+    cam_port = server.port
+    port = free_port()
+    cfg = write_config(tmp_path / "cam.yaml", model=model, port=port, mode="live", source=server.url,
+                       runtime={"progress": False, "watchdog_s": 3.0})
+    proc = start_pipeline(cfg)
+    reader = StderrReader(proc)
+    try:
+        with Subscriber(address=f"tcp://127.0.0.1:{port}", latest_only=True) as sub:
+            assert sub.recv(timeout_s=60) is not None, reader.text
+            server.stop()  # the camera goes away ...
+            os.kill(stage_pids(reader.text)["capture"], signal.SIGKILL)  # ... and its capture dies meanwhile
+            assert reader.wait_for(r"cannot open the source yet", timeout=20), reader.text
+            server = MjpegServer(width=160, height=120, fps=20.0, port=cam_port)  # the camera is back
+            deadline = time.monotonic() + 30  # the restarted stream opens it and gets its slots ...
+            while reader.text.count("stream cam0: shared memory") < 2 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert reader.text.count("stream cam0: shared memory") == 2, reader.text
+            m = sub.recv(timeout_s=30)
+            while m is not None and m.frame_seq > 50:  # (anything still queued from before the restart)
+                m = sub.recv(timeout_s=30)
+            assert m is not None, reader.text  # ... and its frames flow
+        assert proc.poll() is None, reader.text
+    finally:
+        server.stop()
+        _stop(proc)
+    assert proc.returncode == 130, reader.text
