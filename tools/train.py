@@ -33,15 +33,18 @@ from tqdm import tqdm
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from perception.models.data import AugmentConfig, augment, collate, load_split  # noqa: E402
+from perception.models.data import AugmentConfig, Split, augment, collate, load_split  # noqa: E402
 from perception.models.network import NetworkConfig, build_network  # noqa: E402
+from perception.models.pennfudan import load_pennfudan, read_stems, split_stems  # noqa: E402
 from perception.models.training import (  # noqa: E402
     LossConfig,
     class_weights,
     evaluate,
     panoptic_loss,
     save_checkpoint,
+    teacher,
 )
+from perception.models.warmstart import freeze_batchnorm, network_from_onnx  # noqa: E402
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -81,6 +84,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--no-pretrained", action="store_true", help="random encoder (tests only)")
     p.add_argument("--limit", type=int, default=None, help="use only the first N train/val images (smoke tests)")
+    p.add_argument("--init-onnx", type=Path, default=None,
+                   help="fine-tune: start from this exported model (e.g. engines/camvid_lite0_panoptic.onnx); its "
+                   "BatchNorm was folded away, so every BatchNorm stays in eval mode (scale and shift still learn)")
+    p.add_argument("--pennfudan", type=Path, default=None,
+                   help="also train on this Penn-Fudan folder (real per-person masks; the rest of each image "
+                   "labelled by the starting model where it is confident)")
+    p.add_argument("--pennfudan-holdout-every", type=int, default=4,
+                   help="hold out every Nth Penn-Fudan image (listed in <out>/pennfudan_holdout.txt) for "
+                   "`perception eval --layout pennfudan --split`; 0 holds out none")
+    p.add_argument("--pennfudan-repeat", type=int, default=2, help="times each Penn-Fudan image appears per epoch")
+    p.add_argument("--pennfudan-scale-min", type=float, default=0.35,
+                   help="Penn-Fudan rescale range: its people are 150-300 px at the base size; 0.35-1.5 gives "
+                   "people of ~50-450 px, as fixed cameras see them")
+    p.add_argument("--pennfudan-scale-max", type=float, default=1.5)
     return p.parse_args(argv)
 
 
@@ -88,6 +105,50 @@ def seed_all(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def build_model(args: argparse.Namespace, net_cfg: NetworkConfig, device: str) -> torch.nn.Module:
+    if args.init_onnx is not None:
+        model = network_from_onnx(args.init_onnx, config=net_cfg)
+        print(f"starting from {args.init_onnx} (BatchNorm kept in eval mode)", flush=True)
+    else:
+        model = build_network(pretrained=not args.no_pretrained, config=net_cfg)
+    return model.to(device)
+
+
+def load_pennfudan_sets(args: argparse.Namespace, model: torch.nn.Module, device: str) -> tuple[Split, list[str]]:
+    """Penn-Fudan's training part (labelled with the starting model as teacher) and the held-out stems,
+    which are written to ``<out>/pennfudan_holdout.txt``."""
+    listing = args.pennfudan / "train.txt"
+    stems = (read_stems(listing) if listing.is_file()
+             else sorted(p.stem for p in (args.pennfudan / "PNGImages").glob("*.png")))
+    train_stems, held = split_stems(stems, holdout_every=args.pennfudan_holdout_every)
+    if args.limit:
+        train_stems, held = train_stems[: args.limit], held[: args.limit]
+    (args.out / "pennfudan_holdout.txt").write_text("".join(f"{s}\n" for s in held))
+    label = teacher(model, input_size=args.input_size, device=device)
+    split = load_pennfudan(args.pennfudan, train_stems, teacher=label)
+    persons = sum(c.count(9) for c in split.instance_classes)
+    print(f"Penn-Fudan: {len(train_stems)} images ({persons} persons) for training, {len(held)} held out "
+          f"({args.out / 'pennfudan_holdout.txt'})", flush=True)
+    return split, held
+
+
+def person_scores(model: torch.nn.Module, args: argparse.Namespace, held: list[str]) -> dict:
+    """Person instance scores on the held-out Penn-Fudan images, through the exported ONNX model as the
+    pipeline runs it (``perception eval --layout pennfudan``'s code)."""
+    from perception.backends.factory import open_backend
+    from perception.eval.instances import evaluate_instances, pennfudan_pairs
+    from perception.modelcard import save_card
+    from perception.models.export import build_card, export_onnx
+
+    path = args.out / "eval_tmp.onnx"
+    export_onnx(model, path, example_size=args.input_size)
+    save_card(build_card(input_size=args.input_size), path)
+    pairs = pennfudan_pairs(args.pennfudan, str(args.out / "pennfudan_holdout.txt"))
+    with open_backend(path, kind="onnxruntime", threads=args.threads) as backend:
+        report = evaluate_instances(pairs, backend, progress=False)
+    return {k: round(v, 4) for k, v in report.scores.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,10 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     train = load_split(args.data, "train")
     val = load_split(args.data, "val")
     if args.limit:
-        train = type(train)(names=train.names[: args.limit], images=train.images[: args.limit],
-                            labels=train.labels[: args.limit])
-        val = type(val)(names=val.names[: args.limit], images=val.images[: args.limit],
-                        labels=val.labels[: args.limit])
+        train, val = train.subset(args.limit), val.subset(args.limit)
     print(f"loaded {len(train.images)} train / {len(val.images)} val images "
           f"in {time.perf_counter() - t0:.1f}s", flush=True)
 
@@ -116,7 +174,15 @@ def main(argv: list[str] | None = None) -> int:
     aug_cfg = AugmentConfig(base_size=args.input_size, crop_size=args.crop,
                             scale_range=(args.scale_min, args.scale_max))
     loss_cfg = LossConfig(ohem_keep=args.ohem_keep)
-    model = build_network(pretrained=not args.no_pretrained, config=net_cfg).to(device)
+    model = build_model(args, net_cfg, device)
+    sources: list[tuple[Split, AugmentConfig]] = [(train, aug_cfg)]
+    pool = [(0, i) for i in range(len(train.images))]
+    held: list[str] = []
+    if args.pennfudan is not None:
+        pf, held = load_pennfudan_sets(args, model, device)
+        sources.append((pf, AugmentConfig(base_size=args.input_size, crop_size=args.crop,
+                                          scale_range=(args.pennfudan_scale_min, args.pennfudan_scale_max))))
+        pool += [(1, i) for i in range(len(pf.images))] * args.pennfudan_repeat
     frozen = [model.encoder.stem, *model.encoder.blocks[: args.freeze_blocks]] if args.freeze_blocks else []
     for module in frozen:
         for param in module.parameters():
@@ -131,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     weights = class_weights(c=loss_cfg.class_weight_c).to(device)
 
-    steps_per_epoch = len(train.images) // args.batch_size
+    steps_per_epoch = len(pool) // args.batch_size
     total_iters = steps_per_epoch * args.epochs
     start_epoch, it, best, spent = 0, 0, -1.0, 0.0
     last_path, best_path = args.out / "last.pt", args.out / "best.pt"
@@ -188,13 +254,15 @@ def main(argv: list[str] | None = None) -> int:
         model.train()
         for module in frozen:
             module.eval()  # frozen layers keep their ImageNet BN statistics
+        if args.init_onnx is not None:
+            freeze_batchnorm(model)  # folded statistics: mean 0, variance 1 (see perception/models/warmstart.py)
         rng = np.random.default_rng([args.seed, epoch])
-        order = rng.permutation(len(train.images))
+        order = rng.permutation(len(pool))
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch}", mininterval=20, file=sys.stdout)
         sums = {"loss": 0.0, "sem": 0.0, "center": 0.0, "offset": 0.0}
         for step in bar:
             idx = order[step * args.batch_size : (step + 1) * args.batch_size]
-            batch = collate([augment(train.images[i], train.labels[i], aug_cfg, rng) for i in idx])
+            batch = collate([_sample(sources, *pool[i], rng) for i in idx])
             tb = {k: torch.from_numpy(v).to(device) for k, v in batch.items()}
             if channels_last:
                 tb["image"] = tb["image"].contiguous(memory_format=torch.channels_last)
@@ -223,6 +291,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         te = time.perf_counter()
         metrics = evaluate(model, val, input_size=args.input_size, device=device)
+        if held:
+            metrics["pennfudan_holdout"] = person_scores(model, args, held)
         eval_cost_s = time.perf_counter() - te + 5.0
         improved = metrics["miou"] > best
         if improved:
@@ -241,18 +311,28 @@ def main(argv: list[str] | None = None) -> int:
             "val_pixel_accuracy": round(metrics["pixel_accuracy"], 4),
             "val_per_class_iou": [round(v, 3) for v in metrics["per_class_iou"]],
             "best": round(best, 4),
+            **({"pennfudan_holdout": metrics["pennfudan_holdout"]} if held else {}),
         }
         with log_path.open("a") as fh:
             fh.write(json.dumps(line) + "\n")
         print(f"epoch {epoch}: val mIoU {metrics['miou']:.4f} (best {best:.4f}) "
               f"pixel acc {metrics['pixel_accuracy']:.4f} "
-              f"loss {line['loss']:.3f} [{line['minutes']} min]", flush=True)
+              f"loss {line['loss']:.3f} [{line['minutes']} min]"
+              + (f" persons {metrics['pennfudan_holdout']}" if held else ""), flush=True)
         if stop:
             print(f"time budget of {args.time_budget_min} min reached; best val mIoU {best:.4f} in {best_path}",
                   flush=True)
             break
     print("done", flush=True)
     return 0
+
+
+def _sample(sources: list[tuple[Split, AugmentConfig]], source: int, index: int, rng: np.random.Generator):
+    split, cfg = sources[source]
+    if split.instances is None:
+        return augment(split.images[index], split.labels[index], cfg, rng)
+    return augment(split.images[index], split.labels[index], cfg, rng, instances=split.instances[index],
+                   instance_classes=split.instance_classes[index])
 
 
 if __name__ == "__main__":

@@ -13,7 +13,13 @@ import cv2
 import numpy as np
 
 from perception.errors import DataError
-from perception.models.targets import CAMVID_THING_IDS, DEFAULT_MIN_AREA, DEFAULT_SIGMA_INPUT_PX, instance_targets
+from perception.models.targets import (
+    CAMVID_THING_IDS,
+    DEFAULT_MIN_AREA,
+    DEFAULT_SIGMA_INPUT_PX,
+    instance_targets,
+    targets_from_instances,
+)
 
 IGNORE_INDEX = 11
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -27,6 +33,18 @@ class Split:
     """BGR uint8[H, W, 3] each."""
     labels: tuple[np.ndarray, ...]
     """uint8[H, W] class ids each (11 = Unlabelled)."""
+    instances: tuple[np.ndarray, ...] | None = None
+    """uint16[H, W] each (0 = none, 1..K one id per object) where the data set has per-object masks;
+    None: instances are the connected components of the thing classes (CamVid)."""
+    instance_classes: tuple[tuple[int, ...], ...] | None = None
+    """Class id of each object of ``instances`` (K per image)."""
+
+    def subset(self, count: int) -> Split:
+        """The first ``count`` images (smoke tests)."""
+        cut = slice(0, count)
+        return Split(names=self.names[cut], images=self.images[cut], labels=self.labels[cut],
+                     instances=None if self.instances is None else self.instances[cut],
+                     instance_classes=None if self.instance_classes is None else self.instance_classes[cut])
 
 
 def load_split(root: str | Path, split: str) -> Split:
@@ -112,32 +130,49 @@ def _jitter(img: np.ndarray, amount: float, rng: np.random.Generator) -> np.ndar
     return np.clip(x, 0, 255).astype(np.uint8)
 
 
-def augment(image: np.ndarray, labels: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator) -> Sample:
-    """Random scale, crop, flip and colour jitter of one image/label pair, plus its instance targets."""
+def augment(
+    image: np.ndarray,
+    labels: np.ndarray,
+    cfg: AugmentConfig,
+    rng: np.random.Generator,
+    *,
+    instances: np.ndarray | None = None,
+    instance_classes: tuple[int, ...] = (),
+) -> Sample:
+    """Random scale, crop, flip and colour jitter of one image/label pair, plus its instance targets.
+
+    ``instances`` (uint16[H, W], ids 1..K of ``instance_classes``): the image's own per-object masks,
+    transformed with the labels; without them the instances are the thing classes' connected components.
+    """
     bw, bh = cfg.base_size
     cw, ch = cfg.crop_size
     s = rng.uniform(*cfg.scale_range)
     w, h = max(int(round(bw * s)), 1), max(int(round(bh * s)), 1)
     img = cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR)
-    lab = cv2.resize(labels, (w, h), interpolation=cv2.INTER_NEAREST)
-    valid = np.ones((h, w), dtype=np.uint8)
+    maps = [cv2.resize(labels, (w, h), interpolation=cv2.INTER_NEAREST), np.ones((h, w), dtype=np.uint8)]
+    if instances is not None:
+        maps.append(cv2.resize(instances, (w, h), interpolation=cv2.INTER_NEAREST))
     if w < cw or h < ch:
         pw, ph = max(cw - w, 0), max(ch - h, 0)
         img = cv2.copyMakeBorder(img, 0, ph, 0, pw, cv2.BORDER_CONSTANT, value=(104, 116, 124))
-        lab = cv2.copyMakeBorder(lab, 0, ph, 0, pw, cv2.BORDER_CONSTANT, value=IGNORE_INDEX)
-        valid = cv2.copyMakeBorder(valid, 0, ph, 0, pw, cv2.BORDER_CONSTANT, value=0)
-        h, w = lab.shape
+        fills = (IGNORE_INDEX, 0, 0)
+        maps = [cv2.copyMakeBorder(m, 0, ph, 0, pw, cv2.BORDER_CONSTANT, value=f) for m, f in zip(maps, fills)]
+        h, w = maps[0].shape
     y0 = int(rng.integers(0, h - ch + 1))
     x0 = int(rng.integers(0, w - cw + 1))
     img = img[y0 : y0 + ch, x0 : x0 + cw]
-    lab = lab[y0 : y0 + ch, x0 : x0 + cw]
-    valid = valid[y0 : y0 + ch, x0 : x0 + cw]
+    maps = [m[y0 : y0 + ch, x0 : x0 + cw] for m in maps]
     if cfg.flip and rng.random() < 0.5:
-        img, lab, valid = img[:, ::-1], lab[:, ::-1], valid[:, ::-1]
+        img, maps = img[:, ::-1], [m[:, ::-1] for m in maps]
     if cfg.color_jitter > 0:
         img = _jitter(img, cfg.color_jitter, rng)
-    lab = np.ascontiguousarray(lab)
-    t = instance_targets(lab, thing_ids=CAMVID_THING_IDS, stride=cfg.stride, sigma=cfg.sigma, min_area=cfg.min_area)
+    lab, valid = np.ascontiguousarray(maps[0]), maps[1]
+    if instances is not None:
+        t = targets_from_instances(np.ascontiguousarray(maps[2]), list(instance_classes), stride=cfg.stride,
+                                   sigma=cfg.sigma)
+    else:
+        t = instance_targets(lab, thing_ids=CAMVID_THING_IDS, stride=cfg.stride, sigma=cfg.sigma,
+                             min_area=cfg.min_area)
     st = cfg.stride
     return Sample(
         image=normalize(np.ascontiguousarray(img)),

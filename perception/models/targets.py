@@ -65,10 +65,29 @@ def instance_targets(
     H, W = labels.shape
     if H % stride or W % stride:
         raise ValueError(f"label size {W}x{H} is not a multiple of the stride {stride}")
-    h, w = H // stride, W // stride
+    instance_map, classes = thing_components(labels, thing_ids, min_area)
+    return targets_from_instances(instance_map, classes, stride=stride, sigma=sigma)
 
-    instance_map, classes = _components(labels, thing_ids, min_area)
+
+def targets_from_instances(
+    instance_map: np.ndarray,
+    classes: list[int] | np.ndarray,
+    *,
+    stride: int = 4,
+    sigma: float = DEFAULT_SIGMA_INPUT_PX,
+) -> InstanceTargets:
+    """Targets of given instances: ``instance_map`` uint16[H, W] (0 = none, k = instance k, ids 1..K
+    consecutive) and ``classes`` (K class ids), e.g. a data set's own per-object masks. H and W must be
+    multiples of ``stride``. Does not modify its arguments (the returned map is the same array)."""
+    if instance_map.ndim != 2 or instance_map.dtype != np.uint16:
+        raise ValueError(f"instance_map must be uint16[H, W], got {instance_map.dtype}{list(instance_map.shape)}")
+    H, W = instance_map.shape
+    if H % stride or W % stride:
+        raise ValueError(f"instance map size {W}x{H} is not a multiple of the stride {stride}")
+    h, w = H // stride, W // stride
     K = len(classes)
+    if K and int(instance_map.max()) > K:
+        raise ValueError(f"instance_map has id {int(instance_map.max())} but only {K} classes were given")
     if K == 0:
         return InstanceTargets(
             instance_map=instance_map,
@@ -84,13 +103,15 @@ def instance_targets(
     area = np.bincount(flat, minlength=K + 1).astype(np.float64)
     cy = np.bincount(flat, weights=ys, minlength=K + 1) / np.maximum(area, 1)
     cx = np.bincount(flat, weights=xs, minlength=K + 1) / np.maximum(area, 1)
+    present = area[1:] > 0  # an instance cropped away entirely gets no centre
     centers = np.stack([cy[1:], cx[1:]], axis=1).astype(np.float32)
 
     # Centres on the output grid: input coordinate c maps to output coordinate (c - (s-1)/2) / s.
     half = (stride - 1) / 2.0
     cyo = (cy - half) / stride  # [K+1], index 0 unused
     cxo = (cx - half) / stride
-    heatmap = _centre_heatmap(cyo[1:], cxo[1:], h, w, sigma / stride)
+    heatmap = (_centre_heatmap(cyo[1:][present], cxo[1:][present], h, w, sigma / stride) if present.any()
+               else np.zeros((h, w), dtype=np.float32))
     offsets, offset_mask = _centre_offsets(instance_map, cyo, cxo, stride, h, w)
     return InstanceTargets(
         instance_map=instance_map,
@@ -102,7 +123,7 @@ def instance_targets(
     )
 
 
-def _components(labels: np.ndarray, thing_ids: tuple[int, ...], min_area: int) -> tuple[np.ndarray, list[int]]:
+def thing_components(labels: np.ndarray, thing_ids: tuple[int, ...], min_area: int) -> tuple[np.ndarray, list[int]]:
     """The instance map (``uint16[H, W]``, ids 1..K: the 8-connected components of each thing class of at
     least ``min_area`` pixels, class by class in ``thing_ids`` order) and the class of each id."""
     H, W = labels.shape

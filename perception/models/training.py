@@ -126,3 +126,22 @@ def save_checkpoint(path: Path, **state) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save(state, tmp)
     tmp.replace(path)
+
+
+def teacher(model: torch.nn.Module, *, input_size: tuple[int, int], device: str = "cpu"):
+    """A Penn-Fudan teacher (:data:`perception.models.pennfudan.Teacher`) from ``model`` as it is now:
+    BGR image -> (argmax classes uint8, softmax confidence float32) at the image's size, the image
+    resized to ``input_size`` (w, h) as deployment does."""
+    w, h = input_size
+
+    @torch.no_grad()
+    def label(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        was_training = model.training
+        model.eval()
+        x = torch.from_numpy(normalize(cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR))[None]).to(device)
+        sem = F.interpolate(model(x)[0], size=image.shape[:2], mode="bilinear", align_corners=False)
+        conf, cls = torch.softmax(sem, dim=1).max(dim=1)
+        model.train(was_training)
+        return cls[0].to(torch.uint8).cpu().numpy(), conf[0].float().cpu().numpy()
+
+    return label

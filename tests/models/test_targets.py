@@ -67,3 +67,34 @@ def test_bad_shapes_are_rejected() -> None:
         instance_targets(np.zeros((30, 32), dtype=np.uint8), stride=4)
     with pytest.raises(ValueError, match="uint8"):
         instance_targets(np.zeros((32, 32), dtype=np.int32))
+
+
+def test_given_instances_keep_touching_objects_apart() -> None:
+    """Per-object masks (Penn-Fudan's) give one instance per object even where two touch, unlike components."""
+    from perception.models.targets import targets_from_instances
+
+    inst = np.zeros((64, 96), dtype=np.uint16)
+    inst[8:56, 20:30] = 1  # two people side by side, touching
+    inst[8:56, 30:40] = 2
+    lab = np.where(inst > 0, PED, 3).astype(np.uint8)
+    assert len(instance_targets(lab, stride=4, min_area=4).classes) == 1  # components merge them
+    t = targets_from_instances(inst, [PED, PED], stride=4, sigma=8.0)
+    assert list(t.classes) == [PED, PED]
+    np.testing.assert_allclose(t.centers, [[31.5, 24.5], [31.5, 34.5]])
+    # each pixel points at its own person's centre: the border columns point apart
+    assert t.offsets[1, 8, 6] < 0 < t.offsets[1, 8, 7]  # output col 6 samples input col 26 (person 1), col 7 col 30
+
+
+def test_given_instances_cropped_away_get_no_centre() -> None:
+    from perception.models.targets import targets_from_instances
+
+    inst = np.zeros((32, 32), dtype=np.uint16)
+    inst[4:12, 4:12] = 2  # id 1 was cropped away entirely
+    t = targets_from_instances(inst, [PED, PED], stride=4, sigma=4.0)
+    # one centre, at input (7.5, 7.5) = output (1.5, 1.5): four pixels at distance sqrt(0.5), sigma 1 output px
+    np.testing.assert_allclose(t.heatmap[1:3, 1:3], np.exp(-0.25), rtol=1e-5)
+    assert t.heatmap[7, 7] < 1e-6
+    empty = targets_from_instances(np.zeros((32, 32), dtype=np.uint16), [PED], stride=4)
+    assert not empty.heatmap.any() and not empty.offset_mask.any()
+    with pytest.raises(ValueError, match="only 1 classes"):
+        targets_from_instances(inst, [PED], stride=4)

@@ -68,3 +68,35 @@ def test_load_split_names_bad_label_file(tmp_path: Path) -> None:
     cv2.imwrite(str(bad), np.zeros((10, 10), dtype=np.uint8))
     with pytest.raises(DataError, match="has shape"):
         load_split(data, "val")
+
+
+def _fake_pennfudan(root: Path, n: int = 4) -> Path:
+    rng = np.random.default_rng(1)
+    (root / "PNGImages").mkdir(parents=True)
+    (root / "PedMasks").mkdir()
+    for i in range(n):
+        img = rng.integers(0, 256, (90, 70, 3), dtype=np.uint8)
+        mask = np.zeros((90, 70), dtype=np.uint8)
+        mask[10:80, 8:25] = 1
+        mask[20:85, 40:60] = 2
+        img[mask > 0] = (40, 40, 200)
+        cv2.imwrite(str(root / "PNGImages" / f"P{i}.png"), img)
+        cv2.imwrite(str(root / "PedMasks" / f"P{i}_mask.png"), mask)
+    (root / "train.txt").write_text("".join(f"P{i}\n" for i in range(n)))
+    return root
+
+
+def test_finetune_from_onnx_with_pennfudan(tmp_path: Path) -> None:
+    """--init-onnx + --pennfudan: trains on both, holds out every 4th Penn-Fudan image and scores persons on
+    it through the exported model each evaluation."""
+    data = _fake_camvid(tmp_path / "camvid")
+    pf = _fake_pennfudan(tmp_path / "pf")
+    out = tmp_path / "run"
+    args = ["--data", str(data), "--out", str(out), "--batch-size", "2", "--input-size", "96x64", "--crop", "64x64",
+            "--eval-every", "1", "--warmup-iters", "1", "--threads", "1", "--epochs", "1",
+            "--init-onnx", str(REPO / "engines" / "camvid_lite0_panoptic.onnx"), "--pennfudan", str(pf)]
+    assert train_tool.main(args) == 0
+    assert (out / "pennfudan_holdout.txt").read_text().split() == ["P3"]
+    line = json.loads((out / "log.jsonl").read_text().splitlines()[0])
+    assert line["iter"] == (4 + 3 * 2) // 2  # 4 CamVid + 3 Penn-Fudan images twice, batches of 2
+    assert set(line["pennfudan_holdout"]) == {"person_recall50", "person_precision50", "person_ap50", "person_pq"}
