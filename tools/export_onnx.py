@@ -85,16 +85,16 @@ def main(argv: list[str] | None = None) -> int:
 
     recipe = state.get("recipe", {})
     training = dict(CAMVID_TRAINING_PROVENANCE)
+    training.update(finetune_provenance(recipe.get("args", {})))
     training["recipe"] = recipe
     training["seed"] = recipe.get("args", {}).get("seed")
     training["epochs_trained"] = state.get("epoch", -1) + 1
     training["iterations"] = state.get("iter")
     training["train_minutes"] = round(state.get("time_spent_s", 0.0) / 60, 1)
-    training["command"] = "tools/train.py " + " ".join(
-        f"--{k.replace('_', '-')} {v}"
-        for k, v in recipe.get("args", {}).items()
-        if k in ("time_budget_min", "seed", "epochs")
-    )
+    config = recipe.get("args", {}).get("config")
+    flags = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in recipe.get("args", {}).items()
+                     if k in ("time_budget_min", "seed", "epochs"))
+    training["command"] = f"tools/train.py --config {_repo_relative(config)}" if config else f"tools/train.py {flags}"
     training["lr_schedule"] = ("AdamW, linear warm-up, then poly(0.9) over max(iterations done / planned, time spent / "
                                "--time-budget-min): the run anneals within its wall-clock budget, so the number of "
                                "epochs depends on the machine's speed (not bit-reproducible across machines)")
@@ -151,10 +151,74 @@ def main(argv: list[str] | None = None) -> int:
             code = 1
     card = build_card(input_size=input_size, training=training, metrics=metrics)
     card_path = save_card(card, path)
+    if not args.no_verify:  # scored through the backend, which needs the card written above
+        persons = person_metrics(path, args.checkpoint.parent, recipe.get("args", {}), args.threads)
+        if persons:
+            save_card(build_card(input_size=input_size, training=training, metrics=metrics | persons), path)
     print(f"wrote {card_path}")
     if args.fp16:
         write_fp16(path)
     return code
+
+
+def _repo_relative(path: str) -> str:
+    p = Path(path).resolve()
+    return str(p.relative_to(REPO)) if p.is_relative_to(REPO) else str(path)
+
+
+def finetune_provenance(run_args: dict) -> dict:
+    """Card ``training`` fields for a run that started from a shipped model and/or used Penn-Fudan."""
+    out: dict = {}
+    if run_args.get("init_onnx"):
+        from perception.modelcard import load_card
+
+        start = Path(run_args["init_onnx"])
+        base = load_card(start)
+        out["fine_tuned_from"] = {
+            "model": f"{base.name} v{base.version} ({start.name})",
+            "its_training": {k: base.training.get(k) for k in ("splits", "train_minutes", "command", "notes")},
+            "its_camvid_val_miou": base.metrics.get("camvid_val_miou"),
+            "how": "rebuilt from the ONNX export with its folded BatchNorm unfolded exactly "
+                   "(perception/models/warmstart.py); every BatchNorm kept in eval mode while fine-tuning",
+        }
+    if run_args.get("pennfudan"):
+        every = run_args.get("pennfudan_holdout_every", 4)
+        out["dataset"] = (CAMVID_TRAINING_PROVENANCE["dataset"] + "; Penn-Fudan pedestrians (Wang, Shi, Song, "
+                          "Shen, ACCV 2007), each person with its own mask")
+        out["splits"] = (f"CamVid train (367 images) and Penn-Fudan's available part without every {every}th image "
+                         f"(held out: pennfudan_holdout.txt, reported only); checkpoint selected on CamVid val (101 "
+                         f"images) by mIoU; CamVid test split not used")
+        out["terms"] = (CAMVID_TRAINING_PROVENANCE["terms"] + " Penn-Fudan is released for research use only and "
+                        "may not be redistributed; this model is trained on it: research use only.")
+        out["instance_targets"] = (CAMVID_TRAINING_PROVENANCE["instance_targets"] + " Penn-Fudan: each masked "
+                                   "person is its own instance (touching people stay apart); its other pixels take "
+                                   "the starting model's class where that is at least 80 % sure and not a thing "
+                                   "class, else they are ignored (perception/models/pennfudan.py).")
+    return out
+
+
+def person_metrics(path: Path, run_dir: Path, run_args: dict, threads: int) -> dict:
+    """Person instance scores of the exported model on the run's held-out Penn-Fudan images, if any."""
+    holdout = run_dir / "pennfudan_holdout.txt"
+    root = run_args.get("pennfudan")
+    if not root or not holdout.is_file() or not holdout.read_text().split() or not Path(root).is_dir():
+        return {}
+    from perception.backends.factory import open_backend
+    from perception.eval.instances import evaluate_instances, pennfudan_pairs
+
+    pairs = pennfudan_pairs(Path(root), str(holdout))
+    with open_backend(path, kind="onnxruntime", threads=threads) as backend:
+        report = evaluate_instances(pairs, backend, progress=False)
+    print(f"Penn-Fudan held out ({len(pairs)} images, {report.persons} persons): "
+          + ", ".join(f"{k} {v:.4f}" for k, v in report.scores.items()))
+    return {
+        "pennfudan_holdout": {k: round(v, 4) for k, v in report.scores.items()} | {
+            "images": len(pairs), "persons": report.persons,
+            "stems": holdout.read_text().split(),
+            "command": "perception eval --data ../shared/data/pennfudan --layout pennfudan --split "
+                       "<run>/pennfudan_holdout.txt",
+        }
+    }
 
 
 def write_fp16(path: Path) -> Path:

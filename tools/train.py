@@ -59,6 +59,9 @@ def _size(text: str) -> tuple[int, int]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", type=Path, default=None,
+                   help="YAML file of these options (keys as the long option names, e.g. init-onnx: ...); "
+                   "options given on the command line win. Relative paths in it are relative to the repository")
     p.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "camvid")
     p.add_argument("--out", type=Path, default=REPO / "checkpoints" / "camvid_lite0")
     p.add_argument("--epochs", type=int, default=80)
@@ -98,7 +101,36 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="Penn-Fudan rescale range: its people are 150-300 px at the base size; 0.35-1.5 gives "
                    "people of ~50-450 px, as fixed cameras see them")
     p.add_argument("--pennfudan-scale-max", type=float, default=1.5)
+    known, _ = p.parse_known_args(argv)
+    if known.config is not None:
+        p.set_defaults(**_config_defaults(p, known.config))
     return p.parse_args(argv)
+
+
+def _config_defaults(parser: argparse.ArgumentParser, path: Path) -> dict:
+    """The options a ``--config`` YAML sets, converted by each option's own type; exits naming a bad key."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        parser.error(f"--config {path}: {exc}")
+    if not isinstance(data, dict):
+        parser.error(f"--config {path}: expected a mapping of option: value")
+    actions = {a.dest: a for a in parser._actions if a.dest not in ("help", "config")}
+    out = {}
+    for key, raw in data.items():
+        dest = str(key).replace("-", "_")
+        action = actions.get(dest)
+        if action is None:
+            parser.error(f"--config {path}: unknown option {key!r}")
+        value = raw
+        if action.type is not None and raw is not None and not isinstance(raw, bool):
+            value = action.type(str(raw))
+        if isinstance(value, Path) and not value.is_absolute():
+            value = REPO / value
+        out[dest] = value
+    return out
 
 
 def seed_all(seed: int) -> None:

@@ -65,7 +65,7 @@ def test_rebuild_refuses_another_network(tmp_path: Path) -> None:
     del proto.graph.initializer[:]
     proto.graph.initializer.extend(keep)
     onnx.save(proto, str(tmp_path / "cut.onnx"))
-    with pytest.raises(BackendError, match="no initializer 'center.weight'"):
+    with pytest.raises(BackendError, match=r"no initializer 'center\.weight'"):
         network_from_onnx(tmp_path / "cut.onnx")
     (tmp_path / "junk.onnx").write_bytes(b"not a model")
     with pytest.raises(BackendError, match="cannot read ONNX model"):

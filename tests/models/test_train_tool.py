@@ -100,3 +100,28 @@ def test_finetune_from_onnx_with_pennfudan(tmp_path: Path) -> None:
     line = json.loads((out / "log.jsonl").read_text().splitlines()[0])
     assert line["iter"] == (4 + 3 * 2) // 2  # 4 CamVid + 3 Penn-Fudan images twice, batches of 2
     assert set(line["pennfudan_holdout"]) == {"person_recall50", "person_precision50", "person_ap50", "person_pq"}
+
+    import export_onnx as export_tool
+
+    onnx_path = tmp_path / "ft.onnx"
+    assert export_tool.main(["--checkpoint", str(out / "best.pt"), "--out", str(onnx_path), "--data", str(data),
+                             "--threads", "1"]) == 0
+    card = json.loads(onnx_path.with_suffix(".card.json").read_text())
+    assert card["training"]["fine_tuned_from"]["model"].startswith("camvid_lite0_panoptic v1")
+    assert "Penn-Fudan" in card["training"]["terms"] and "every 4th image" in card["training"]["splits"]
+    held = card["metrics"]["pennfudan_holdout"]
+    assert held["stems"] == ["P3"] and held["persons"] == 2 and 0.0 <= held["person_recall50"] <= 1.0
+
+
+def test_config_file_sets_options_and_names_a_bad_key(tmp_path: Path, capsys) -> None:
+    cfg = tmp_path / "train.yaml"
+    cfg.write_text("lr: 0.0005\ncrop: 320x256\ninit-onnx: engines/camvid_lite0_panoptic.onnx\nepochs: 3\n")
+    args = train_tool.parse_args(["--config", str(cfg), "--epochs", "5"])
+    assert args.lr == 0.0005 and args.crop == (320, 256) and args.epochs == 5  # the command line wins
+    assert args.init_onnx == REPO / "engines" / "camvid_lite0_panoptic.onnx"
+    shipped = train_tool.parse_args(["--config", str(REPO / "configs" / "training" / "panoptic_pennfudan.yaml")])
+    assert shipped.init_onnx.is_file() and shipped.pennfudan_holdout_every == 4
+    cfg.write_text("learning-rate: 0.1\n")
+    with pytest.raises(SystemExit) as exc:
+        train_tool.parse_args(["--config", str(cfg)])
+    assert exc.value.code == 2 and "unknown option 'learning-rate'" in capsys.readouterr().err
