@@ -12,7 +12,10 @@ tracking, JPEG preview, lz4) unless ``--set`` says otherwise:
    frames/s (min and mean) over the window in which every stream delivers (the last stream's first
    frame to the first stream's last one), capture -> subscriber latency p50/p99 over every frame,
    and memory: the peak over the run of the RSS summed over every process tree (PSS beside it: RSS
-   counts the shared-memory slots and shared libraries once per process that maps them);
+   counts the shared-memory slots and shared libraries once per process that maps them), and the CPU
+   the pipelines' processes used in that window: cores busy, and CPU milliseconds per delivered frame
+   (the subscribers' own decoding, in this process, is not counted). On a machine whose cores are
+   all busy, aggregate frames/s can only grow by as much as the CPU per frame falls;
 2. same-run ratios multi / separate (frames/s, memory) and min / mean per stream, and the targets at
    N = 4: aggregate frames/s >= 1.5x, memory <= 0.5x, no stream below 0.8x the mean;
 3. tail latency from the first frame on: one stream, the clip paced at 15 frames/s, 400 frames (looped),
@@ -104,14 +107,25 @@ def _memory_kib(pid: int) -> tuple[int, int]:
     return rss, pss
 
 
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of one process so far (0 when it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 class MemorySampler(threading.Thread):
     """Samples the RSS and PSS summed over the process trees of ``roots`` every ``interval_s``; keeps
-    the peaks (MiB)."""
+    the peaks (MiB), and the CPU seconds used by the trees so far, with the time of each sample."""
 
     def __init__(self, roots: list[int], interval_s: float = 0.5) -> None:
         super().__init__(daemon=True)
         self.roots, self.interval_s = roots, interval_s
         self.peak_rss = self.peak_pss = 0.0
+        self.cpu: list[tuple[int, float]] = []
+        """(host monotonic ns, CPU seconds summed over the live processes of the trees)."""
         self._done = threading.Event()
 
     def run(self) -> None:
@@ -119,7 +133,15 @@ class MemorySampler(threading.Thread):
             pids = {p for r in self.roots for p in _tree(r)}
             totals = np.sum([_memory_kib(p) for p in pids], axis=0) / 1024 if pids else (0.0, 0.0)
             self.peak_rss, self.peak_pss = max(self.peak_rss, totals[0]), max(self.peak_pss, totals[1])
+            self.cpu.append((time.monotonic_ns(), sum(_cpu_s(p) for p in pids)))
             self._done.wait(self.interval_s)
+
+    def cpu_between(self, t0_ns: int, t1_ns: int) -> float:
+        """CPU seconds the trees used between two host times (linear between samples; NaN without samples)."""
+        if len(self.cpu) < 2:
+            return float("nan")
+        ts, cs = np.array([t for t, _ in self.cpu], np.float64), np.array([c for _, c in self.cpu])
+        return float(np.interp(t1_ns, ts, cs) - np.interp(t0_ns, ts, cs))
 
     def stop(self) -> None:
         self._done.set()
@@ -222,8 +244,11 @@ def figures(got: Received, memory: MemorySampler, expected: int) -> dict:
     window = (t1 - t0) / 1e9
     if window > 0:  # frames after t0 up to t1: the first one at t0 opens the window
         per_stream = [int(((t > t0) & (t <= t1)).sum()) / window for t in streams]
+        cpu_s = memory.cpu_between(t0, t1)
     else:
         per_stream = [float("nan")] * len(streams)
+        cpu_s = float("nan")
+    in_window = sum(per_stream) * window if window > 0 else 0
     return {
         "frames": int(sum(t.size for t in streams)), "expected": expected, "window_s": window,
         "fps": float(np.sum(per_stream)) if per_stream else float("nan"),
@@ -232,6 +257,8 @@ def figures(got: Received, memory: MemorySampler, expected: int) -> dict:
         "p50_ms": float(np.percentile(lat, 50)) if lat.size else float("nan"),
         "p99_ms": float(np.percentile(lat, 99)) if lat.size else float("nan"),
         "rss_mib": memory.peak_rss, "pss_mib": memory.peak_pss,
+        "cores": cpu_s / window if window > 0 else float("nan"),
+        "cpu_ms_per_frame": 1000 * cpu_s / in_window if in_window else float("nan"),
         "stage_ms": [{k: round(v, 1) for k, v in s.get("stage_ms", {}).items()} for s in got.summaries],
     }
 
@@ -269,11 +296,12 @@ def _row(n: int, pacing: str, layout: str, f: dict) -> str:
     ratio = f["stream_fps_min"] / f["stream_fps_mean"] if f["stream_fps_mean"] else float("nan")
     return (f"{n:>2}  {pacing:<8} {layout:<9} {f['fps']:>8.1f} {f['stream_fps_min']:>8.1f} "
             f"{f['stream_fps_mean']:>8.1f} {ratio:>8.2f} {f['p50_ms']:>8.1f} {f['p99_ms']:>8.1f} "
-            f"{f['rss_mib']:>8.0f} {f['pss_mib']:>8.0f} {f['frames']:>5}/{f['expected']:<5} {f['window_s']:>6.1f}")
+            f"{f['rss_mib']:>8.0f} {f['pss_mib']:>8.0f} {f['frames']:>5}/{f['expected']:<5} {f['window_s']:>6.1f} "
+            f"{f['cores']:>6.2f} {f['cpu_ms_per_frame']:>8.1f}")
 
 
 HEADER = (" N  pacing   layout       agg/s  strm min strm mean  min/mean  p50 ms   p99 ms   RSS MiB  PSS MiB "
-          "frames      window s")
+          "frames      window s  cores  CPU ms/frame")
 
 
 def ratios(results: dict) -> list[str]:
@@ -284,7 +312,8 @@ def ratios(results: dict) -> list[str]:
         lines.append(f"N={n} {pacing:<8} multi/separate: frames/s {m['fps'] / s['fps']:.2f}x, RSS "
                      f"{m['rss_mib'] / s['rss_mib']:.2f}x, PSS {m['pss_mib'] / s['pss_mib']:.2f}x; per-stream min/mean "
                      f"multi {m['stream_fps_min'] / m['stream_fps_mean']:.2f}, separate "
-                     f"{s['stream_fps_min'] / s['stream_fps_mean']:.2f}")
+                     f"{s['stream_fps_min'] / s['stream_fps_mean']:.2f}; CPU per frame "
+                     f"{m['cpu_ms_per_frame'] / s['cpu_ms_per_frame']:.2f}x")
     for pacing in ("unpaced", "paced"):
         r = results.get((4, pacing))
         if r is None:

@@ -33,5 +33,6 @@ def test_bench_streams_quick_prints_the_table_and_the_ratios(tmp_path):
             f = case[layout]
             assert f["frames"] == f["expected"]  # every frame of every stream reached the subscriber
             assert f["rss_mib"] > 0 and f["pss_mib"] > 0
+            assert not f["cpu_ms_per_frame"] <= 0 and not f["cores"] <= 0  # positive, or NaN for a tiny window
     assert doc["cases"]["2/paced"]["multi"]["expected"] == 30
     assert doc["tail"]["frames"] == 40
