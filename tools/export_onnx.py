@@ -61,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "camvid")
     p.add_argument("--no-verify", action="store_true")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--version", default="1", help="the card's model version (raise it when the weights change)")
     p.add_argument("--note", default=None, help="free text for the card's training.notes (e.g. how the run went)")
     p.add_argument("--fp16", action="store_true", help="also write <out>_fp16.onnx and its card (for TensorRT 11)")
     p.add_argument("--from-onnx", type=Path, default=None, metavar="FILE",
@@ -149,12 +150,13 @@ def main(argv: list[str] | None = None) -> int:
         if agree["agreement"] < AGREEMENT_MIN:
             print(f"FAIL: agreement {agree['agreement']:.6f} < {AGREEMENT_MIN}", file=sys.stderr)
             code = 1
-    card = build_card(input_size=input_size, training=training, metrics=metrics)
+    card = build_card(input_size=input_size, training=training, metrics=metrics, version=args.version)
     card_path = save_card(card, path)
     if not args.no_verify:  # scored through the backend, which needs the card written above
         persons = person_metrics(path, args.checkpoint.parent, recipe.get("args", {}), args.threads)
         if persons:
-            save_card(build_card(input_size=input_size, training=training, metrics=metrics | persons), path)
+            save_card(build_card(input_size=input_size, training=training, metrics=metrics | persons,
+                                 version=args.version), path)
     print(f"wrote {card_path}")
     if args.fp16:
         write_fp16(path)

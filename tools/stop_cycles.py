@@ -38,18 +38,9 @@ MODES = ("sigint", "sigterm", "kill-supervisor", "kill-group", "kill-capture", "
 STAGE_PID = re.compile(r"started stage (\S+) pid (\d+)")
 GRACE_S = 10.0
 """How long the processes of a stopped run may take to be gone before they count as left behind."""
+sys.path.insert(0, str(REPO))
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split()[2] != "Z"
-    except FileNotFoundError:
-        return False
+from perception.runtime.procs import running  # noqa: E402
 
 
 def _group_members(pgid: int) -> list[int]:
@@ -125,9 +116,9 @@ def cycle(cfg: Path, mode: str, *, startup: bool, rng: random.Random, startup_s:
     # orphans follow their dead parent: at once when it dies (PDEATHSIG), or, for a child still importing
     # when it died, as soon as its start-up code runs; allow them GRACE_S before counting
     deadline = time.monotonic() + GRACE_S
-    while time.monotonic() < deadline and (any(_alive(p) for p in pids.values()) or _group_members(proc.pid)):
+    while time.monotonic() < deadline and (any(running(p) for p in pids.values()) or _group_members(proc.pid)):
         time.sleep(0.1)
-    left = [p for p in pids.values() if _alive(p)] + [p for p in _group_members(proc.pid) if p not in pids.values()]
+    left = [p for p in pids.values() if running(p)] + [p for p in _group_members(proc.pid) if p not in pids.values()]
     # ours: segments named after this run's supervisor, and any POSIX semaphore (multiprocessing's queues
     # and events leave sem.* when killed); other programs' segments appearing meanwhile are not counted
     new_shm = sorted(n for n in set(os.listdir("/dev/shm")) - shm_before

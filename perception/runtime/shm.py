@@ -24,6 +24,7 @@ from multiprocessing import shared_memory
 import numpy as np
 
 from perception.errors import TransportError
+from perception.runtime.procs import running
 
 _ALIGN = 64
 
@@ -158,7 +159,7 @@ def remove_orphans(folder: str = "/dev/shm") -> list[str]:
         return removed
     for name in names:
         m = _OURS.fullmatch(name)
-        if m is None or _alive(int(m.group(1))):
+        if m is None or running(int(m.group(1))):
             continue
         try:
             os.unlink(os.path.join(folder, name))
@@ -166,14 +167,3 @@ def remove_orphans(folder: str = "/dev/shm") -> list[str]:
         except OSError:
             continue
     return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process: alive
-        return True
-    return True
-

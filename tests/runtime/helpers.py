@@ -73,19 +73,6 @@ def stage_pids(stderr_text: str) -> dict[str, int]:
     return {m.group(1): int(m.group(2)) for m in re.finditer(r"started stage (\w+) pid (\d+)", stderr_text)}
 
 
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # a zombie is not running; treat as gone
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split()[2] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 def kill_tree(proc: subprocess.Popen) -> None:
     if proc.poll() is None:
         try:

@@ -11,11 +11,11 @@ import time
 import numpy as np
 import pytest
 
+from perception.runtime.procs import running
 from perception.transport.subscriber import Subscriber
 from tests.runtime.helpers import (
     REPO,
     StderrReader,
-    alive,
     free_port,
     kill_tree,
     receive_all,
@@ -153,7 +153,7 @@ def test_signal_stops_everything_and_leaves_nothing(tmp_path, model, sig):
         finally:
             kill_tree(proc)
     assert proc.returncode == 130, reader.text
-    assert not any(alive(p) for p in pids.values())
+    assert not any(running(p) for p in pids.values())
     assert shm_segments() <= before
     print(f"stopped in {stop_s:.2f} s")  # the 2 s budget is reported, not asserted (timing varies under load)
 
@@ -177,7 +177,7 @@ def test_crashed_stage_stops_the_others_and_names_itself(tmp_path, model):
             kill_tree(proc)
     assert proc.returncode == 12, reader.text
     assert "stage 'inference' failed" in reader.text and "killed by signal 9" in reader.text
-    assert not any(alive(p) for p in pids.values())
+    assert not any(running(p) for p in pids.values())
     assert shm_segments() <= before
 
 
@@ -226,7 +226,7 @@ def _run_then_kill(tmp_path, model, kill) -> tuple[dict, set]:
             kill(proc)
             proc.wait(timeout=10)
             deadline = time.monotonic() + 15
-            while time.monotonic() < deadline and any(alive(p) for p in pids.values()):
+            while time.monotonic() < deadline and any(running(p) for p in pids.values()):
                 time.sleep(0.1)
         finally:
             kill_tree(proc)
@@ -236,7 +236,7 @@ def _run_then_kill(tmp_path, model, kill) -> tuple[dict, set]:
 def test_killed_supervisor_takes_its_stages_and_memory_with_it(tmp_path, model):
     # no chance to clean up: the stages must notice by themselves
     pids, before = _run_then_kill(tmp_path, model, lambda proc: proc.send_signal(signal.SIGKILL))
-    assert not any(alive(p) for p in pids.values())
+    assert not any(running(p) for p in pids.values())
     assert shm_segments() <= before
 
 
@@ -246,7 +246,7 @@ def test_sigkill_of_the_whole_process_group_leaks_no_shared_memory(tmp_path, mod
     import os
 
     pids, before = _run_then_kill(tmp_path, model, lambda proc: os.killpg(proc.pid, signal.SIGKILL))
-    assert not any(alive(p) for p in pids.values())
+    assert not any(running(p) for p in pids.values())
     assert shm_segments() <= before
 
 
