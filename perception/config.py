@@ -173,6 +173,12 @@ class PostprocessConfig(_Section):
     background: BackgroundConfig = Field(default_factory=BackgroundConfig)
     """The background model's settings (``postprocess.motion`` not ``off``)."""
 
+    @field_validator("motion", mode="before")
+    @classmethod
+    def _bare_off(cls, value: object) -> object:
+        """YAML 1.1 reads a bare ``off`` (as in ``motion: off`` or ``--set postprocess.motion=off``) as false."""
+        return "off" if value is False else value
+
 
 Point = tuple[float, float]
 

@@ -109,3 +109,16 @@ def test_tracking_section_reaches_the_tracker_through_the_runtime_dict():
     assert Tracker(cfg.tracking).params == cfg.tracking.params() and type(Tracker(cfg.tracking).params) is not type(
         cfg.tracking
     )
+
+
+def test_motion_off_written_plainly_is_off(tmp_path):
+    """YAML 1.1 reads a bare ``off`` as false: ``motion: off`` in a file and ``--set postprocess.motion=off``
+    (the documented value) must mean off, not fail with "got False"."""
+    path = tmp_path / "c.yaml"
+    path.write_text("postprocess:\n  motion: off\n")
+    assert load_config(path).postprocess.motion == "off"
+    surveillance = Path(__file__).resolve().parents[2] / "configs" / "surveillance.yaml"
+    assert load_config(surveillance).postprocess.motion == "mog2"
+    assert load_config(surveillance, ["postprocess.motion=off"]).postprocess.motion == "off"
+    with pytest.raises(ConfigError, match="postprocess.motion"):
+        load_config(surveillance, ["postprocess.motion=on"])  # true is not a background model
