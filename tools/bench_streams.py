@@ -125,7 +125,9 @@ class MemorySampler(threading.Thread):
         self.roots, self.interval_s = roots, interval_s
         self.peak_rss = self.peak_pss = 0.0
         self.cpu: list[tuple[int, float]] = []
-        """(host monotonic ns, CPU seconds summed over the live processes of the trees)."""
+        """(host monotonic ns, CPU seconds used so far by every process of the trees seen so far)."""
+        self._last_cpu: dict[int, float] = {}
+        """Each process's CPU seconds when last seen (a process that has exited keeps its last figure)."""
         self._done = threading.Event()
 
     def run(self) -> None:
@@ -133,7 +135,9 @@ class MemorySampler(threading.Thread):
             pids = {p for r in self.roots for p in _tree(r)}
             totals = np.sum([_memory_kib(p) for p in pids], axis=0) / 1024 if pids else (0.0, 0.0)
             self.peak_rss, self.peak_pss = max(self.peak_rss, totals[0]), max(self.peak_pss, totals[1])
-            self.cpu.append((time.monotonic_ns(), sum(_cpu_s(p) for p in pids)))
+            for p in pids:
+                self._last_cpu[p] = max(self._last_cpu.get(p, 0.0), _cpu_s(p))
+            self.cpu.append((time.monotonic_ns(), sum(self._last_cpu.values())))
             self._done.wait(self.interval_s)
 
     def cpu_between(self, t0_ns: int, t1_ns: int) -> float:
