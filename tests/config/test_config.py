@@ -120,5 +120,5 @@ def test_motion_off_written_plainly_is_off(tmp_path):
     surveillance = Path(__file__).resolve().parents[2] / "configs" / "surveillance.yaml"
     assert load_config(surveillance).postprocess.motion == "mog2"
     assert load_config(surveillance, ["postprocess.motion=off"]).postprocess.motion == "off"
-    with pytest.raises(ConfigError, match="postprocess.motion"):
+    with pytest.raises(ConfigError, match=r"postprocess\.motion"):
         load_config(surveillance, ["postprocess.motion=on"])  # true is not a background model

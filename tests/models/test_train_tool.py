@@ -107,7 +107,9 @@ def test_finetune_from_onnx_with_pennfudan(tmp_path: Path) -> None:
     assert export_tool.main(["--checkpoint", str(out / "best.pt"), "--out", str(onnx_path), "--data", str(data),
                              "--threads", "1"]) == 0
     card = json.loads(onnx_path.with_suffix(".card.json").read_text())
-    assert card["training"]["fine_tuned_from"]["model"].startswith("camvid_lite0_panoptic v1")
+    start = json.loads((REPO / "engines" / "camvid_lite0_panoptic.card.json").read_text())
+    expected = f"{start['name']} v{start['version']} (camvid_lite0_panoptic.onnx)"
+    assert card["training"]["fine_tuned_from"]["model"] == expected
     assert "Penn-Fudan" in card["training"]["terms"] and "every 4th image" in card["training"]["splits"]
     held = card["metrics"]["pennfudan_holdout"]
     assert held["stems"] == ["P3"] and held["persons"] == 2 and 0.0 <= held["person_recall50"] <= 1.0

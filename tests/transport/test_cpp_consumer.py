@@ -96,7 +96,7 @@ def test_cpp_consumer_reads_a_real_pipeline(consumer, encoding, preview):
                  "--publish", address, "--speed", "0", "--set", f"publish.encoding={encoding}",
                  "--set", f"publish.preview={preview}", "--set", "publish.hwm=1000",
                  "--set", "publish.wait_for_subscribers=2", "--set", "runtime.progress=false",
-                 "--set", "tracking.high_score=0.15"],  # the bundled model scores generated scenes low
+                 "--set", "tracking.high_score=0.1"],  # the bundled model scores generated scenes low (v2: 9 matched)
                 cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
             py = {}
             while (msg := sub.recv(timeout_s=120)) is not None:
