@@ -42,7 +42,7 @@ def _sizes(text: str) -> list[tuple[int, int]]:
 
 
 def bench(models: list[Path], *, kind: str, threads: int, size: tuple[int, int] | None, runs: int, warmup: int,
-          rounds: int = 1) -> list[dict]:
+          rounds: int = 1, batch: int = 1) -> list[dict]:
     """One result per model; with several, the timed runs alternate between them in ``rounds`` rounds."""
     with contextlib.ExitStack() as stack:
         backends = [stack.enter_context(open_backend(m, kind=kind, threads=threads, input_size=size)) for m in models]
@@ -50,7 +50,7 @@ def bench(models: list[Path], *, kind: str, threads: int, size: tuple[int, int] 
         for backend in backends:
             (name,) = backend.inputs.keys()
             w, h = size or backend.card.input_size
-            x = np.random.default_rng(0).standard_normal((1, 3, h, w)).astype(np.float32)
+            x = np.random.default_rng(0).standard_normal((batch, 3, h, w)).astype(np.float32)
             inputs.append({name: x})
             for _ in range(warmup):
                 backend.infer(inputs[-1])
@@ -71,7 +71,9 @@ def bench(models: list[Path], *, kind: str, threads: int, size: tuple[int, int] 
             "size": f"{w}x{h}",
             "threads": threads,
             "runs": len(ts),
-            "fps": round(1000.0 / float(np.mean(ms)), 1),
+            "batch": batch,
+            "ms_per_frame_p50": round(float(np.percentile(ms, 50)) / batch, 2),
+            "fps": round(1000.0 * batch / float(np.mean(ms)), 1),
             "ms_p50": round(float(np.percentile(ms, 50)), 2),
             "ms_p90": round(float(np.percentile(ms, 90)), 2),
         })
@@ -88,21 +90,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=int, default=100)
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--rounds", type=int, default=5, help="with several models: alternate in this many rounds")
+    p.add_argument("--batches", default="1", help="comma-separated batch sizes (dynamic-batch models), e.g. 1,2,4: "
+                   "ms per frame for each")
     p.add_argument("--json", action="store_true", help="print one JSON object per size")
     args = p.parse_args(argv)
 
     models = args.model or [REPO / "engines" / "camvid_lite0_panoptic.onnx"]
     sizes = args.sizes or [load_card(models[0]).input_size]
     rounds = args.rounds if len(models) > 1 else 1
-    for size in sizes:
+    for size, batch in [(s, int(b)) for s in sizes for b in args.batches.split(",")]:
         results = bench(models, kind=args.backend, threads=args.threads, size=size, runs=args.runs,
-                        warmup=args.warmup, rounds=rounds)
+                        warmup=args.warmup, rounds=rounds, batch=batch)
         for r in results:
             if args.json:
                 print(json.dumps(r))
             else:
-                print(f"{r['model']} {r['backend']} {r['size']} threads={r['threads']}: {r['fps']:.1f} frames/s, "
-                      f"p50 {r['ms_p50']:.1f} ms, p90 {r['ms_p90']:.1f} ms ({r['runs']} runs)")
+                print(f"{r['model']} {r['backend']} {r['size']} batch {batch} threads={r['threads']}: "
+                      f"{r['fps']:.1f} frames/s, p50 {r['ms_p50']:.1f} ms per batch ({r['ms_per_frame_p50']:.1f} per "
+                      f"frame), p90 {r['ms_p90']:.1f} ms ({r['runs']} runs)")
         if len(results) > 1 and not args.json:
             base = results[0]
             for r in results[1:]:
