@@ -413,7 +413,9 @@ def split_host_port(text: str) -> tuple[str, int]:
 class BatchConfig(_Section):
     max_size: int = Field(default=4, ge=1, le=64)
     """At most this many frames, one per stream, go through one backend call. 1 = no batching. Larger
-    batches use a many-core CPU or a GPU better, at the cost of the time a frame waits for the others."""
+    batches use a GPU better, at the cost of the time a frame waits for the others. On a small CPU they
+    do not pay: on 2 cores (ONNX Runtime), 4 streams gave 36.8 frames/s with 1 and 34.9 with 4
+    (``tools/bench_streams.py --streams 4 --set batch.max_size=1``, docs/benchmarks.md)."""
     timeout_ms: float = Field(default=5.0, ge=0)
     """How long inference waits for a frame of another stream to fill a batch once it holds one; frames
     of a single stream never wait."""
