@@ -7,9 +7,12 @@ everything queued and decodes only the newest label message (older ones are coun
 
 Sessions: every message carries its publisher's random session id (``sid``). The subscriber follows one
 session: the first label message or class table it accepts sets it, a label message from another
-session is a publisher restart (counted in ``restarts``) and moves it there. A class table or an
-end-of-stream message from any other session is not obeyed: it is counted in ``foreign`` and logged
-(at most every 10 s). A session id is no authentication (anyone who can reach the port can copy it);
+session is a publisher restart (counted in ``restarts``) and moves it there. A class table from
+another session is held back: a restarted publisher sends its table before its first label message,
+so the table is adopted when that message moves the subscriber to its session; if instead the
+followed session's next label message comes (two publishers on one address), the held table is
+counted in ``foreign`` and logged (at most every 10 s), as is every end-of-stream message from
+another session. A session id is no authentication (anyone who can reach the port can copy it);
 that is what CURVE is for.
 """
 
@@ -241,6 +244,9 @@ class Subscriber:
     def _follow(self, sid: int) -> None:
         """Follow session ``sid`` (a label message of it arrived); adopt its class table if one came first."""
         if sid == self._session:
+            if self._pending_table is not None:  # our publisher goes on: the held table is someone else's
+                self._foreign("a class table", self._pending_table.session)
+                self._pending_table = None
             return
         self._session = sid
         if self._pending_table is not None and self._pending_table.session == sid:
@@ -252,7 +258,7 @@ class Subscriber:
         now = time.monotonic_ns()
         if self.foreign == 1 or now - self._foreign_logged_ns >= 10_000_000_000:
             self._foreign_logged_ns = now
-            log.warning("ignored a %s from publisher session %d while following session %s on %s (%d ignored so "
+            log.warning("ignored %s from publisher session %d while following session %s on %s (%d ignored so "
                         "far): another process publishes on this address", what, sid, self._session, self.address,
                         self.foreign)
 
@@ -262,14 +268,15 @@ class Subscriber:
         if table.session == self._session:
             self._table = table
         else:
+            if self._pending_table is not None and self._pending_table.session != table.session:
+                self._foreign("a class table", self._pending_table.session)  # replaced before it was adopted
             self._pending_table = table  # adopted if a label message moves us to its session
-            self._foreign("class table", table.session)
 
     def _take_end(self, end: StreamEnd) -> None:
         if end.session == self._session:
             self.end = end
         else:
-            self._foreign("end-of-stream message", end.session)
+            self._foreign("an end-of-stream message", end.session)
 
     def _recv_frames(self, flags: int) -> list[Any] | None:
         try:
