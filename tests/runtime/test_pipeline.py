@@ -26,18 +26,6 @@ from tests.runtime.helpers import (
     write_config,
     write_video,
 )
-from tests.tinymodel import make_tiny_model
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    return make_tiny_model(tmp_path_factory.mktemp("model"))
-
-
-@pytest.fixture(scope="module")
-def heavy_model(tmp_path_factory):
-    # real but deliberately slow (~50 ms a frame at 320x240): slower than the source
-    return make_tiny_model(tmp_path_factory.mktemp("heavy"), heavy_layers=4, input_size=(320, 240))
 
 
 def test_replay_delivers_every_frame_in_order(tmp_path, model):

@@ -27,12 +27,6 @@ from tests.runtime.helpers import (
     write_config,
     write_video,
 )
-from tests.tinymodel import make_tiny_model
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    return make_tiny_model(tmp_path_factory.mktemp("model"))
 
 
 def _image_folder(path, *, n: int, size: tuple[int, int]):

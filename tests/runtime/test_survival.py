@@ -24,17 +24,6 @@ from tests.runtime.helpers import (
     start_pipeline,
     write_config,
 )
-from tests.tinymodel import make_tiny_model
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    return make_tiny_model(tmp_path_factory.mktemp("model"))
-
-
-@pytest.fixture(scope="module")
-def heavy_model(tmp_path_factory):
-    return make_tiny_model(tmp_path_factory.mktemp("heavy"), heavy_layers=4, input_size=(320, 240))
 
 
 def _live(tmp_path, model, port, **sections):
