@@ -173,6 +173,7 @@ class _Frames:
 def _process(job: DriveJob, model_path: str, submit: SubmitFn, fetch: FetchFn, progress: ProgressFn | None,
              out: Path) -> dict:
     from perception.batch.summary import DriveStats
+    from perception.outputs.registry import close_sinks
     from perception.runtime.capture import open_configured_source
 
     cfg = job.config
@@ -197,12 +198,12 @@ def _process(job: DriveJob, model_path: str, submit: SubmitFn, fetch: FetchFn, p
             _report(progress, stats, total)
         stats.decode_s = frames.decode_s
         stats.source_dropped = int(getattr(source, "dropped", 0) or 0)
-        _close_sinks(sinks, "end")
+        close_sinks(sinks, "end")
         sinks = None
         return stats.summary()
     finally:
         if sinks:
-            _close_sinks(sinks, "stopped")
+            close_sinks(sinks, "stopped")
         source.close()
 
 
@@ -231,31 +232,10 @@ def _open_post(cfg: PipelineConfig, model_path: str, source, partial: Path):
     sink_cfg = SinkConfig(publish=cfg.publish, output=output)
     run = RunContext(classes=tuple(card.class_infos()), fps=DEFAULT_FPS, mode="replay",
                      stream_fps={camera: source.fps or DEFAULT_FPS})
-    sinks = _recording_sinks(sink_cfg, run)
+    from perception.outputs.registry import RECORDING_FACTORIES, open_sinks
+
+    sinks = open_sinks(sink_cfg, run, factories=RECORDING_FACTORIES)  # no publisher, no overlay
     return post, sinks, camera
-
-
-def _recording_sinks(sink_cfg, run) -> list:
-    """The sinks ``output.record`` makes (Foxglove MCAP or ROS 2 bag), opened; no publisher, no overlay."""
-    from perception.outputs import foxglove_sink, ros2
-
-    sinks = []
-    try:
-        for factory in (foxglove_sink.make_sink, ros2.make_sink):
-            sink = factory(sink_cfg)
-            if sink is not None:
-                sink.open(run)
-                sinks.append(sink)
-    except BaseException:
-        _close_sinks(sinks, "stopped")
-        raise
-    return sinks
-
-
-def _close_sinks(sinks: list, reason: str) -> None:
-    from perception.runtime.post import close_sinks
-
-    close_sinks(sinks, reason)
 
 
 def _finish(item, fetch: FetchFn, post, sinks: list, stats) -> None:

@@ -7,11 +7,14 @@ configured. ``output.plugins`` adds sinks from outside the package (``module:fac
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Sequence
 
 from perception.errors import ConfigError
 from perception.outputs import foxglove_sink, overlay, publisher, ros2
-from perception.outputs.base import Sink, SinkConfig
+from perception.outputs.base import Ending, RunContext, Sink, SinkConfig
+
+log = logging.getLogger(__name__)
 
 SinkFactory = Callable[[SinkConfig], "Sink | None"]
 
@@ -21,6 +24,9 @@ SINK_FACTORIES: tuple[SinkFactory, ...] = (
     foxglove_sink.make_sink,  # Foxglove: MCAP recording (output.record, format foxglove), live (output.foxglove)
     ros2.make_sink,  # ROS 2 bag (output.record, record_format ros2)
 )
+
+RECORDING_FACTORIES: tuple[SinkFactory, ...] = (foxglove_sink.make_sink, ros2.make_sink)
+"""The sinks ``output.record`` makes (Foxglove MCAP or ROS 2 bag): what ``perception batch`` writes per drive."""
 
 
 def load_plugin(spec: str) -> SinkFactory:
@@ -38,9 +44,10 @@ def load_plugin(spec: str) -> SinkFactory:
     return factory
 
 
-def make_sinks(config: SinkConfig) -> list[Sink]:
-    """Every configured sink (not yet opened), built-ins first, then ``output.plugins`` in order."""
-    factories = [*SINK_FACTORIES, *(load_plugin(s) for s in config.output.plugins)]
+def make_sinks(config: SinkConfig, *, factories: Sequence[SinkFactory] = SINK_FACTORIES) -> list[Sink]:
+    """Every configured sink (not yet opened) of ``factories`` (default: every built-in), then
+    ``output.plugins`` in order."""
+    factories = [*factories, *(load_plugin(s) for s in config.output.plugins)]
     sinks = []
     for factory in factories:
         sink = factory(config)
@@ -49,3 +56,27 @@ def make_sinks(config: SinkConfig) -> list[Sink]:
                 raise ConfigError(f"output sink factory {factory!r} returned {type(sink).__name__}, not a Sink")
             sinks.append(sink)
     return sinks
+
+
+def open_sinks(config: SinkConfig, run: RunContext, *,
+               factories: Sequence[SinkFactory] = SINK_FACTORIES) -> list[Sink]:
+    """Build (:func:`make_sinks`) and open every configured sink; on a failure, close those already
+    open and re-raise."""
+    opened: list[Sink] = []
+    try:
+        for sink in make_sinks(config, factories=factories):
+            sink.open(run)
+            opened.append(sink)
+    except BaseException:
+        close_sinks(opened, "stopped")
+        raise
+    return opened
+
+
+def close_sinks(sinks: Sequence[Sink], reason: Ending) -> None:
+    """Close every sink, logging (not raising) a sink's failure so that the others still close."""
+    for sink in sinks:
+        try:
+            sink.close(reason=reason)
+        except Exception:
+            log.exception("closing output %s failed", sink.name)

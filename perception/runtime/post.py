@@ -24,7 +24,7 @@ import zmq
 
 from perception.config import AnalyticsConfig, PostprocessConfig, TrackingConfig
 from perception.modelcard import ModelCard, load_card
-from perception.outputs.base import Ending, RunContext, Sink, SinkConfig
+from perception.outputs.base import RunContext, Sink, SinkConfig
 from perception.runtime import channels, stagekit
 from perception.runtime.lanes import LaneStage
 from perception.runtime.metrics import observe
@@ -244,30 +244,9 @@ class _StopFlag:
         return self._link.check_stop()
 
 
-def open_sinks(settings: PostSettings, run: RunContext) -> list[Sink]:
-    """Build and open every configured sink; on a failure, close those already open and re-raise."""
-    from perception.outputs.registry import make_sinks
-
-    opened: list[Sink] = []
-    try:
-        for sink in make_sinks(settings.sinks):
-            sink.open(run)
-            opened.append(sink)
-    except BaseException:
-        close_sinks(opened, "stopped")
-        raise
-    return opened
-
-
-def close_sinks(sinks: list[Sink], reason: Ending) -> None:
-    for sink in sinks:
-        try:
-            sink.close(reason=reason)
-        except Exception:
-            log.exception("closing output %s failed", sink.name)
-
-
 def postprocess_main(handles: StageHandles, settings: PostSettings, input_size: tuple[int, int]) -> None:
+    from perception.outputs.registry import close_sinks, open_sinks
+
     stagekit.setup(handles, "postprocess", "postprocess")
     code = 0
     link = stage = None
@@ -279,7 +258,7 @@ def postprocess_main(handles: StageHandles, settings: PostSettings, input_size: 
                              input_size=input_size, analytics=settings.analytics)
         run = RunContext(classes=tuple(card.class_infos()), fps=DEFAULT_FPS, mode="replay", stop=_StopFlag(link),
                          stream_fps={})
-        sinks = open_sinks(settings, run)
+        sinks = open_sinks(settings.sinks, run)
         stage = PostStage(handles=handles, link=link, post=post, sinks=sinks, run=run, max_age_ms=settings.max_age_ms)
         link.send(Ready(stage="postprocess"))
         stage.run()
