@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -51,6 +50,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from perception.runtime.procs import kill_group  # noqa: E402
 from perception.transport.subscriber import Subscriber  # noqa: E402
 
 CLIPS = (REPO.parent / "shared" / "data" / "video" / "solidWhiteRight.mp4", REPO / "media" / "solidWhiteRight.mp4")
@@ -195,12 +195,7 @@ def _command(sources: list[str], port: int, *, frames: int, speed: float, overri
 
 def _kill(procs: list[subprocess.Popen]) -> None:
     for p in procs:
-        if p.poll() is None:
-            try:
-                os.killpg(p.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            p.wait(5)
+        kill_group(p)
 
 
 def run_pipelines(commands: list[list[str]], ports: list[int], timeout_s: float) -> tuple[Received, MemorySampler]:

@@ -32,6 +32,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from perception.runtime.procs import kill_group  # noqa: E402
 from perception.transport.subscriber import Subscriber  # noqa: E402
 from tests.sources.mjpeg_server import MjpegServer  # noqa: E402
 
@@ -129,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+                kill_group(proc)
             server.stop()
         time.sleep(1)
         text = "".join(log)

@@ -40,7 +40,7 @@ GRACE_S = 10.0
 """How long the processes of a stopped run may take to be gone before they count as left behind."""
 sys.path.insert(0, str(REPO))
 
-from perception.runtime.procs import running  # noqa: E402
+from perception.runtime.procs import kill_group, running  # noqa: E402
 
 
 def _group_members(pgid: int) -> list[int]:
@@ -107,8 +107,7 @@ def cycle(cfg: Path, mode: str, *, startup: bool, rng: random.Random, startup_s:
     try:
         proc.wait(timeout=20)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(5)
+        kill_group(proc)
     stop_s = time.monotonic() - t_stop
     reader.join(timeout=2)
     text = "".join(err_lines)

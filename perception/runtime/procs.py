@@ -1,8 +1,11 @@
-"""Whether a process is still running, for the supervisor, the shared-memory janitor and the stop tools."""
+"""Processes by pid: whether one still runs (the shared-memory janitor, the stop tools, the tests), and
+killing a pipeline started in a session of its own, every process of it (the tools and the tests)."""
 
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 
 
 def running(pid: int) -> bool:
@@ -19,3 +22,14 @@ def running(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except (FileNotFoundError, IndexError):
         return False
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL the process group that ``proc`` leads (started with ``start_new_session=True``) if
+    ``proc`` still runs, then reap ``proc`` (waits up to 5 s)."""
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(5)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -14,6 +12,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import yaml
+
+from perception.runtime.procs import kill_group as kill_tree  # noqa: F401 (the tests' name)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -73,13 +73,6 @@ def stage_pids(stderr_text: str) -> dict[str, int]:
     return {m.group(1): int(m.group(2)) for m in re.finditer(r"started stage (\w+) pid (\d+)", stderr_text)}
 
 
-def kill_tree(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait(5)
 
 
 class StderrReader:
