@@ -196,26 +196,41 @@ def _fuse(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     return torch.nn.utils.fusion.fuse_conv_bn_eval(conv.eval(), bn.eval())
 
 
-def fold_batchnorm(model: nn.Module) -> nn.Module:
-    """Fold every BatchNorm into the conv before it, in place; returns ``model`` (for export, eval only).
+_MBCONV_PAIRS = (("_expand_conv", "_bn0"), ("_depthwise_conv", "_bn1"), ("_project_conv", "_bn2"))
+"""The conv/BatchNorm attribute pairs of the wheel's MBConv blocks."""
 
-    Handles ``nn.Sequential(conv, bn, ...)`` (decoder, stem) and the wheel's MBConv blocks
-    (``_expand_conv/_bn0``, ``_depthwise_conv/_bn1``, ``_project_conv/_bn2``). Raises ``RuntimeError``
-    if any BatchNorm is left unfused, so an export never silently ships an unfolded graph.
-    """
-    model.eval()
-    for module in list(model.modules()):
+
+def conv_bn_pairs(model: nn.Module) -> list[tuple[str, str]]:
+    """``(conv name, batchnorm name)`` of every conv followed by a BatchNorm: ``nn.Sequential(conv, bn, ...)``
+    (decoder, stem) and the MBConv blocks' ``_expand_conv/_bn0``, ``_depthwise_conv/_bn1``, ``_project_conv/_bn2``."""
+    pairs: list[tuple[str, str]] = []
+    for name, module in model.named_modules():
+        prefix = f"{name}." if name else ""
         if isinstance(module, nn.Sequential):
             items = list(module)
             for i in range(len(items) - 1):
                 if isinstance(items[i], nn.Conv2d) and isinstance(items[i + 1], nn.BatchNorm2d):
-                    module[i] = _fuse(items[i], items[i + 1])
-                    module[i + 1] = nn.Identity()
-        for conv_name, bn_name in (("_expand_conv", "_bn0"), ("_depthwise_conv", "_bn1"), ("_project_conv", "_bn2")):
+                    pairs.append((f"{prefix}{i}", f"{prefix}{i + 1}"))
+        for conv_name, bn_name in _MBCONV_PAIRS:
             conv, bn = getattr(module, conv_name, None), getattr(module, bn_name, None)
             if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
-                setattr(module, conv_name, _fuse(conv, bn))  # a copy of the same class (keeps static padding)
-                setattr(module, bn_name, nn.Identity())
+                pairs.append((f"{prefix}{conv_name}", f"{prefix}{bn_name}"))
+    return pairs
+
+
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """Fold every BatchNorm into the conv before it (:func:`conv_bn_pairs`), in place; returns ``model``
+    (for export, eval only). The fused conv is a copy of the same class (the wheel's static padding stays).
+    Raises ``RuntimeError`` if any BatchNorm is left unfused, so an export never silently ships an
+    unfolded graph.
+    """
+    model.eval()
+    for conv_name, bn_name in conv_bn_pairs(model):
+        parent_name, _, conv_attr = conv_name.rpartition(".")
+        bn_attr = bn_name.rpartition(".")[2]
+        parent = model.get_submodule(parent_name)
+        setattr(parent, conv_attr, _fuse(getattr(parent, conv_attr), getattr(parent, bn_attr)))
+        setattr(parent, bn_attr, nn.Identity())
     left = [n for n, m in model.named_modules() if isinstance(m, nn.BatchNorm2d)]
     if left:
         raise RuntimeError(f"fold_batchnorm left {len(left)} BatchNorm layers unfused: {left[:5]}")

@@ -19,28 +19,7 @@ import torch
 from torch import nn
 
 from perception.errors import BackendError
-from perception.models.network import NetworkConfig, PanopticLite0, build_network
-
-_MBCONV_PAIRS = (("_expand_conv", "_bn0"), ("_depthwise_conv", "_bn1"), ("_project_conv", "_bn2"))
-
-
-def conv_bn_pairs(model: nn.Module) -> list[tuple[str, str]]:
-    """``(conv name, batchnorm name)`` of every conv followed by a BatchNorm, in the order
-    :func:`~perception.models.network.fold_batchnorm` folds them (``nn.Sequential`` pairs and the
-    MBConv blocks' ``_expand_conv/_bn0`` etc.)."""
-    pairs: list[tuple[str, str]] = []
-    for name, module in model.named_modules():
-        prefix = f"{name}." if name else ""
-        if isinstance(module, nn.Sequential):
-            items = list(module)
-            for i in range(len(items) - 1):
-                if isinstance(items[i], nn.Conv2d) and isinstance(items[i + 1], nn.BatchNorm2d):
-                    pairs.append((f"{prefix}{i}", f"{prefix}{i + 1}"))
-        for conv_name, bn_name in _MBCONV_PAIRS:
-            conv, bn = getattr(module, conv_name, None), getattr(module, bn_name, None)
-            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
-                pairs.append((f"{prefix}{conv_name}", f"{prefix}{bn_name}"))
-    return pairs
+from perception.models.network import NetworkConfig, PanopticLite0, build_network, conv_bn_pairs
 
 
 def onnx_initializers(path: str | Path) -> dict[str, np.ndarray]:
@@ -65,9 +44,10 @@ def network_from_onnx(path: str | Path, *, config: NetworkConfig | None = None) 
     weights = onnx_initializers(path)
     model = build_network(pretrained=False, config=config or NetworkConfig())
     modules = dict(model.named_modules())
+    pairs = conv_bn_pairs(model)
     folded_bn = set()
     with torch.no_grad():
-        for conv_name, bn_name in conv_bn_pairs(model):
+        for conv_name, bn_name in pairs:
             conv, bn = modules[conv_name], modules[bn_name]
             _copy(conv.weight, weights, f"{conv_name}.weight", path)
             bias = torch.from_numpy(_array(weights, f"{conv_name}.bias", (bn.num_features,), path))
@@ -77,7 +57,7 @@ def network_from_onnx(path: str | Path, *, config: NetworkConfig | None = None) 
             bn.running_var.fill_(1.0 - bn.eps)
             folded_bn.update((f"{bn_name}.weight", f"{bn_name}.bias", f"{bn_name}.running_mean",
                               f"{bn_name}.running_var", f"{bn_name}.num_batches_tracked"))
-        paired_convs = {c for c, _ in conv_bn_pairs(model)}
+        paired_convs = {c for c, _ in pairs}
         for name, param in model.named_parameters():
             owner = name.rsplit(".", 1)[0]
             if name in folded_bn or owner in paired_convs:

@@ -13,9 +13,9 @@ onnx = pytest.importorskip("onnx")
 from perception.errors import BackendError  # noqa: E402
 from perception.models.data import IGNORE_INDEX  # noqa: E402
 from perception.models.export import export_onnx  # noqa: E402
-from perception.models.network import NetworkConfig  # noqa: E402
+from perception.models.network import NetworkConfig, conv_bn_pairs  # noqa: E402
 from perception.models.pennfudan import label_image, person_instances, split_stems  # noqa: E402
-from perception.models.warmstart import conv_bn_pairs, freeze_batchnorm, network_from_onnx  # noqa: E402
+from perception.models.warmstart import freeze_batchnorm, network_from_onnx  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 BUNDLED = REPO / "engines" / "camvid_lite0_panoptic.onnx"
