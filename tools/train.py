@@ -35,7 +35,7 @@ sys.path.insert(0, str(REPO))
 
 from perception.models.data import AugmentConfig, Split, augment, collate, load_split  # noqa: E402
 from perception.models.network import NetworkConfig, build_network  # noqa: E402
-from perception.models.pennfudan import load_pennfudan, read_stems, split_stems  # noqa: E402
+from perception.models.pennfudan import PEDESTRIAN, load_pennfudan, read_stems, split_stems  # noqa: E402
 from perception.models.training import (  # noqa: E402
     LossConfig,
     class_weights,
@@ -160,15 +160,15 @@ def load_pennfudan_sets(args: argparse.Namespace, model: torch.nn.Module, device
     (args.out / "pennfudan_holdout.txt").write_text("".join(f"{s}\n" for s in held))
     label = teacher(model, input_size=args.input_size, device=device)
     split = load_pennfudan(args.pennfudan, train_stems, teacher=label)
-    persons = sum(c.count(9) for c in split.instance_classes)
+    persons = sum(c.count(PEDESTRIAN) for c in split.instance_classes)
     print(f"Penn-Fudan: {len(train_stems)} images ({persons} persons) for training, {len(held)} held out "
           f"({args.out / 'pennfudan_holdout.txt'})", flush=True)
     return split, held
 
 
-def person_scores(model: torch.nn.Module, args: argparse.Namespace, held: list[str]) -> dict:
-    """Person instance scores on the held-out Penn-Fudan images, through the exported ONNX model as the
-    pipeline runs it (``perception eval --layout pennfudan``'s code)."""
+def person_scores(model: torch.nn.Module, args: argparse.Namespace) -> dict:
+    """Person instance scores on the held-out Penn-Fudan images (``<out>/pennfudan_holdout.txt``), through
+    the exported ONNX model as the pipeline runs it (``perception eval --layout pennfudan``'s code)."""
     from perception.backends.factory import open_backend
     from perception.eval.instances import evaluate_instances, pennfudan_pairs
     from perception.modelcard import save_card
@@ -324,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
         te = time.perf_counter()
         metrics = evaluate(model, val, input_size=args.input_size, device=device)
         if held:
-            metrics["pennfudan_holdout"] = person_scores(model, args, held)
+            metrics["pennfudan_holdout"] = person_scores(model, args)
         eval_cost_s = time.perf_counter() - te + 5.0
         improved = metrics["miou"] > best
         if improved:
