@@ -35,7 +35,7 @@ sys.path.insert(0, str(REPO))
 
 from perception.models.data import AugmentConfig, Split, augment, collate, load_split  # noqa: E402
 from perception.models.network import NetworkConfig, build_network  # noqa: E402
-from perception.models.pennfudan import PEDESTRIAN, load_pennfudan, read_stems, split_stems  # noqa: E402
+from perception.models.pennfudan import PEDESTRIAN, hold_out, load_pennfudan  # noqa: E402
 from perception.models.training import (  # noqa: E402
     LossConfig,
     class_weights,
@@ -151,17 +151,17 @@ def build_model(args: argparse.Namespace, net_cfg: NetworkConfig, device: str) -
 def load_pennfudan_sets(args: argparse.Namespace, model: torch.nn.Module, device: str) -> tuple[Split, list[str]]:
     """Penn-Fudan's training part (labelled with the starting model as teacher) and the held-out stems,
     which are written to ``<out>/pennfudan_holdout.txt``."""
-    listing = args.pennfudan / "train.txt"
-    stems = (read_stems(listing) if listing.is_file()
-             else sorted(p.stem for p in (args.pennfudan / "PNGImages").glob("*.png")))
-    train_stems, held = split_stems(stems, holdout_every=args.pennfudan_holdout_every)
+    from perception.eval.instances import pennfudan_pairs
+
+    train_pairs, held_pairs = hold_out(pennfudan_pairs(args.pennfudan, "train"), every=args.pennfudan_holdout_every)
     if args.limit:
-        train_stems, held = train_stems[: args.limit], held[: args.limit]
+        train_pairs, held_pairs = train_pairs[: args.limit], held_pairs[: args.limit]
+    held = [p.name for p in held_pairs]
     (args.out / "pennfudan_holdout.txt").write_text("".join(f"{s}\n" for s in held))
     label = teacher(model, input_size=args.input_size, device=device)
-    split = load_pennfudan(args.pennfudan, train_stems, teacher=label)
+    split = load_pennfudan(train_pairs, teacher=label)
     persons = sum(c.count(PEDESTRIAN) for c in split.instance_classes)
-    print(f"Penn-Fudan: {len(train_stems)} images ({persons} persons) for training, {len(held)} held out "
+    print(f"Penn-Fudan: {len(train_pairs)} images ({persons} persons) for training, {len(held)} held out "
           f"({args.out / 'pennfudan_holdout.txt'})", flush=True)
     return split, held
 

@@ -174,7 +174,8 @@ def pennfudan_pairs(root: Path, split: str | None = None, limit: int | None = No
     return pairs
 
 
-def _read(pair: InstancePair) -> tuple[np.ndarray, np.ndarray]:
+def read_pair(pair: InstancePair) -> tuple[np.ndarray, np.ndarray]:
+    """``(BGR image, mask)`` of a pair. Raises DataError naming the file that is unreadable or of another size."""
     image = cv2.imread(str(pair.image), cv2.IMREAD_COLOR)
     mask = cv2.imread(str(pair.mask), cv2.IMREAD_UNCHANGED)
     if image is None or mask is None:
@@ -245,7 +246,7 @@ def evaluate_instances(pairs: Sequence[InstancePair], backend, *, progress: bool
     grouper = PanopticGrouper(thing_ids=card.thing_ids(), heatmap_is_logit=False)
     tally, upsamplers, t_ns = InstanceTally(), {}, 0
     for pair in _progress(pairs, progress):
-        image, gt = _read(pair)
+        image, gt = read_pair(pair)
         t0 = time.perf_counter_ns()
         imap, ids, scores = predict_persons(seg, grouper, image, persons, upsamplers)
         t_ns += time.perf_counter_ns() - t0

@@ -11,36 +11,29 @@ OpenCV; the teacher is any callable.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from pathlib import Path
+from collections.abc import Callable, Iterable, Sequence
+from typing import TypeVar
 
-import cv2
 import numpy as np
 
 from perception.errors import DataError
+from perception.eval.instances import InstancePair, read_pair
 from perception.models.data import IGNORE_INDEX, Split
+from perception.models.targets import CAMVID_THING_IDS
 
 PEDESTRIAN = 9
 """The CamVid class Penn-Fudan's persons become."""
-THINGS = (8, 9, 10)
-"""CamVid's thing classes (Car, Pedestrian, Bicyclist): ignored where the teacher sees them outside the masks."""
+T = TypeVar("T")
 
 Teacher = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 """BGR uint8[H, W, 3] -> (class ids uint8[H, W], confidence float32[H, W] in 0..1)."""
 
 
-def read_stems(path: str | Path) -> list[str]:
-    """Stems listed one per line (blank lines skipped)."""
-    return [s.strip() for s in Path(path).read_text().split() if s.strip()]
-
-
-def split_stems(stems: list[str], *, holdout_every: int) -> tuple[list[str], list[str]]:
-    """``(train, held out)``: every ``holdout_every``-th stem (the 4th, 8th, ... for 4) is held out;
-    0 holds out nothing."""
-    if holdout_every <= 0:
-        return list(stems), []
-    held = [s for i, s in enumerate(stems, 1) if i % holdout_every == 0]
-    return [s for i, s in enumerate(stems, 1) if i % holdout_every], held
+def hold_out(items: Sequence[T], *, every: int) -> tuple[list[T], list[T]]:
+    """``(kept, held out)``: every ``every``-th item (the 4th, 8th, ... for 4) is held out; 0 holds out nothing."""
+    if every <= 0:
+        return list(items), []
+    return [x for i, x in enumerate(items, 1) if i % every], [x for i, x in enumerate(items, 1) if i % every == 0]
 
 
 def person_instances(mask: np.ndarray) -> tuple[np.ndarray, int]:
@@ -62,34 +55,24 @@ def label_image(image: np.ndarray, mask: np.ndarray, teacher: Teacher | None, *,
     else:
         labels, conf = teacher(image)
         labels = np.where(conf >= min_confidence, labels, IGNORE_INDEX).astype(np.uint8)
-        labels[np.isin(labels, THINGS)] = IGNORE_INDEX
+        labels[np.isin(labels, CAMVID_THING_IDS)] = IGNORE_INDEX  # things outside the masks
     labels[is_person] = PEDESTRIAN
     return labels, persons, (PEDESTRIAN,) * k
 
 
-def load_pennfudan(root: str | Path, stems: Iterable[str], *, teacher: Teacher | None,
-                   min_confidence: float = 0.8) -> Split:
-    """Decode and label the listed images of a Penn-Fudan folder into memory.
-
-    Raises DataError naming the file when an image or mask is missing, unreadable or of another size.
-    """
-    root = Path(root)
+def load_pennfudan(pairs: Iterable[InstancePair], *, teacher: Teacher | None, min_confidence: float = 0.8) -> Split:
+    """Decode and label Penn-Fudan image/mask pairs (:func:`perception.eval.instances.pennfudan_pairs`)
+    into memory. Raises DataError naming the file when an image or mask is unreadable or of another size."""
     names, images, labels, instances, classes = [], [], [], [], []
-    for stem in stems:
-        img_path, mask_path = root / "PNGImages" / f"{stem}.png", root / "PedMasks" / f"{stem}_mask.png"
-        image = cv2.imread(str(img_path), cv2.IMREAD_COLOR)
-        if image is None:
-            raise DataError(f"cannot read Penn-Fudan image {img_path}")
-        mask = cv2.imread(str(mask_path), cv2.IMREAD_UNCHANGED)
-        if mask is None or mask.ndim != 2 or mask.shape != image.shape[:2]:
-            raise DataError(f"Penn-Fudan mask {mask_path} is missing, unreadable or not the image's size")
+    for pair in pairs:
+        image, mask = read_pair(pair)
         lab, inst, cls = label_image(image, mask, teacher, min_confidence=min_confidence)
-        names.append(stem)
+        names.append(pair.name)
         images.append(image)
         labels.append(lab)
         instances.append(inst)
         classes.append(cls)
     if not names:
-        raise DataError(f"{root}: no Penn-Fudan image listed")
+        raise DataError("no Penn-Fudan image to train on")
     return Split(names=tuple(names), images=tuple(images), labels=tuple(labels), instances=tuple(instances),
                  instance_classes=tuple(classes))

@@ -14,7 +14,7 @@ from perception.errors import BackendError  # noqa: E402
 from perception.models.data import IGNORE_INDEX  # noqa: E402
 from perception.models.export import export_onnx  # noqa: E402
 from perception.models.network import NetworkConfig, conv_bn_pairs  # noqa: E402
-from perception.models.pennfudan import label_image, person_instances, split_stems  # noqa: E402
+from perception.models.pennfudan import hold_out, label_image, person_instances  # noqa: E402
 from perception.models.warmstart import freeze_batchnorm, network_from_onnx  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
@@ -112,7 +112,7 @@ def test_pennfudan_labels_persons_and_trusts_the_teacher_only_where_sure() -> No
 
 def test_pennfudan_holdout_every_nth() -> None:
     stems = [f"s{i}" for i in range(1, 11)]
-    train, held = split_stems(stems, holdout_every=4)
+    train, held = hold_out(stems, every=4)
     assert held == ["s4", "s8"] and len(train) == 8 and not set(train) & set(held)
-    assert split_stems(stems, holdout_every=0) == (stems, [])
+    assert hold_out(stems, every=0) == (stems, [])
     assert person_instances(np.array([[0, 5], [2, 5]], np.uint8))[1] == 2
