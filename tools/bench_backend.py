@@ -63,12 +63,13 @@ def bench(models: list[Path], *, kind: str, threads: int, size: tuple[int, int] 
                     backend.infer(inputs[i])
                     times[i].append(time.perf_counter() - t)
     out = []
-    for model, backend, ts in zip(models, backends, times):
+    for model, backend, feed, ts in zip(models, backends, inputs, times):
         ms = np.asarray(ts) * 1000.0
+        (x,) = feed.values()
         out.append({
             "model": model.name,
             "backend": backend.name,
-            "size": f"{w}x{h}",
+            "size": f"{x.shape[3]}x{x.shape[2]}",
             "threads": threads,
             "runs": len(ts),
             "batch": batch,
