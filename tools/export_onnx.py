@@ -19,6 +19,7 @@ the figures go into the card's ``metrics``.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -31,7 +32,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from perception.modelcard import save_card  # noqa: E402
+from perception.modelcard import CAMVID_CLASSES, save_card  # noqa: E402
 from perception.models.export import (  # noqa: E402
     CAMVID_TRAINING_PROVENANCE,
     DEFAULT_OPSET,
@@ -63,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--version", default="1", help="the card's model version (raise it when the weights change)")
     p.add_argument("--note", default=None, help="free text for the card's training.notes (e.g. how the run went)")
+    p.add_argument("--crossval", type=Path, default=None, metavar="JSON",
+                   help="tools/crossval.py's crossval.json of the recipe: pooled and per-fold scores for the card")
     p.add_argument("--fp16", action="store_true", help="also write <out>_fp16.onnx and its card (for TensorRT 11)")
     p.add_argument("--from-onnx", type=Path, default=None, metavar="FILE",
                    help="with --fp16: convert this existing export (and its card) instead of exporting a checkpoint")
@@ -87,7 +90,10 @@ def main(argv: list[str] | None = None) -> int:
     recipe = state.get("recipe", {})
     training = dict(CAMVID_TRAINING_PROVENANCE)
     training.update(finetune_provenance(recipe.get("args", {})))
+    training["splits"] = splits_text(recipe.get("args", {}))
     training["recipe"] = recipe
+    if recipe.get("machine"):
+        training["machine"] = recipe["machine"]
     training["seed"] = recipe.get("args", {}).get("seed")
     training["epochs_trained"] = state.get("epoch", -1) + 1
     training["iterations"] = state.get("iter")
@@ -102,54 +108,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.note:
         training["notes"] = args.note
     metrics: dict = {}
-    if "metrics" in state:
+    if state.get("metrics") and "miou" in state["metrics"]:
         metrics["val_miou_pytorch"] = round(state["metrics"]["miou"], 4)
+    if args.crossval is not None:
+        metrics["crossval_by_sequence"] = crossval_metrics(args.crossval)
+    val_seen = "val" in recipe.get("args", {}).get("train_splits", ["train"])
 
     code = 0
     if not args.no_verify and (args.data / "val.txt").is_file():
-        from perception.models.data import load_split
-
-        val = load_split(args.data, "val")
-        agree = label_agreement(model, path, val.images, input_size=input_size, threads=args.threads)
-        print(f"ONNX Runtime vs PyTorch label agreement on val: {100 * agree['agreement']:.4f} % "
-              f"(max |logit diff| {agree['max_abs_logit_diff']:.2e})")
-        ev = evaluate_onnx(path, val.images, val.labels, input_size=input_size, threads=args.threads)
-        print(f"val mIoU (ONNX Runtime, input {input_size[0]}x{input_size[1]}, scored at 480x360): "
-              f"{100 * ev['miou']:.2f}; "
-              f"pixel accuracy {100 * ev['pixel_accuracy']:.2f} %")
-        sess = onnx_session(path, threads=args.threads)
-        x = np.random.default_rng(0).standard_normal((1, 3, input_size[1], input_size[0])).astype(np.float32)
-        for _ in range(5):
-            sess.run(None, {INPUT_NAME: x})
-        times = []
-        for _ in range(30):
-            t = time.perf_counter()
-            sess.run(None, {INPUT_NAME: x})
-            times.append(time.perf_counter() - t)
-        p50 = float(np.median(times))
-        print(f"ONNX Runtime {args.threads} threads at {input_size[0]}x{input_size[1]}: "
-              f"{1 / p50:.1f} frames/s (p50 {1000 * p50:.1f} ms)")
-        metrics.update(
-            {
-                "camvid_val_miou": round(ev["miou"], 4),
-                "camvid_val_pixel_accuracy": round(ev["pixel_accuracy"], 4),
-                "camvid_val_per_class_iou": {c: round(v, 4) for c, v in zip(
-                    ["Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence", "Car",
-                     "Pedestrian", "Bicyclist"],
-                    ev["per_class_iou"])},
-                "evaluated": f"CamVid val (101 images), ONNX Runtime, input {input_size[0]}x{input_size[1]}, logits "
-                "upsampled bilinearly to the labels' 480x360, 11 classes, label 11 ignored",
-                "onnx_vs_pytorch_label_agreement": round(agree["agreement"], 6),
-                "onnxruntime_cpu_fps_2_threads": round(1 / p50, 1),
-                "fps_note": "inference alone, measured by tools/export_onnx.py on the 2-core dev CPU with load average "
-                f"{os.getloadavg()[0]:.1f} at the time "
-                "(shared machine, so indicative; rerun tools/bench_backend.py on a quiet one)",
-                "command": f"tools/export_onnx.py --checkpoint {args.checkpoint.name}",
-            }
-        )
-        if agree["agreement"] < AGREEMENT_MIN:
-            print(f"FAIL: agreement {agree['agreement']:.6f} < {AGREEMENT_MIN}", file=sys.stderr)
-            code = 1
+        verified, ok = verify_on_val(model, path, args, input_size=input_size, val_seen=val_seen)
+        metrics.update(verified)
+        code = 0 if ok else 1
     card = build_card(input_size=input_size, training=training, metrics=metrics, version=args.version)
     card_path = save_card(card, path)
     if not args.no_verify:  # scored through the backend, which needs the card written above
@@ -161,6 +130,93 @@ def main(argv: list[str] | None = None) -> int:
     if args.fp16:
         write_fp16(path)
     return code
+
+
+def verify_on_val(model, path: Path, args: argparse.Namespace, *, input_size: tuple[int, int],
+                  val_seen: bool) -> tuple[dict, bool]:
+    """(card metrics, export agrees with PyTorch): agreement, mIoU through ONNX Runtime and speed on CamVid val.
+    A model trained on val gets its val scores under ``camvid_val_trained_on``, not as a held-out figure."""
+    from perception.models.data import load_split
+
+    val = load_split(args.data, "val")
+    agree = label_agreement(model, path, val.images, input_size=input_size, threads=args.threads)
+    print(f"ONNX Runtime vs PyTorch label agreement on val: {100 * agree['agreement']:.4f} % "
+          f"(max |logit diff| {agree['max_abs_logit_diff']:.2e})")
+    ev = evaluate_onnx(path, val.images, val.labels, input_size=input_size, threads=args.threads)
+    print(f"val mIoU (ONNX Runtime, input {input_size[0]}x{input_size[1]}, scored at 480x360): "
+          f"{100 * ev['miou']:.2f}; pixel accuracy {100 * ev['pixel_accuracy']:.2f} %"
+          + (" (val was trained on: not a held-out score)" if val_seen else ""))
+    sess = onnx_session(path, threads=args.threads)
+    x = np.random.default_rng(0).standard_normal((1, 3, input_size[1], input_size[0])).astype(np.float32)
+    for _ in range(5):
+        sess.run(None, {INPUT_NAME: x})
+    times = []
+    for _ in range(30):
+        t = time.perf_counter()
+        sess.run(None, {INPUT_NAME: x})
+        times.append(time.perf_counter() - t)
+    p50 = float(np.median(times))
+    print(f"ONNX Runtime {args.threads} threads at {input_size[0]}x{input_size[1]}: "
+          f"{1 / p50:.1f} frames/s (p50 {1000 * p50:.1f} ms)")
+    val_scores: dict = {
+        "camvid_val_miou": round(ev["miou"], 4),
+        "camvid_val_pixel_accuracy": round(ev["pixel_accuracy"], 4),
+        "camvid_val_per_class_iou": {c.name: round(v, 4) for c, v in zip(CAMVID_CLASSES, ev["per_class_iou"])},
+        "evaluated": f"CamVid val (101 images), ONNX Runtime, input {input_size[0]}x{input_size[1]}, logits "
+                     "upsampled bilinearly to the labels' 480x360, 11 classes, label 11 ignored",
+    }
+    if val_seen:  # a score on images it was trained on measures no generalisation: kept apart, named so
+        val_scores = {"camvid_val_trained_on": val_scores | {
+            "note": "val is one of the splits this model was trained on: not a held-out score (see "
+                    "crossval_by_sequence)"}}
+    metrics = val_scores | {
+        "onnx_vs_pytorch_label_agreement": round(agree["agreement"], 6),
+        "onnxruntime_cpu_fps_2_threads": round(1 / p50, 1),
+        "fps_note": "inference alone, measured by tools/export_onnx.py on the 2-core dev CPU with load average "
+                    f"{os.getloadavg()[0]:.1f} at the time "
+                    "(shared machine, so indicative; rerun tools/bench_backend.py on a quiet one)",
+        "command": f"tools/export_onnx.py --checkpoint {args.checkpoint.name}",
+    }
+    if agree["agreement"] < AGREEMENT_MIN:
+        print(f"FAIL: agreement {agree['agreement']:.6f} < {AGREEMENT_MIN}", file=sys.stderr)
+        return metrics, False
+    return metrics, True
+
+
+def splits_text(run_args: dict) -> str:
+    """How the run used CamVid's splits (and Penn-Fudan's), in words, from its own options."""
+    trained = run_args.get("train_splits", ["train"])
+    sizes = {"train": 367, "val": 101}
+    camvid = " + ".join(f"{s} ({sizes[s]} images)" if s in sizes else s for s in trained)
+    held = run_args.get("holdout_sequence")
+    if held:
+        selection = f"sequence {held} left out of training and scored (one cross-validation fold)"
+    elif run_args.get("eval_split", "val") == "none":
+        selection = ("no checkpoint selection: the last checkpoint of a fixed schedule (the recipe chosen by "
+                     "cross-validation by sequence, tools/crossval.py)")
+    else:
+        selection = f"checkpoint selected on CamVid {run_args.get('eval_split', 'val')} by mIoU"
+    pf = ""
+    if run_args.get("pennfudan"):
+        every = run_args.get("pennfudan_holdout_every", 4)
+        pf = (f" and Penn-Fudan's available part without every {every}th image (held out: pennfudan_holdout.txt, "
+              f"reported only)")
+    return f"trained on CamVid {camvid}{pf}; {selection}; CamVid test split not used"
+
+
+def crossval_metrics(path: Path) -> dict:
+    """The card's summary of a tools/crossval.py report."""
+    report = json.loads(Path(path).read_text())
+    return {
+        "pooled_miou": report["pooled"]["miou"],
+        "pooled_per_class_iou": report["pooled"]["per_class_iou"],
+        "fold_miou": {seq: fold["miou"] for seq, fold in report["folds"].items()},
+        "mean_of_fold_mious": report["mean_of_fold_mious"],
+        "how": "one fold per CamVid recording (0001TP, 0006R0, 0016E5): trained on train + val without it, scored "
+               "on it after a fixed schedule (last checkpoint); confusion matrices pooled over the folds",
+        "command": f"tools/crossval.py --config {_repo_relative(report['config'])}"
+                   + (f" -- {' '.join(report['train_args'])}" if report.get("train_args") else ""),
+    }
 
 
 def _repo_relative(path: str) -> str:
@@ -184,12 +240,8 @@ def finetune_provenance(run_args: dict) -> dict:
                    "(perception/models/warmstart.py); every BatchNorm kept in eval mode while fine-tuning",
         }
     if run_args.get("pennfudan"):
-        every = run_args.get("pennfudan_holdout_every", 4)
         out["dataset"] = (CAMVID_TRAINING_PROVENANCE["dataset"] + "; Penn-Fudan pedestrians (Wang, Shi, Song, "
                           "Shen, ACCV 2007), each person with its own mask")
-        out["splits"] = (f"CamVid train (367 images) and Penn-Fudan's available part without every {every}th image "
-                         f"(held out: pennfudan_holdout.txt, reported only); checkpoint selected on CamVid val (101 "
-                         f"images) by mIoU; CamVid test split not used")
         out["terms"] = (CAMVID_TRAINING_PROVENANCE["terms"] + " Penn-Fudan is released for research use only and "
                         "may not be redistributed; this model is trained on it: research use only.")
         out["instance_targets"] = (CAMVID_TRAINING_PROVENANCE["instance_targets"] + " Penn-Fudan: each masked "

@@ -3,9 +3,15 @@
 
     .venv/bin/python tools/train.py --time-budget-min 60            # fresh run
     .venv/bin/python tools/train.py --resume                         # continue checkpoints/camvid_lite0/last.pt
+    .venv/bin/python tools/train.py --config configs/training/panoptic_v3.yaml   # the bundled model
 
-Writes ``<out>/last.pt`` every epoch, ``<out>/best.pt`` when val mIoU improves and one JSON line per
-epoch to ``<out>/log.jsonl``. The learning rate follows a poly schedule over ``--epochs``; with a
+Writes ``<out>/last.pt`` every epoch, ``<out>/best.pt`` when the evaluation mIoU improves and one JSON
+line per epoch to ``<out>/log.jsonl``. What it evaluates on: ``--eval-split`` (default val); the images
+of ``--holdout-sequence`` (removed from the training splits: one fold of a cross-validation by sequence,
+see tools/crossval.py); or nothing (``--eval-split none``, for a final model trained on train + val:
+best.pt is then simply the last checkpoint, a fixed schedule chosen beforehand).
+
+The learning rate follows a poly schedule over ``--epochs``; with a
 ``--time-budget-min`` it follows whichever of (iterations done / total) and (time spent / budget) is
 further along, so a run on a slow or busy machine still anneals before it stops. A run stopped by the
 budget ends cleanly after a final evaluation. Runs on CPU (``--threads``, default 2) or CUDA when present.
@@ -19,7 +25,7 @@ import os
 import random
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 # Threads sleep at OpenMP barriers instead of spinning: on a shared 2-core machine spinning threads
@@ -33,7 +39,8 @@ from tqdm import tqdm
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from perception.models.data import AugmentConfig, Split, augment, collate, load_split  # noqa: E402
+from perception.errors import DataError  # noqa: E402
+from perception.models.data import AugmentConfig, Split, augment, collate, concat, load_split  # noqa: E402
 from perception.models.network import NetworkConfig, build_network  # noqa: E402
 from perception.models.pennfudan import PEDESTRIAN, hold_out, load_pennfudan  # noqa: E402
 from perception.models.training import (  # noqa: E402
@@ -73,6 +80,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--input-size", type=_size, default=(480, 352), help="inference/eval size WxH")
     p.add_argument("--scale-min", type=float, default=0.75)
     p.add_argument("--scale-max", type=float, default=1.5)
+    p.add_argument("--color-jitter", type=float, default=0.25,
+                   help="max relative brightness/contrast/saturation change")
+    p.add_argument("--gamma", type=float, default=0.0, help="random gamma exp(U(-g, g)); 0 off")
+    p.add_argument("--blur-prob", type=float, default=0.0, help="chance of a Gaussian blur (sigma 0.5-1.5 px)")
+    p.add_argument("--noise-std", type=float, default=0.0, help="max sensor-noise std (0..255 units); 0 off")
+    p.add_argument("--train-splits", nargs="+", default=["train"], help="CamVid splits trained on (e.g. train val)")
+    p.add_argument("--eval-split", default="val",
+                   help="CamVid split evaluated on (selects best.pt); 'none': no evaluation, best.pt = last")
+    p.add_argument("--holdout-sequence", default=None,
+                   help="leave this recording (e.g. 0016E5) out of the training splits and evaluate on it")
     p.add_argument("--ohem-keep", type=float, default=0.3)
     p.add_argument("--time-budget-min", type=float, default=None, help="stop cleanly after this many minutes")
     p.add_argument("--freeze-blocks", type=int, default=3,
@@ -139,6 +156,35 @@ def seed_all(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def machine(threads: int, device: str) -> str:
+    """The training machine in one line, for the model card (the CPU as lscpu names it)."""
+    cpu = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as fh:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), cpu)
+    except OSError:
+        pass
+    where = f"CUDA {torch.cuda.get_device_name(0)}" if device == "cuda" else "CPU only"
+    return f"{where}: {cpu}, {os.cpu_count()} cores, torch {torch.__version__}, {threads} threads"
+
+
+def load_camvid(args: argparse.Namespace) -> tuple[Split, Split | None]:
+    """(the training images, the evaluation images or None) that ``args`` ask for."""
+    train = concat([load_split(args.data, name) for name in args.train_splits])
+    if args.holdout_sequence:
+        train, val = train.split_sequence(args.holdout_sequence)
+    elif args.eval_split == "none":
+        val = None
+    elif args.eval_split in args.train_splits:
+        raise ValueError(f"--eval-split {args.eval_split} is also trained on (--train-splits); "
+                         "pass --eval-split none or --holdout-sequence")
+    else:
+        val = load_split(args.data, args.eval_split)
+    if args.limit:
+        train, val = train.subset(args.limit), val.subset(args.limit) if val is not None else None
+    return train, val
+
+
 def build_model(args: argparse.Namespace, net_cfg: NetworkConfig, device: str) -> torch.nn.Module:
     if args.init_onnx is not None:
         model = network_from_onnx(args.init_onnx, config=net_cfg)
@@ -195,16 +241,19 @@ def main(argv: list[str] | None = None) -> int:
     log_path = args.out / "log.jsonl"
 
     t0 = time.perf_counter()
-    train = load_split(args.data, "train")
-    val = load_split(args.data, "val")
-    if args.limit:
-        train, val = train.subset(args.limit), val.subset(args.limit)
-    print(f"loaded {len(train.images)} train / {len(val.images)} val images "
-          f"in {time.perf_counter() - t0:.1f}s", flush=True)
+    try:
+        train, val = load_camvid(args)
+    except (DataError, ValueError) as exc:
+        print(f"train.py: {exc}", file=sys.stderr)
+        return 2
+    print(f"loaded {len(train.images)} training images ({', '.join(args.train_splits)}"
+          f"{f' without {args.holdout_sequence}' if args.holdout_sequence else ''}) / "
+          f"{len(val.images) if val else 0} evaluation images in {time.perf_counter() - t0:.1f}s", flush=True)
 
     net_cfg = NetworkConfig()
     aug_cfg = AugmentConfig(base_size=args.input_size, crop_size=args.crop,
-                            scale_range=(args.scale_min, args.scale_max))
+                            scale_range=(args.scale_min, args.scale_max), color_jitter=args.color_jitter,
+                            gamma=args.gamma, blur_prob=args.blur_prob, noise_std=args.noise_std)
     loss_cfg = LossConfig(ohem_keep=args.ohem_keep)
     model = build_model(args, net_cfg, device)
     sources: list[tuple[Split, AugmentConfig]] = [(train, aug_cfg)]
@@ -212,8 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     held: list[str] = []
     if args.pennfudan is not None:
         pf, held = load_pennfudan_sets(args, model, device)
-        sources.append((pf, AugmentConfig(base_size=args.input_size, crop_size=args.crop,
-                                          scale_range=(args.pennfudan_scale_min, args.pennfudan_scale_max))))
+        sources.append((pf, replace(aug_cfg, scale_range=(args.pennfudan_scale_min, args.pennfudan_scale_max))))
         pool += [(1, i) for i in range(len(pf.images))] * args.pennfudan_repeat
     frozen = [model.encoder.stem, *model.encoder.blocks[: args.freeze_blocks]] if args.freeze_blocks else []
     for module in frozen:
@@ -251,6 +299,7 @@ def main(argv: list[str] | None = None) -> int:
         "augment": asdict(aug_cfg),
         "loss": asdict(loss_cfg),
         "optimizer": "AdamW, encoder lr x0.5, linear warmup then poly(0.9)",
+        "machine": machine(args.threads, device),
     }
     run_start = time.perf_counter() - spent
     eval_cost_s = 30.0  # updated after the first evaluation
@@ -322,12 +371,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"epoch {epoch}: loss {sums['loss'] / done:.3f} (no evaluation this epoch)", flush=True)
             continue
         te = time.perf_counter()
-        metrics = evaluate(model, val, input_size=args.input_size, device=device)
+        metrics = evaluate(model, val, input_size=args.input_size, device=device) if val is not None else {}
         if held:
             metrics["pennfudan_holdout"] = person_scores(model, args)
         eval_cost_s = time.perf_counter() - te + 5.0
-        improved = metrics["miou"] > best
-        if improved:
+        improved = val is None or metrics["miou"] > best  # nothing to select on: best.pt = the latest
+        if improved and val is not None:
             best = metrics["miou"]
         last_metrics = metrics
         state = checkpoint(epoch, metrics)
@@ -339,20 +388,25 @@ def main(argv: list[str] | None = None) -> int:
             "minutes": round((time.perf_counter() - run_start) / 60, 2),
             "lr": lr,
             **{k: round(v / done, 4) for k, v in sums.items()},
-            "val_miou": round(metrics["miou"], 4),
-            "val_pixel_accuracy": round(metrics["pixel_accuracy"], 4),
-            "val_per_class_iou": [round(v, 3) for v in metrics["per_class_iou"]],
-            "best": round(best, 4),
+            **({
+                "val_miou": round(metrics["miou"], 4),
+                "val_pixel_accuracy": round(metrics["pixel_accuracy"], 4),
+                "val_per_class_iou": [round(v, 3) for v in metrics["per_class_iou"]],
+                "val_confusion": metrics["confusion"],
+                "best": round(best, 4),
+            } if val is not None else {}),
             **({"pennfudan_holdout": metrics["pennfudan_holdout"]} if held else {}),
         }
         with log_path.open("a") as fh:
             fh.write(json.dumps(line) + "\n")
-        print(f"epoch {epoch}: val mIoU {metrics['miou']:.4f} (best {best:.4f}) "
-              f"pixel acc {metrics['pixel_accuracy']:.4f} "
-              f"loss {line['loss']:.3f} [{line['minutes']} min]"
+        scores = (f"val mIoU {metrics['miou']:.4f} (best {best:.4f}) pixel acc {metrics['pixel_accuracy']:.4f} "
+                  if val is not None else "")
+        print(f"epoch {epoch}: {scores}loss {line['loss']:.3f} [{line['minutes']} min]"
               + (f" persons {metrics['pennfudan_holdout']}" if held else ""), flush=True)
         if stop:
-            print(f"time budget of {args.time_budget_min} min reached; best val mIoU {best:.4f} in {best_path}",
+            print(f"time budget of {args.time_budget_min} min reached; "
+                  + (f"best val mIoU {best:.4f} in {best_path}" if val is not None
+                     else f"last checkpoint in {best_path}"),
                   flush=True)
             break
     print("done", flush=True)

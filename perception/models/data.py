@@ -41,10 +41,42 @@ class Split:
 
     def subset(self, count: int) -> Split:
         """The first ``count`` images (smoke tests)."""
-        cut = slice(0, count)
-        return Split(names=self.names[cut], images=self.images[cut], labels=self.labels[cut],
-                     instances=None if self.instances is None else self.instances[cut],
-                     instance_classes=None if self.instance_classes is None else self.instance_classes[cut])
+        return self.take(range(min(count, len(self.names))))
+
+    def take(self, indices) -> Split:
+        """The images at ``indices``, in that order."""
+        idx = list(indices)
+        pick = lambda seq: None if seq is None else tuple(seq[i] for i in idx)  # noqa: E731
+        return Split(names=pick(self.names), images=pick(self.images), labels=pick(self.labels),
+                     instances=pick(self.instances), instance_classes=pick(self.instance_classes))
+
+    def sequences(self) -> tuple[str, ...]:
+        """The recording each image comes from, in order (CamVid: ``0016E5`` of ``0016E5_07959.png``)."""
+        return tuple(sequence_of(name) for name in self.names)
+
+    def split_sequence(self, sequence: str) -> tuple[Split, Split]:
+        """(the images of every other sequence, the images of ``sequence``); DataError if it has none."""
+        seqs = self.sequences()
+        if sequence not in seqs:
+            raise DataError(f"no image of sequence {sequence!r}; the sequences are {sorted(set(seqs))}")
+        rest = [i for i, s in enumerate(seqs) if s != sequence]
+        return self.take(rest), self.take(i for i, s in enumerate(seqs) if s == sequence)
+
+
+def sequence_of(name: str) -> str:
+    """CamVid names images ``<sequence>_<frame>.png``: the part before the first underscore."""
+    return Path(name).stem.split("_", 1)[0]
+
+
+def concat(splits: list[Split]) -> Split:
+    """One split holding the images of ``splits`` in order (all with, or all without, instance masks)."""
+    if not splits:
+        raise DataError("no split to join")
+    if len({s.instances is None for s in splits}) > 1:
+        raise DataError("cannot join splits with per-object masks and splits without")
+    join = lambda f: None if getattr(splits[0], f) is None else tuple(x for s in splits for x in getattr(s, f))  # noqa: E731
+    return Split(names=join("names"), images=join("images"), labels=join("labels"),
+                 instances=join("instances"), instance_classes=join("instance_classes"))
 
 
 def load_split(root: str | Path, split: str) -> Split:
@@ -102,6 +134,12 @@ class AugmentConfig:
     flip: bool = True
     color_jitter: float = 0.25
     """Max relative change of brightness, contrast and saturation; 0 disables."""
+    gamma: float = 0.0
+    """Random gamma exp(U(-g, g)) on 0..1 pixels (dusk, over-exposure); 0 disables."""
+    blur_prob: float = 0.0
+    """Chance of a Gaussian blur with sigma U(0.5, 1.5) px (soft or defocused cameras)."""
+    noise_std: float = 0.0
+    """Max standard deviation of additive Gaussian sensor noise, in 0..255 units; 0 disables."""
     stride: int = 4
     sigma: float = DEFAULT_SIGMA_INPUT_PX
     min_area: int = DEFAULT_MIN_AREA
@@ -130,6 +168,21 @@ def _jitter(img: np.ndarray, amount: float, rng: np.random.Generator) -> np.ndar
     return np.clip(x, 0, 255).astype(np.uint8)
 
 
+def _photometric(img: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
+    """Gamma, blur and sensor noise (each only when enabled in ``cfg``) on a uint8 BGR crop."""
+    if cfg.gamma > 0:
+        g = float(np.exp(rng.uniform(-cfg.gamma, cfg.gamma)))
+        lut = np.clip(255.0 * (np.arange(256) / 255.0) ** g + 0.5, 0, 255).astype(np.uint8)
+        img = cv2.LUT(np.ascontiguousarray(img), lut)
+    if cfg.blur_prob > 0 and rng.random() < cfg.blur_prob:
+        img = cv2.GaussianBlur(np.ascontiguousarray(img), (0, 0), sigmaX=float(rng.uniform(0.5, 1.5)))
+    if cfg.noise_std > 0:
+        std = float(rng.uniform(0.0, cfg.noise_std))
+        noisy = img.astype(np.float32) + rng.normal(0.0, std, size=img.shape).astype(np.float32)
+        img = np.clip(noisy, 0, 255).astype(np.uint8)
+    return img
+
+
 def augment(
     image: np.ndarray,
     labels: np.ndarray,
@@ -139,7 +192,8 @@ def augment(
     instances: np.ndarray | None = None,
     instance_classes: tuple[int, ...] = (),
 ) -> Sample:
-    """Random scale, crop, flip and colour jitter of one image/label pair, plus its instance targets.
+    """Random scale, crop, flip, colour jitter, gamma, blur and noise of one image/label pair, plus its
+    instance targets.
 
     ``instances`` (uint16[H, W], ids 1..K of ``instance_classes``): the image's own per-object masks,
     transformed with the labels; without them the instances are the thing classes' connected components.
@@ -166,6 +220,7 @@ def augment(
         img, maps = img[:, ::-1], [m[:, ::-1] for m in maps]
     if cfg.color_jitter > 0:
         img = _jitter(img, cfg.color_jitter, rng)
+    img = _photometric(img, cfg, rng)
     lab, valid = np.ascontiguousarray(maps[0]), maps[1]
     if instances is not None:
         t = targets_from_instances(np.ascontiguousarray(maps[2]), list(instance_classes), stride=cfg.stride,

@@ -98,7 +98,9 @@ def evaluate(
     device: str = "cpu",
     batch_size: int = 4,
 ) -> dict:
-    """mIoU at the labels' resolution: resize to ``input_size`` (w, h), infer, upsample logits, argmax."""
+    """mIoU at the labels' resolution: resize to ``input_size`` (w, h), infer, upsample logits, argmax.
+
+    Also returns the confusion matrix (rows: label, columns: prediction), so folds can be pooled."""
     model.eval()
     conf = np.zeros((num_classes, num_classes), dtype=np.int64)
     w, h = input_size
@@ -117,6 +119,7 @@ def evaluate(
         "miou": float(np.nanmean(iou)),
         "per_class_iou": [float(v) for v in iou],
         "pixel_accuracy": float(np.diag(conf).sum() / max(conf.sum(), 1)),
+        "confusion": conf.tolist(),
     }
 
 

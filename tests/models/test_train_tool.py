@@ -20,26 +20,7 @@ import train as train_tool  # noqa: E402
 from perception.errors import DataError  # noqa: E402
 from perception.models.data import load_split  # noqa: E402
 from perception.models.export import load_checkpoint  # noqa: E402
-
-
-def _fake_camvid(root: Path, n: int = 4) -> Path:
-    rng = np.random.default_rng(0)
-    for split in ("train", "val"):
-        (root / split).mkdir(parents=True)
-        (root / f"{split}annot").mkdir()
-        lines = []
-        for i in range(n):
-            img = rng.integers(0, 256, (72, 96, 3), dtype=np.uint8)
-            lab = np.full((72, 96), 3, dtype=np.uint8)
-            lab[:20] = 0
-            lab[40:60, 10:30] = 8
-            lab[40:60, 50:70] = 8
-            lab[0, 0] = 11
-            cv2.imwrite(str(root / split / f"f{i}.png"), img)
-            cv2.imwrite(str(root / f"{split}annot" / f"f{i}.png"), lab)
-            lines.append(f"{split}/f{i}.png {split}annot/f{i}.png")
-        (root / f"{split}.txt").write_text("\n".join(lines) + "\n")
-    return root
+from tests.models.helpers import fake_camvid as _fake_camvid  # noqa: E402
 
 
 def test_train_writes_checkpoints_and_resumes(tmp_path: Path) -> None:
@@ -57,6 +38,38 @@ def test_train_writes_checkpoints_and_resumes(tmp_path: Path) -> None:
     assert state["input_size"] == [96, 64]
     with torch.no_grad():
         assert model(torch.zeros(1, 3, 64, 96))[0].shape == (1, 11, 16, 24)
+
+
+_TINY = ["--no-pretrained", "--batch-size", "2", "--input-size", "96x64", "--crop", "64x64", "--warmup-iters", "1",
+         "--threads", "1"]
+
+
+def test_holdout_sequence_trains_on_the_rest_and_scores_the_left_out_recording(tmp_path: Path, capsys) -> None:
+    """One cross-validation fold: train + val minus sequence B; the evaluation row pools into a confusion
+    matrix over exactly B's labelled pixels."""
+    data = _fake_camvid(tmp_path / "camvid", n=3, sequences={"train": "A", "val": "B"})
+    out = tmp_path / "fold"
+    assert train_tool.main(["--data", str(data), "--out", str(out), *_TINY, "--epochs", "1",
+                            "--train-splits", "train", "val", "--holdout-sequence", "B"]) == 0
+    assert "loaded 3 training images (train, val without B) / 3 evaluation images" in capsys.readouterr().out
+    row = json.loads((out / "log.jsonl").read_text().splitlines()[-1])
+    assert row["iter"] == 1  # 3 images of A, batches of 2
+    assert np.asarray(row["val_confusion"]).sum() == 3 * (72 * 96 - 1)  # one Unlabelled pixel per image
+    assert train_tool.main(["--data", str(data), "--out", str(out), *_TINY, "--holdout-sequence", "C"]) == 2
+    assert "no image of sequence 'C'; the sequences are ['A']" in capsys.readouterr().err
+
+
+def test_final_model_on_train_and_val_is_the_last_checkpoint(tmp_path: Path, capsys) -> None:
+    data = _fake_camvid(tmp_path / "camvid", n=2)
+    out = tmp_path / "final"
+    common = ["--data", str(data), "--out", str(out), *_TINY, "--train-splits", "train", "val"]
+    assert train_tool.main([*common, "--epochs", "1"]) == 2  # val would be evaluated while trained on
+    assert "--eval-split val is also trained on" in capsys.readouterr().err
+    assert train_tool.main([*common, "--epochs", "2", "--eval-split", "none", "--eval-every", "1"]) == 0
+    rows = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["iter"] for r in rows] == [2, 4] and all("val_miou" not in r for r in rows)
+    best = torch.load(out / "best.pt", weights_only=False)
+    assert best["epoch"] == 1 and best["iter"] == 4  # no selection: the last one
 
 
 def test_load_split_names_bad_label_file(tmp_path: Path) -> None:
