@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from perception.modelcard import CAMVID_CLASSES  # noqa: E402
-from perception.models.training import iou_from_confusion  # noqa: E402
+from perception.models.training import scores_from_confusion  # noqa: E402
 
 SEQUENCES = ("0001TP", "0006R0", "0016E5")
 CLASS_NAMES = tuple(c.name for c in CAMVID_CLASSES[:11])
@@ -65,30 +65,26 @@ def fold_finished(fold_dir: Path) -> bool:
     return (fold_dir / "done").is_file() and fold_result(fold_dir) is not None
 
 
+def _rounded(conf: np.ndarray) -> dict:
+    scores = scores_from_confusion(conf)
+    return {
+        "miou": round(scores["miou"], 4),
+        "pixel_accuracy": round(scores["pixel_accuracy"], 4),
+        "per_class_iou": {c: round(v, 4) for c, v in zip(CLASS_NAMES, scores["per_class_iou"])},
+    }
+
+
 def pool(results: dict[str, dict]) -> dict:
     """Per-fold and pooled scores from each fold's last evaluation row."""
-    folds = {}
-    total = np.zeros((len(CLASS_NAMES), len(CLASS_NAMES)), dtype=np.int64)
-    for seq, row in results.items():
-        conf = np.asarray(row["val_confusion"], dtype=np.int64)
-        total += conf
-        iou = iou_from_confusion(conf)
-        folds[seq] = {
-            "miou": round(float(np.nanmean(iou)), 4),
-            "pixel_accuracy": round(float(np.diag(conf).sum() / max(conf.sum(), 1)), 4),
-            "per_class_iou": {c: round(float(v), 4) for c, v in zip(CLASS_NAMES, iou)},
-            "epoch": row["epoch"],
-            "minutes": row["minutes"],
-            "labelled_pixels": int(conf.sum()),
-        }
-    iou = iou_from_confusion(total)
+    confs = {seq: np.asarray(row["val_confusion"], dtype=np.int64) for seq, row in results.items()}
+    folds = {
+        seq: _rounded(conf) | {"epoch": results[seq]["epoch"], "minutes": results[seq]["minutes"],
+                               "labelled_pixels": int(conf.sum())}
+        for seq, conf in confs.items()
+    }
     return {
         "folds": folds,
-        "pooled": {
-            "miou": round(float(np.nanmean(iou)), 4),
-            "pixel_accuracy": round(float(np.diag(total).sum() / max(total.sum(), 1)), 4),
-            "per_class_iou": {c: round(float(v), 4) for c, v in zip(CLASS_NAMES, iou)},
-        },
+        "pooled": _rounded(sum(confs.values())),
         "mean_of_fold_mious": round(float(np.mean([f["miou"] for f in folds.values()])), 4),
     }
 

@@ -294,7 +294,7 @@ def evaluate_onnx(
     threads: int = 2,
 ) -> dict:
     """Val mIoU of the exported model with ONNX Runtime, at the labels' resolution (logits upsampled bilinearly)."""
-    from perception.models.training import confusion, iou_from_confusion
+    from perception.models.training import confusion, scores_from_confusion
 
     sess = onnx_session(onnx_path, threads=threads)
     w, h = input_size
@@ -304,9 +304,4 @@ def evaluate_onnx(
         logits = torch.from_numpy(sess.run([OUTPUT_NAMES[0]], {INPUT_NAME: x})[0])
         up = F.interpolate(logits, size=lab.shape, mode="bilinear", align_corners=False)
         conf += confusion(up.argmax(1)[0].to(torch.uint8).numpy(), lab, num_classes)
-    iou = iou_from_confusion(conf)
-    return {
-        "miou": float(np.nanmean(iou)),
-        "per_class_iou": [float(v) for v in iou],
-        "pixel_accuracy": float(np.diag(conf).sum() / max(conf.sum(), 1)),
-    }
+    return scores_from_confusion(conf)

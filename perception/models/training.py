@@ -11,6 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from perception.eval.metrics import iou_from_confusion
 from perception.models.data import IGNORE_INDEX, Split, normalize
 
 CAMVID_TRAIN_PIXEL_SHARE = (0.158, 0.241, 0.010, 0.293, 0.067, 0.112, 0.011, 0.014, 0.046, 0.006, 0.005)
@@ -80,12 +81,14 @@ def confusion(pred: np.ndarray, labels: np.ndarray, num_classes: int, ignore_ind
     return np.bincount(idx, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
 
 
-def iou_from_confusion(conf: np.ndarray) -> np.ndarray:
-    """float64[C] per-class IoU (NaN for a class absent from both truth and prediction)."""
-    tp = np.diag(conf).astype(np.float64)
-    denom = conf.sum(0) + conf.sum(1) - tp
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(denom > 0, tp / denom, np.nan)
+def scores_from_confusion(conf: np.ndarray) -> dict:
+    """mIoU (over the classes present), per-class IoU and pixel accuracy of a confusion matrix."""
+    iou = iou_from_confusion(conf)
+    return {
+        "miou": float(np.nanmean(iou)),
+        "per_class_iou": [float(v) for v in iou],
+        "pixel_accuracy": float(np.diag(conf).sum() / max(conf.sum(), 1)),
+    }
 
 
 @torch.no_grad()
@@ -114,13 +117,7 @@ def evaluate(
         pred = sem.argmax(1).to(torch.uint8).cpu().numpy()
         for p, lab in zip(pred, labs):
             conf += confusion(p, lab, num_classes)
-    iou = iou_from_confusion(conf)
-    return {
-        "miou": float(np.nanmean(iou)),
-        "per_class_iou": [float(v) for v in iou],
-        "pixel_accuracy": float(np.diag(conf).sum() / max(conf.sum(), 1)),
-        "confusion": conf.tolist(),
-    }
+    return scores_from_confusion(conf) | {"confusion": conf.tolist()}
 
 
 def save_checkpoint(path: Path, **state) -> None:
